@@ -1,0 +1,3 @@
+"""fflab: Forward-Forward learning toolkit."""
+
+__version__ = "0.1.0"

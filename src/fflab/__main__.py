@@ -1,0 +1,5 @@
+import sys
+
+from fflab.cli import main
+
+sys.exit(main())

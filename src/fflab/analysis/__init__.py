@@ -1,0 +1,1 @@
+"""Analysis of trained networks: plots (and, later, latent statistics)."""

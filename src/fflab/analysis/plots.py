@@ -1,0 +1,61 @@
+"""PNG plots written into run directories (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fflab.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_training_curves(history: Sequence[dict], path: str | Path) -> None:
+    """Per-layer FF loss and monitored accuracy per epoch, side by side."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    n_layers = len(history[0]["loss"])
+    for j in range(n_layers):
+        ax_loss.plot(epochs, [h["loss"][j] for h in history], marker="o", label=f"layer {j}")
+    ax_loss.set(xlabel="epoch", ylabel="FF loss", title="local loss per layer")
+    ax_loss.legend()
+    for key, label in (
+        ("train_accuracy", "train (monitor subset)"),
+        ("test_accuracy", "test (monitor subset)"),
+    ):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax_acc.plot(epochs, values, marker="o", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.grid(alpha=0.3)
+    if ax_acc.lines:
+        ax_acc.legend()
+    _save(fig, Path(path))
+
+
+def plot_goodness_histograms(
+    pos: Sequence, neg: Sequence, path: str | Path, theta: float | None = None
+) -> None:
+    """One panel per layer: goodness of positive versus negative data."""
+    n = len(pos)
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        p, q = pos[j].float().numpy(), neg[j].float().numpy()
+        hi = float(max(p.max(), q.max()))
+        bins = 60
+        ax.hist(p, bins=bins, range=(0, hi), alpha=0.6, label="positive", color="tab:green")
+        ax.hist(q, bins=bins, range=(0, hi), alpha=0.6, label="negative", color="tab:red")
+        if theta is not None:
+            ax.axvline(theta, color="k", linestyle="--", linewidth=1, label="theta")
+        ax.set(title=f"layer {j}", xlabel="goodness", ylabel="samples")
+        ax.legend()
+    _save(fig, Path(path))

@@ -1,0 +1,70 @@
+"""Model checkpoints: safetensors weights plus a JSON of the settings that built them.
+
+Loading never runs code: the JSON is parsed, the model is rebuilt from its settings and the
+tensors are copied in, with a clear error if the two disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from fflab import __version__
+from fflab.config import Config, config_from_dict
+from fflab.errors import CheckpointError, ConfigError
+from fflab.io import atomic_path, write_json_atomic
+from fflab.models import FFNetwork, build_model
+
+WEIGHTS = "model.safetensors"
+SETTINGS = "model.json"
+FORMAT = "fflab-model/1"
+
+
+def save_checkpoint(directory: str | Path, model: FFNetwork, cfg: Config, **meta: Any) -> None:
+    """Write weights then settings, each atomically. `meta` needs input_dim and num_classes."""
+    directory = Path(directory)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp))
+    write_json_atomic(
+        directory / SETTINGS,
+        {"format": FORMAT, "fflab_version": __version__, "config": cfg.to_dict(), **meta},
+    )
+
+
+def load_checkpoint(directory: str | Path) -> tuple[FFNetwork, Config, dict[str, Any]]:
+    """Rebuild the model saved in `directory`; returns (model, config, meta)."""
+    directory = Path(directory)
+    weights, settings = directory / WEIGHTS, directory / SETTINGS
+    for p in (weights, settings):
+        if not p.is_file():
+            raise CheckpointError(f"{directory} is not a checkpoint: {p.name} is missing")
+    try:
+        meta = json.loads(settings.read_text())
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{settings}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
+        cfg = config_from_dict(meta["config"])
+        model = build_model(cfg.model, int(meta["input_dim"]), int(meta["num_classes"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{settings}: unreadable settings ({type(e).__name__}: {e})") from None
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorsError, OSError) as e:
+        raise CheckpointError(f"{weights}: unreadable weights ({e})") from None
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{weights} does not match {settings}: missing {missing}, unexpected {extra}")
+    wrong = [k for k in expected if expected[k].shape != tensors[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{weights}: {k} has shape {tuple(tensors[k].shape)}, settings expect {tuple(expected[k].shape)}"
+        )
+    model.load_state_dict(tensors)
+    model.eval()
+    return model, cfg, meta

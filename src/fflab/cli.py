@@ -1,0 +1,120 @@
+"""Command line: fflab train | eval | data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fflab.errors import FFLabError
+
+
+def _config_path(text: str) -> Path:
+    """A config file path, or the name of a ready config in ./configs (e.g. `mnist-ff`)."""
+    p = Path(text)
+    if p.is_file():
+        return p
+    named = Path("configs") / f"{text.removesuffix('.toml')}.toml"
+    if named.is_file():
+        return named
+    raise FFLabError(f"config file not found: {text} (nor {named})")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fflab.config import load_config
+    from fflab.training.run import default_run_dir, train_run
+
+    cfg = load_config(_config_path(args.config), args.set)
+    run_dir = Path(args.out) if args.out else default_run_dir(cfg)
+    train_run(cfg, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from fflab.checkpoint import load_checkpoint
+    from fflab.io import write_json_atomic
+    from fflab.training.evaluate import evaluate
+    from fflab.training.run import load_for_config, set_threads
+
+    model, cfg, _ = load_checkpoint(args.run_dir)
+    set_threads(cfg.train.threads)
+    ds = load_for_config(cfg, args.data_dir, progress=not args.no_progress)
+    result = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size)
+    result = {
+        "dataset": ds.name,
+        "test_accuracy": result["accuracy"],
+        "test_accuracy_per_layer": result["accuracy_per_layer"],
+    }
+    write_json_atomic(Path(args.run_dir) / "eval.json", result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from fflab import data
+
+    if args.action == "list":
+        root = data.resolve_data_dir(args.data_dir)
+        print(f"data directory: {root}")
+        for spec in data.available_datasets():
+            print(f"  {spec.name:<14} {spec.description}")
+        return 0
+    if not args.name:
+        raise FFLabError(f"fflab data {args.action} needs a data set name (see `fflab data list`)")
+    if args.action == "download":
+        for path in data.download_dataset(args.name, args.data_dir, progress=not args.no_progress):
+            print(path)
+        return 0
+    checks = data.verify_dataset(args.name, args.data_dir, path=args.path)
+    for c in checks:
+        print(f"{'ok  ' if c.ok else 'FAIL'} {c.path}: {c.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fflab", description="Forward-Forward learning toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="data directory (default: $FFLAB_DATA, else the user cache)")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    train = sub.add_parser("train", help="train a network from a TOML config")
+    train.add_argument("config", help="config file, or the name of one in ./configs")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
+    )
+    train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
+    common(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run on its test set")
+    ev.add_argument("run_dir")
+    common(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("data", help="list, download or verify data sets")
+    d.add_argument("action", choices=["list", "download", "verify"])
+    d.add_argument("name", nargs="?")
+    d.add_argument("--path", help="folder of the 'idx' data set")
+    common(d)
+    d.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FFLabError as e:
+        print(f"fflab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fflab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

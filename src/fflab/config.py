@@ -1,0 +1,224 @@
+"""Experiment settings: TOML files validated into typed dataclasses.
+
+A config has the sections [data], [model], [train] and [eval]. Every key is checked: an
+unknown key or a value of the wrong type raises ConfigError naming the key and what was
+expected. `apply_overrides` applies `section.key=value` strings (the CLI's --set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fflab.errors import ConfigError
+from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
+from fflab.objectives import GOODNESS, OBJECTIVES
+from fflab.supervision import LABEL_MODES, NEGATIVE_MODES
+
+
+def choice(default: str, options: typing.Iterable[str], doc: str = "") -> Any:
+    """A string field restricted to `options`."""
+    return field(default=default, metadata={"choices": tuple(options), "doc": doc})
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None, doc: str = "") -> Any:
+    """A numeric field restricted to [low, high] (each bound optional)."""
+    return field(default=default, metadata={"low": low, "high": high, "doc": doc})
+
+
+@dataclass
+class DataSettings:
+    name: str = "digits"
+    path: str = ""  # folder of MNIST-format files when name = "idx"
+    train_subset: int = bounded(0, 0, doc="use only the first N training samples (0: all)")
+    test_subset: int = bounded(0, 0, doc="use only the first N test samples (0: all)")
+
+
+@dataclass
+class ModelSettings:
+    kind: str = choice("ff", ["ff"])
+    hidden: list[int] = field(default_factory=lambda: [500, 500])
+    activation: str = choice("relu", ACTIVATIONS)
+    init: str = choice("kaiming", INITS)
+    input_norm: str = choice("rms", INPUT_NORMS)
+    goodness: str = choice("mean_squares", GOODNESS)
+    objective: str = choice("standard", OBJECTIVES)
+    theta: float = 2.0
+    label: str = choice("overlay", LABEL_MODES)
+    label_value: float = bounded(1.0, 0.0)
+    predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = bounded(10, 1)
+    batch_size: int = bounded(100, 1)
+    optimizer: str = choice("adam", ["adam", "adamw", "sgd"])
+    lr: float = bounded(1e-3, 0.0)
+    lr_decay: str = choice("none", ["none", "linear", "cosine", "hinton"], doc="learning-rate schedule")
+    momentum: float = bounded(0.9, 0.0, 1.0)
+    weight_decay: float = bounded(0.0, 0.0)
+    negatives: str = choice("random", NEGATIVE_MODES)
+    seed: int = 0
+    threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
+    monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
+
+
+@dataclass
+class EvalSettings:
+    batch_size: int = bounded(1000, 1)
+    train_accuracy: bool = True  # also score the whole training set at the end
+
+
+@dataclass
+class Config:
+    name: str = ""
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against type `tp`; ints are accepted where floats are expected."""
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return value
+
+
+def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}: expected one of {list(meta['choices'])}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and value < low:
+        raise ConfigError(f"{key}: expected a value >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key}: expected a value <= {high}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r} in {where}; known keys: {sorted(fields)}")
+    values = {}
+    for name, value in data.items():
+        tp, key = hints[name], prefix + name
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a [{key}] table, got {value!r}")
+            values[name] = _build(tp, value, key + ".")
+        else:
+            values[name] = _coerce(value, tp, key)
+            _check_field(fields[name], values[name], key)
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested dict (as read from TOML) into a Config."""
+    cfg = _build(Config, data, "")
+    return validate(cfg)
+
+
+def validate(cfg: Config) -> Config:
+    """Checks that span several fields."""
+    if cfg.data.name == "idx" and not cfg.data.path:
+        raise ConfigError("data.path: the 'idx' data set needs the folder of its IDX files in data.path")
+    if not cfg.model.hidden or any(h < 1 for h in cfg.model.hidden):
+        raise ConfigError(
+            f"model.hidden: expected a non-empty list of positive layer widths, got {cfg.model.hidden}"
+        )
+    bad = [i for i in cfg.model.predict_layers if not 0 <= i < len(cfg.model.hidden)]
+    if bad:
+        raise ConfigError(
+            f"model.predict_layers: layer indices {bad} out of range 0..{len(cfg.model.hidden) - 1} (0-based)"
+        )
+    return cfg
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a TOML config file, apply `section.key=value` overrides, validate."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    data.setdefault("name", path.stem)
+    return config_from_dict(apply_overrides(data, overrides))
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as TOML (numbers, booleans, lists, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `a.b=value` applied."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (e.g. train.lr=0.01), got {item!r}")
+        *sections, leaf = key.split(".")
+        node = data
+        for s in sections:
+            node = node.setdefault(s, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {s!r} is not a section")
+        node[leaf] = parse_value(raw.strip())
+    return data
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML text that load_config reads back to an equal Config."""
+    data = cfg.to_dict()
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,23 @@
+"""Data sets for fflab: IDX reader, registry of named sets, verified downloads, in-memory tensors."""
+
+from fflab.data.dataset import Dataset
+from fflab.data.download import download_dataset
+from fflab.data.idx import read_idx
+from fflab.data.load import load_dataset
+from fflab.data.paths import resolve_data_dir
+from fflab.data.registry import DatasetSpec, FileSpec, available_datasets, get_spec
+from fflab.data.verify import FileCheck, verify_dataset
+
+__all__ = [
+    "Dataset",
+    "DatasetSpec",
+    "FileCheck",
+    "FileSpec",
+    "available_datasets",
+    "download_dataset",
+    "get_spec",
+    "load_dataset",
+    "read_idx",
+    "resolve_data_dir",
+    "verify_dataset",
+]

@@ -1,0 +1,41 @@
+"""The local learner: a forward map with its own goodness and its own FF objective."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fflab.objectives import goodness_fn, positive_sign, softplus_loss
+
+
+class FFLearner(nn.Module):
+    """Base class of every FF layer.
+
+    Subclasses define `forward`; this class scores activity (`goodness`) and turns the
+    goodness of a batch whose first `n_pos` rows are positive data into the layer's own
+    loss (`local_loss`). A learner never sees another learner's parameters: callers pass
+    it detached inputs, so its loss has gradients for its own parameters only.
+    """
+
+    def __init__(
+        self, goodness: str = "sum_squares", theta: float = 1.0, objective: str = "standard"
+    ) -> None:
+        super().__init__()
+        self.goodness_name = goodness
+        self._goodness = goodness_fn(goodness)
+        positive_sign(objective)  # validates the name
+        self.objective = objective
+        self.theta = float(theta)
+
+    def goodness(self, h: torch.Tensor) -> torch.Tensor:
+        """One goodness score per sample of the activity `h`."""
+        return self._goodness(h)
+
+    def local_loss(self, h: torch.Tensor, n_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, goodness) for activity `h` whose first `n_pos` rows come from positive data."""
+        g = self.goodness(h)
+        return softplus_loss(g[:n_pos], g[n_pos:], self.theta, self.objective), g
+
+    def positive_score(self, goodness: torch.Tensor) -> torch.Tensor:
+        """Goodness signed so that larger always means "more like positive data"."""
+        return positive_sign(self.objective) * goodness

@@ -1,0 +1,117 @@
+"""Dense (fully connected) FF layer, as in Hinton (2022)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fflab.layers.base import FFLearner
+
+ACTIVATIONS = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "leaky_relu": F.leaky_relu,
+}
+INITS = ("kaiming", "xavier", "torch")
+INPUT_NORMS = ("length", "rms")
+
+# Gain names torch.nn.init understands, per activation (for Kaiming and Xavier scaling).
+_INIT_GAIN = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+
+
+def normalize_direction(x: torch.Tensor, mode: str = "length", eps: float = 1e-8) -> torch.Tensor:
+    """Pass on only the direction of each row of `x`.
+
+    length: scale to unit Euclidean length (Hinton 2022);
+    rms:    the same direction scaled to length sqrt(D), i.e. unit root-mean-square per unit,
+            so that standard initialisations see inputs of unit scale.
+    The goodness of the layer below is thereby hidden from the layer above.
+    """
+    inv = torch.rsqrt(x.pow(2).sum(1, keepdim=True) + eps)
+    if mode == "rms":
+        inv = inv * math.sqrt(x.shape[1])
+    return x * inv
+
+
+class FFDense(FFLearner):
+    """normalise input direction -> linear -> activation; trained by its own FF loss."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        activation: str = "relu",
+        init: str = "kaiming",
+        input_norm: str = "rms",
+        goodness: str = "sum_squares",
+        theta: float = 1.0,
+        objective: str = "standard",
+        bias: bool = True,
+    ) -> None:
+        super().__init__(goodness=goodness, theta=theta, objective=objective)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of {list(INITS)}")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {input_norm!r}; expected one of {list(INPUT_NORMS)}")
+        self.activation = activation
+        self.input_norm = input_norm
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self._act = ACTIVATIONS[activation]
+        self._init(init)
+
+    def _init(self, init: str) -> None:
+        gain_name = _INIT_GAIN.get(self.activation, "linear")
+        if init == "kaiming":
+            nn.init.kaiming_normal_(self.linear.weight, nonlinearity=gain_name)
+        elif init == "xavier":
+            nn.init.xavier_uniform_(self.linear.weight, gain=nn.init.calculate_gain(gain_name))
+        if init != "torch" and self.linear.bias is not None:
+            nn.init.zeros_(self.linear.bias)
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._act(self.linear(normalize_direction(x.flatten(1), self.input_norm)))
+
+    def forward_label_candidates(
+        self, blank: torch.Tensor, label_offset: int, num_classes: int, label_value: float
+    ) -> torch.Tensor:
+        """Activity for every candidate label at once: [N, C, out_features].
+
+        `blank` holds the inputs with zeros at the C label positions. Writing label c adds
+        `label_value` at position offset + c, which changes neither the input's length nor
+        the shared product blank @ W.T, so every candidate costs one column addition instead
+        of a full matrix product. Equal to forward() on each embedded input.
+        """
+        sq_len = blank.pow(2).sum(1, keepdim=True) + label_value**2
+        inv = torch.rsqrt(sq_len + 1e-8)
+        if self.input_norm == "rms":
+            inv = inv * math.sqrt(blank.shape[1])
+        w = self.linear.weight
+        shared = blank @ w.t()  # [N, H]
+        label_cols = label_value * w[:, label_offset : label_offset + num_classes].t()  # [C, H]
+        pre = (shared.unsqueeze(1) + label_cols.unsqueeze(0)) * inv.unsqueeze(2)
+        if self.linear.bias is not None:
+            pre = pre + self.linear.bias
+        return self._act(pre)
+
+    def extra_repr(self) -> str:
+        return (
+            f"activation={self.activation}, input_norm={self.input_norm}, goodness={self.goodness_name}, "
+            f"theta={self.theta}, objective={self.objective}"
+        )

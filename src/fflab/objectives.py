@@ -1,0 +1,71 @@
+"""Goodness functions and FF losses: pure functions on tensors.
+
+Goodness turns a layer's activity [N, D] into one score per sample [N]. The FF loss is
+softplus of the signed distance between that score and a threshold theta (Hinton 2022,
+eq. 1): with the *standard* objective, positive data should score above theta and negative
+data below; with the *inverted* objective the roles swap (positive data should be quiet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+GoodnessFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def sum_squares(h: torch.Tensor) -> torch.Tensor:
+    """Sum of squared activities over every non-batch dimension."""
+    return h.pow(2).flatten(1).sum(1)
+
+
+def mean_squares(h: torch.Tensor) -> torch.Tensor:
+    """Mean of squared activities: sum of squares divided by the number of units."""
+    return h.pow(2).flatten(1).mean(1)
+
+
+GOODNESS: dict[str, GoodnessFn] = {"sum_squares": sum_squares, "mean_squares": mean_squares}
+OBJECTIVES = ("standard", "inverted")
+
+
+def goodness_fn(name: str) -> GoodnessFn:
+    """Look up a goodness function by name."""
+    try:
+        return GOODNESS[name]
+    except KeyError:
+        raise ValueError(f"unknown goodness {name!r}; expected one of {sorted(GOODNESS)}") from None
+
+
+def positive_sign(objective: str) -> float:
+    """+1 if positive data should have high goodness (standard), -1 if low (inverted)."""
+    if objective == "standard":
+        return 1.0
+    if objective == "inverted":
+        return -1.0
+    raise ValueError(f"unknown objective {objective!r}; expected one of {list(OBJECTIVES)}")
+
+
+def ff_logits(goodness: torch.Tensor, theta: float, objective: str = "standard") -> torch.Tensor:
+    """Logit of "this sample is positive": sign * (goodness - theta)."""
+    return positive_sign(objective) * (goodness - theta)
+
+
+def softplus_loss(
+    g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float, objective: str = "standard"
+) -> torch.Tensor:
+    """Hinton's per-sample FF loss, averaged over positive and negative samples.
+
+    standard: softplus(theta - g_pos) and softplus(g_neg - theta);
+    inverted: softplus(g_pos - theta) and softplus(theta - g_neg).
+    This is the logistic loss of p(positive) = sigmoid(sign * (g - theta)).
+    """
+    pos = F.softplus(-ff_logits(g_pos, theta, objective))
+    neg = F.softplus(ff_logits(g_neg, theta, objective))
+    return 0.5 * (pos.mean() + neg.mean())
+
+
+def probability_positive(goodness: torch.Tensor, theta: float, objective: str = "standard") -> torch.Tensor:
+    """The FF probability that a sample is positive data."""
+    return torch.sigmoid(ff_logits(goodness, theta, objective))

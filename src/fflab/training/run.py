@@ -1,0 +1,165 @@
+"""A training run end to end: config in, run directory out.
+
+The run directory holds config.toml (resolved), metrics.jsonl (one line per epoch),
+summary.json, the model (model.safetensors + model.json) and plots/*.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from fflab.analysis.plots import plot_goodness_histograms, plot_training_curves
+from fflab.checkpoint import SETTINGS, save_checkpoint
+from fflab.config import Config, to_toml
+from fflab.data import Dataset, load_dataset
+from fflab.errors import FFLabError
+from fflab.io import write_json_atomic, write_text_atomic
+from fflab.models import build_model
+from fflab.training.evaluate import evaluate, goodness_samples
+from fflab.training.trainer import FFTrainer
+
+Log = Callable[[str], None]
+
+
+def set_threads(threads: int) -> int:
+    """Use `threads` torch threads (0: one per core)."""
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
+    return Path(root) / f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Dataset:
+    """The configured data set, cut to the configured subset sizes."""
+    ds = load_dataset(cfg.data.name, data_dir=data_dir, path=cfg.data.path or None, progress=progress)
+    n_train = cfg.data.train_subset or len(ds.train_x)
+    n_test = cfg.data.test_subset or len(ds.test_x)
+    return Dataset(
+        ds.name,
+        ds.train_x[:n_train],
+        ds.train_y[:n_train],
+        ds.test_x[:n_test],
+        ds.test_y[:n_test],
+        ds.num_classes,
+        ds.class_names,
+    )
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    if (run_dir / SETTINGS).exists() or (run_dir / "summary.json").exists():
+        raise FFLabError(f"{run_dir} already holds a run; choose another --out or remove it")
+    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+
+
+def train_run(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    progress: bool = True,
+    log: Log = print,
+) -> dict:
+    """Train and evaluate the configured network; write everything to `run_dir`; return the summary."""
+    wall_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    _prepare_run_dir(run_dir)
+    threads = set_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    ds = load_for_config(cfg, data_dir, progress)
+    model = build_model(cfg.model, ds.input_dim, ds.num_classes)
+    trainer = FFTrainer(model, cfg.train, progress=progress)
+    write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+    log(
+        f"fflab: {cfg.name or 'run'} on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} test), "
+        f"layers {cfg.model.hidden}, {cfg.train.epochs} epochs, {threads} threads -> {run_dir}"
+    )
+
+    m = cfg.train.monitor_size
+    monitor = [
+        (name, x[:m], y[:m])
+        for name, x, y in (("train", ds.train_x, ds.train_y), ("test", ds.test_x, ds.test_y))
+    ]
+    history: list[dict] = []
+    monitor_seconds = 0.0
+    with open(run_dir / "metrics.jsonl", "w") as metrics:
+
+        def on_epoch(stats) -> None:
+            nonlocal monitor_seconds
+            t = time.perf_counter()
+            if m:
+                for name, x, y in monitor:
+                    stats.extra[f"{name}_accuracy"] = evaluate(model, x, y, cfg.eval.batch_size)["accuracy"]
+            monitor_seconds += time.perf_counter() - t
+            row = stats.as_dict()
+            history.append(row)
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+            accs = "  ".join(
+                f"{k.split('_')[0]} {row[k]:.2%}" for k in ("train_accuracy", "test_accuracy") if k in row
+            )
+            log(
+                f"epoch {stats.epoch:>3}/{cfg.train.epochs}  loss {' '.join(f'{v:.4f}' for v in stats.loss)}  "
+                f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
+            )
+
+        trainer.fit(ds.train_x, ds.train_y, on_epoch)
+    train_seconds = sum(h["train_seconds"] for h in history)
+
+    eval_start = time.perf_counter()
+    test = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size)
+    train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size) if cfg.eval.train_accuracy else None
+    eval_seconds = time.perf_counter() - eval_start
+
+    save_checkpoint(
+        run_dir,
+        model,
+        cfg,
+        dataset=ds.name,
+        input_dim=ds.input_dim,
+        input_shape=list(ds.input_shape),
+        num_classes=ds.num_classes,
+        class_names=list(ds.class_names),
+    )
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+    pos, neg = goodness_samples(model, trainer.pairs, ds.test_x[:2000], ds.test_y[:2000], gen)
+    plot_goodness_histograms(pos, neg, run_dir / "plots" / "goodness_histograms.png", cfg.model.theta)
+    plot_training_curves(history, run_dir / "plots" / "training_curves.png")
+
+    samples = len(ds.train_x) * cfg.train.epochs
+    train_flops = 4 * model.forward_flops() * samples
+    summary = {
+        "dataset": ds.name,
+        "config": cfg.name,
+        "test_accuracy": test["accuracy"],
+        "test_accuracy_per_layer": test["accuracy_per_layer"],
+        "train_accuracy": train["accuracy"] if train else None,
+        "predict_layers": model.predict_layers,
+        "epochs": cfg.train.epochs,
+        "train_samples": len(ds.train_x),
+        "test_samples": len(ds.test_x),
+        "train_seconds": round(train_seconds, 3),
+        "monitor_seconds": round(monitor_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "samples_per_second": round(samples / train_seconds, 1),
+        "train_gflop_per_second": round(train_flops / train_seconds / 1e9, 2),
+        "threads": threads,
+        "torch": torch.__version__,
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    train_text = f", train accuracy {summary['train_accuracy']:.2%}" if train else ""
+    log(
+        f"test accuracy {test['accuracy']:.2%}{train_text} (per layer: "
+        f"{', '.join(f'{a:.2%}' for a in test['accuracy_per_layer'])}); "
+        f"train {train_seconds:.1f}s, eval {eval_seconds:.1f}s -> {run_dir}"
+    )
+    return summary

@@ -1,0 +1,58 @@
+"""Dense FF layer: direction-only input, the shared-product prediction path, init choices."""
+
+import pytest
+import torch
+
+from fflab.layers import FFDense, normalize_direction
+from fflab.supervision import LabelEmbedding
+
+
+def test_normalize_direction_unit_length_and_rms():
+    x = torch.randn(5, 16) * 7
+    assert torch.allclose(normalize_direction(x, "length").norm(dim=1), torch.ones(5), atol=1e-5)
+    assert torch.allclose(normalize_direction(x, "rms").pow(2).mean(1), torch.ones(5), atol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["length", "rms"])
+def test_layer_passes_on_direction_only(norm):
+    torch.manual_seed(0)
+    layer = FFDense(16, 8, input_norm=norm)
+    x = torch.rand(4, 16) + 0.1
+    assert torch.allclose(layer(x), layer(x * 37.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["overlay", "concat"])
+@pytest.mark.parametrize("norm", ["length", "rms"])
+def test_label_candidates_equal_forward_on_each_embedded_input(mode, norm):
+    torch.manual_seed(0)
+    emb = LabelEmbedding(mode, 10, 64, value=1.5)
+    layer = FFDense(emb.input_dim, 32, input_norm=norm)
+    x = torch.rand(6, 64)
+    fast = layer.forward_label_candidates(emb.blank(x), emb.label_offset, 10, emb.value)
+    for c in range(10):
+        slow = layer(emb.embed(x, torch.full((6,), c)))
+        assert torch.allclose(fast[:, c], slow, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid", "silu", "leaky_relu"])
+@pytest.mark.parametrize("init", ["kaiming", "xavier", "torch"])
+def test_activation_and_init_choices_build_and_run(activation, init):
+    layer = FFDense(20, 10, activation=activation, init=init)
+    assert layer(torch.rand(3, 20)).shape == (3, 10)
+
+
+def test_kaiming_and_xavier_have_their_scales():
+    torch.manual_seed(0)
+    k = FFDense(1000, 1000, init="kaiming").linear.weight
+    x = FFDense(1000, 1000, init="xavier", activation="tanh").linear.weight
+    assert k.var().item() == pytest.approx(2 / 1000, rel=0.05)
+    assert x.var().item() == pytest.approx((5 / 3) ** 2 * 2 / 2000, rel=0.05)
+
+
+def test_bad_layer_options_name_the_problem():
+    with pytest.raises(ValueError, match="activation"):
+        FFDense(4, 4, activation="swishy")
+    with pytest.raises(ValueError, match="init"):
+        FFDense(4, 4, init="zeros")
+    with pytest.raises(ValueError, match="goodness"):
+        FFDense(4, 4, goodness="cubes")
