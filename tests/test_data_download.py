@@ -99,9 +99,7 @@ def test_official_files_verify_and_a_mismatching_one_leaves_nothing(mnist_dir: P
         "train-labels-idx1-ubyte.gz",
     ]
     message = str(err.value)
-    assert (
-        f"{url}train-images-idx3-ubyte.gz" in message and "expected the official f68b3c2dcbeaaa9f" in message
-    )
+    assert f"{url}train-images-idx3-ubyte.gz" in message and "expected the official f68b3c2dcbeaaa9f" in message
     assert f"place them in {folder}/: train-images-idx3-ubyte.gz" in message
     for file in get_spec("mnist").files[1:]:
         assert hashlib.md5((folder / file.name).read_bytes()).hexdigest() == file.md5

@@ -52,9 +52,7 @@ def test_registry_lists_all_sets_with_checksums_and_mirrors() -> None:
 
 def test_get_spec_normalises_and_rejects_unknown_names() -> None:
     assert get_spec(" Fashion_MNIST ").name == "fashion-mnist"
-    with pytest.raises(
-        DataError, match=r"Unknown data set 'cifar'.*digits, mnist, fashion-mnist, kmnist, idx"
-    ):
+    with pytest.raises(DataError, match=r"Unknown data set 'cifar'.*digits, mnist, fashion-mnist, kmnist, idx"):
         get_spec("cifar")
 
 
@@ -86,9 +84,7 @@ def test_digits_loads_split_deterministically() -> None:
     assert check.ok and "scikit-learn" in check.detail
 
 
-def write_idx_set(
-    folder: Path, n_train: int = 5, n_test: int = 3, size: int = 4, test_prefix: str = "test"
-) -> None:
+def write_idx_set(folder: Path, n_train: int = 5, n_test: int = 3, size: int = 4, test_prefix: str = "test") -> None:
     """A small MNIST-format folder: gzip train files, raw test files named test-* (or t10k-*)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -108,13 +104,9 @@ def test_idx_folder_loads(tmp_path: Path) -> None:
     data = load_dataset("idx", path=tmp_path)
     assert data.train_x.shape == (5, 1, 4, 4) and data.test_x.shape == (3, 1, 4, 4)
     assert data.num_classes == 4 and data.class_names == ("0", "1", "2", "3")
-    raw = np.frombuffer(
-        gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8
-    )
+    raw = np.frombuffer(gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8)
     torch.testing.assert_close(data.train_x.flatten(), torch.from_numpy(raw / 255).float())
-    assert all(
-        check.ok and "no official checksum" in check.detail for check in verify_dataset("idx", path=tmp_path)
-    )
+    assert all(check.ok and "no official checksum" in check.detail for check in verify_dataset("idx", path=tmp_path))
 
 
 def test_idx_folder_needs_a_path() -> None:
@@ -128,10 +120,7 @@ def test_idx_folder_count_mismatch_names_both_files(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_dataset("idx", path=tmp_path)
     message = str(err.value)
-    assert (
-        "t10k-images-idx3-ubyte holds 3 images" in message
-        and "t10k-labels-idx1-ubyte holds 2 labels" in message
-    )
+    assert "t10k-images-idx3-ubyte holds 3 images" in message and "t10k-labels-idx1-ubyte holds 2 labels" in message
     assert "1 of 4 files" in message and "To fix" in message
 
 

@@ -20,13 +20,9 @@ def test_no_gradient_crosses_layers():
     results = net.local_losses(both, n_pos=8)
     for k, r in enumerate(results):
         for j, layer in enumerate(net.layers):
-            grads = torch.autograd.grad(
-                r.loss, list(layer.parameters()), retain_graph=True, allow_unused=True
-            )
+            grads = torch.autograd.grad(r.loss, list(layer.parameters()), retain_graph=True, allow_unused=True)
             if j == k:
-                assert all(g is not None and g.abs().sum() > 0 for g in grads), (
-                    f"layer {k} must learn from its loss"
-                )
+                assert all(g is not None and g.abs().sum() > 0 for g in grads), f"layer {k} must learn from its loss"
             else:
                 assert all(g is None for g in grads), f"loss of layer {k} reached layer {j}"
 

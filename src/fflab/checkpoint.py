@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fflab import __version__
@@ -53,7 +53,7 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork, Config, dict[str,
         raise CheckpointError(f"{settings}: unreadable settings ({type(e).__name__}: {e})") from None
     try:
         tensors = load_file(str(weights))
-    except (SafetensorsError, OSError) as e:
+    except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights}: unreadable weights ({e})") from None
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))

@@ -83,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a network from a TOML config")
     train.add_argument("config", help="config file, or the name of one in ./configs")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
-    )
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
     common(train)
     train.set_defaults(func=cmd_train)

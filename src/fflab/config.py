@@ -17,7 +17,7 @@ from typing import Any
 
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
-from fflab.objectives import GOODNESS, OBJECTIVES
+from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
 from fflab.supervision import LABEL_MODES, NEGATIVE_MODES
 
 
@@ -49,6 +49,8 @@ class ModelSettings:
     goodness: str = choice("mean_squares", GOODNESS)
     objective: str = choice("standard", OBJECTIVES)
     theta: float = 2.0
+    loss: str = choice("softplus", LOSSES, doc="softplus: Hinton's threshold loss; symba: pairwise margin")
+    alpha: float = bounded(4.0, 0.0, doc="sharpness of the symba loss")
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0)
     predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
@@ -64,6 +66,8 @@ class TrainSettings:
     momentum: float = bounded(0.9, 0.0, 1.0)
     weight_decay: float = bounded(0.0, 0.0)
     negatives: str = choice("random", NEGATIVE_MODES)
+    hard_scores: str = choice("first_layer", ["first_layer", "prediction"], doc="what ranks wrong labels")
+    hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
@@ -127,7 +131,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!r} in {where}; known keys: {sorted(fields)}")
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' in {where}; known keys: {sorted(fields)}")
     values = {}
     for name, value in data.items():
         tp, key = hints[name], prefix + name
@@ -152,9 +156,7 @@ def validate(cfg: Config) -> Config:
     if cfg.data.name == "idx" and not cfg.data.path:
         raise ConfigError("data.path: the 'idx' data set needs the folder of its IDX files in data.path")
     if not cfg.model.hidden or any(h < 1 for h in cfg.model.hidden):
-        raise ConfigError(
-            f"model.hidden: expected a non-empty list of positive layer widths, got {cfg.model.hidden}"
-        )
+        raise ConfigError(f"model.hidden: expected a non-empty list of positive layer widths, got {cfg.model.hidden}")
     bad = [i for i in cfg.model.predict_layers if not 0 <= i < len(cfg.model.hidden)]
     if bad:
         raise ConfigError(

@@ -28,6 +28,7 @@ def mean_squares(h: torch.Tensor) -> torch.Tensor:
 
 GOODNESS: dict[str, GoodnessFn] = {"sum_squares": sum_squares, "mean_squares": mean_squares}
 OBJECTIVES = ("standard", "inverted")
+LOSSES = ("softplus", "symba")
 
 
 def goodness_fn(name: str) -> GoodnessFn:
@@ -52,9 +53,7 @@ def ff_logits(goodness: torch.Tensor, theta: float, objective: str = "standard")
     return positive_sign(objective) * (goodness - theta)
 
 
-def softplus_loss(
-    g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float, objective: str = "standard"
-) -> torch.Tensor:
+def softplus_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float, objective: str = "standard") -> torch.Tensor:
     """Hinton's per-sample FF loss, averaged over positive and negative samples.
 
     standard: softplus(theta - g_pos) and softplus(g_neg - theta);
@@ -64,6 +63,18 @@ def softplus_loss(
     pos = F.softplus(-ff_logits(g_pos, theta, objective))
     neg = F.softplus(ff_logits(g_neg, theta, objective))
     return 0.5 * (pos.mean() + neg.mean())
+
+
+def symba_loss(
+    g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float = 4.0, objective: str = "standard"
+) -> torch.Tensor:
+    """Symmetric FF loss of SymBa (Lee & Song 2023): softplus(-alpha * sign * (g_pos - g_neg)).
+
+    Row i of g_pos and g_neg come from the same sample (e.g. one image with its true and a wrong
+    label), so the loss pushes the pair apart by margin instead of each past a threshold; positive
+    and negative data get gradients of equal size.
+    """
+    return F.softplus(-alpha * positive_sign(objective) * (g_pos - g_neg)).mean()
 
 
 def probability_positive(goodness: torch.Tensor, theta: float, objective: str = "standard") -> torch.Tensor:

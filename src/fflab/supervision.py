@@ -10,10 +10,12 @@ prediction share the first layer's work across candidate labels (see FFNetwork).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 LABEL_MODES = ("overlay", "concat")
-NEGATIVE_MODES = ("random",)
+NEGATIVE_MODES = ("random", "hard", "hardest")
 
 
 class LabelEmbedding:
@@ -71,16 +73,58 @@ def random_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch
     return (labels + offset) % num_classes
 
 
-class SupervisedPairs:
-    """Positive data = input with its true label; negative data = input with a wrong label."""
+def hard_wrong_labels(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The wrong labels the model finds most plausible (Hinton 2022, section 3.3).
 
-    def __init__(self, embedding: LabelEmbedding, negatives: str = "random") -> None:
+    `scores` [N, C] rank the candidate labels (higher = more like positive data). With a
+    generator, a wrong label is sampled with probability softmax(score / temperature) over the
+    wrong labels; without one, the highest-scoring wrong label is taken. The true label is
+    masked out first, so it can never be chosen.
+    """
+    masked = scores.float().scatter(1, labels.unsqueeze(1), float("-inf"))
+    if generator is None:
+        return masked.argmax(1)
+    probs = torch.softmax(masked / temperature, dim=1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+class SupervisedPairs:
+    """Positive data = input with its true label; negative data = the same input with a wrong label.
+
+    negatives: "random" (uniform over wrong labels), "hard" (sampled in proportion to the
+    model's belief in each wrong label) or "hardest" (the most believed wrong label). The hard
+    modes need a `scorer` mapping inputs [N, ...] to label scores [N, C].
+    """
+
+    def __init__(self, embedding: LabelEmbedding, negatives: str = "random", temperature: float = 1.0) -> None:
         if negatives not in NEGATIVE_MODES:
             raise ValueError(f"unknown negatives {negatives!r}; expected one of {list(NEGATIVE_MODES)}")
         self.embedding = embedding
         self.negatives = negatives
+        self.temperature = temperature
 
-    def make(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def wrong_labels(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scorer: Scorer | None
+    ) -> torch.Tensor:
+        if self.negatives == "random":
+            return random_wrong_labels(y, self.embedding.num_classes, generator)
+        if scorer is None:
+            raise ValueError(f"negatives={self.negatives!r} needs a scorer (the model's label scores)")
+        with torch.no_grad():
+            scores = scorer(x)
+        return hard_wrong_labels(scores, y, generator if self.negatives == "hard" else None, self.temperature)
+
+    def make(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scorer: Scorer | None = None
+    ) -> torch.Tensor:
         """[2N, D]: the N positive rows, then the N negative rows (same images, wrong labels)."""
-        wrong = random_wrong_labels(y, self.embedding.num_classes, generator)
+        wrong = self.wrong_labels(x, y, generator, scorer)
         return torch.cat([self.embedding.embed(x, y), self.embedding.embed(x, wrong)])

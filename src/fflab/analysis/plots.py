@@ -42,9 +42,7 @@ def plot_training_curves(history: Sequence[dict], path: str | Path) -> None:
     _save(fig, Path(path))
 
 
-def plot_goodness_histograms(
-    pos: Sequence, neg: Sequence, path: str | Path, theta: float | None = None
-) -> None:
+def plot_goodness_histograms(pos: Sequence, neg: Sequence, path: str | Path, theta: float | None = None) -> None:
     """One panel per layer: goodness of positive versus negative data."""
     n = len(pos)
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)

@@ -29,13 +29,10 @@ class Dataset:
         for split in ("train", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if x.dtype != torch.float32 or x.dim() != 4:
-                raise DataError(
-                    f"{self.name}: {split}_x must be float32 [N, C, H, W], got {x.dtype} {tuple(x.shape)}."
-                )
+                raise DataError(f"{self.name}: {split}_x must be float32 [N, C, H, W], got {x.dtype} {tuple(x.shape)}.")
             if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
                 raise DataError(
-                    f"{self.name}: {split}_y must be int64 [N] with N = {x.shape[0]}, "
-                    f"got {y.dtype} {tuple(y.shape)}."
+                    f"{self.name}: {split}_y must be int64 [N] with N = {x.shape[0]}, got {y.dtype} {tuple(y.shape)}."
                 )
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise DataError(
@@ -43,9 +40,7 @@ class Dataset:
                 f"{tuple(self.test_x.shape[1:])}."
             )
         if len(self.class_names) != self.num_classes:
-            raise DataError(
-                f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes."
-            )
+            raise DataError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes.")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

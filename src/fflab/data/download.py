@@ -44,9 +44,7 @@ def _fetch(url: str, dest: Path, md5: str, progress: bool) -> None:
     try:
         with (
             os.fdopen(fd, "wb") as out,
-            urlopen(
-                Request(url, headers={"User-Agent": f"fflab/{__version__}"}), timeout=TIMEOUT_S
-            ) as response,
+            urlopen(Request(url, headers={"User-Agent": f"fflab/{__version__}"}), timeout=TIMEOUT_S) as response,
         ):
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
@@ -68,9 +66,7 @@ def _fetch(url: str, dest: Path, md5: str, progress: bool) -> None:
             if total is not None and received != total:
                 raise DataError(f"connection closed after {received} of {total} bytes")
             if digest.hexdigest() != md5:
-                raise DataError(
-                    f"md5 of the downloaded file is {digest.hexdigest()}, expected the official {md5}"
-                )
+                raise DataError(f"md5 of the downloaded file is {digest.hexdigest()}, expected the official {md5}")
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
@@ -128,8 +124,7 @@ def download_missing(
     if errors:
         wanted = ", ".join(f"{file.name} (md5 {file.md5})" for file in failed)
         raise DataError(
-            "\n".join(errors)
-            + f"\nTo fix: check your connection or set {MIRROR_ENV} to a mirror that has the "
+            "\n".join(errors) + f"\nTo fix: check your connection or set {MIRROR_ENV} to a mirror that has the "
             f"files, or download them yourself and place them in {folder}/: {wanted}."
         )
     return paths

@@ -31,9 +31,7 @@ def load_digits_dataset(spec: DatasetSpec) -> Dataset:
     images, labels, _ = _digits()
     x = torch.from_numpy((images / 16.0).astype(np.float32)).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
-    train, test = train_test_split(
-        np.arange(len(y)), test_size=TEST_SIZE, stratify=labels, random_state=SPLIT_SEED
-    )
+    train, test = train_test_split(np.arange(len(y)), test_size=TEST_SIZE, stratify=labels, random_state=SPLIT_SEED)
     train, test = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(test))
     return Dataset(spec.name, x[train], y[train], x[test], y[test], len(spec.class_names), spec.class_names)
 
@@ -41,16 +39,10 @@ def load_digits_dataset(spec: DatasetSpec) -> Dataset:
 def describe_embedded(spec: DatasetSpec) -> tuple[Path, bool, str]:
     """Check the bundled digits: (source file, ok, detail) for `verify_dataset`."""
     images, labels, source = _digits()
-    ok = (
-        images.shape == (1797, 8, 8)
-        and images.min() >= 0
-        and images.max() <= 16
-        and set(labels) == set(range(10))
-    )
+    ok = images.shape == (1797, 8, 8) and images.min() >= 0 and images.max() <= 16 and set(labels) == set(range(10))
     detail = (
         f"bundled with scikit-learn: {images.shape[0]} images 8x8, values 0..16, {len(set(labels))} classes"
         if ok
-        else f"unexpected content from scikit-learn: images {images.shape}, "
-        f"values {images.min()}..{images.max()}"
+        else f"unexpected content from scikit-learn: images {images.shape}, values {images.min()}..{images.max()}"
     )
     return source, ok, detail

@@ -50,9 +50,7 @@ def read_payload(path: str | os.PathLike) -> bytes:
 def parse_idx(payload: bytes, path: str | os.PathLike) -> np.ndarray:
     """Parse decompressed IDX bytes into an array (native byte order); `path` is only used in errors."""
     if len(payload) < 4:
-        raise DataError(
-            f"{path} is too short to be an IDX file: {len(payload)} bytes, the header alone is 4."
-        )
+        raise DataError(f"{path} is too short to be an IDX file: {len(payload)} bytes, the header alone is 4.")
     if payload[0] != 0 or payload[1] != 0:
         raise DataError(
             f"{path} is not an IDX file: its magic number starts with bytes "
@@ -62,16 +60,13 @@ def parse_idx(payload: bytes, path: str | os.PathLike) -> np.ndarray:
     code, ndim = payload[2], payload[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02x}" for c in IDX_DTYPES)
-        raise DataError(
-            f"{path} has unknown IDX type code 0x{code:02x}; expected one of {known} (0x08 = ubyte)."
-        )
+        raise DataError(f"{path} has unknown IDX type code 0x{code:02x}; expected one of {known} (0x08 = ubyte).")
     if ndim == 0:
         raise DataError(f"{path} declares 0 dimensions in its IDX header; expected at least 1.")
     header = 4 + 4 * ndim
     if len(payload) < header:
         raise DataError(
-            f"{path} is truncated inside its header: {ndim} dimensions need {header} bytes, "
-            f"found {len(payload)}."
+            f"{path} is truncated inside its header: {ndim} dimensions need {header} bytes, found {len(payload)}."
         )
     dims = tuple(int(d) for d in np.frombuffer(payload, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
@@ -100,9 +95,7 @@ def check_images(images: np.ndarray, path: str | os.PathLike) -> None:
             "[count, rows, cols] (IDX magic 0x00000803)."
         )
     if images.dtype != np.uint8:
-        raise DataError(
-            f"{path} holds {images.dtype} values; image files must hold ubyte pixels (type 0x08)."
-        )
+        raise DataError(f"{path} holds {images.dtype} values; image files must hold ubyte pixels (type 0x08).")
     if images.shape[0] == 0:
         raise DataError(f"{path} holds no images (count 0 in its header).")
 
@@ -122,9 +115,7 @@ def check_labels(labels: np.ndarray, path: str | os.PathLike, num_classes: int |
     if low < 0:
         raise DataError(f"{path} holds a negative label ({low}); labels must be class indices >= 0.")
     if num_classes is not None and high >= num_classes:
-        raise DataError(
-            f"{path} holds label {high}; this data set has {num_classes} classes (0..{num_classes - 1})."
-        )
+        raise DataError(f"{path} holds label {high}; this data set has {num_classes} classes (0..{num_classes - 1}).")
 
 
 def check_pair(

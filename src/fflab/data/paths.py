@@ -23,9 +23,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return root.expanduser().absolute()
 
 
-def dataset_folder(
-    spec: DatasetSpec, data_dir: str | os.PathLike | None, path: str | os.PathLike | None
-) -> Path:
+def dataset_folder(spec: DatasetSpec, data_dir: str | os.PathLike | None, path: str | os.PathLike | None) -> Path:
     """The folder holding a set's files: `path` itself if given, else `<data root>/<name>`."""
     if path is not None and str(path):
         return Path(path).expanduser().absolute()
@@ -58,8 +56,7 @@ def missing_message(spec: DatasetSpec, folder: Path, missing: list[FileSpec]) ->
         )
     else:
         lines.append(
-            f"To fix: place your MNIST-format IDX files in {folder}/ under these names "
-            "(test-* may replace t10k-*)."
+            f"To fix: place your MNIST-format IDX files in {folder}/ under these names (test-* may replace t10k-*)."
         )
     return "\n".join(lines)
 

@@ -41,9 +41,7 @@ def check_file(path: Path, file: FileSpec, num_classes: int | None) -> tuple[np.
             )
     array = parse_idx(payload, path)
     if file.shape is not None and array.shape != file.shape:
-        raise DataError(
-            f"{path} holds an array of shape {array.shape}; expected {file.shape} for {file.name}."
-        )
+        raise DataError(f"{path} holds an array of shape {array.shape}; expected {file.shape} for {file.name}.")
     if file.role == "images":
         check_images(array, path)
     else:
@@ -63,9 +61,7 @@ def inspect_folder(spec: DatasetSpec, folder: Path) -> tuple[list[FileCheck], li
     for file in spec.files:
         found = find_file(folder, file)
         if found is None:
-            checks.append(
-                FileCheck(folder / file.name, False, f"missing: none of {', '.join(file.candidates)}")
-            )
+            checks.append(FileCheck(folder / file.name, False, f"missing: none of {', '.join(file.candidates)}"))
             arrays.append(None)
             continue
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fflab.objectives import goodness_fn, positive_sign, softplus_loss
+from fflab.objectives import LOSSES, goodness_fn, positive_sign, softplus_loss, symba_loss
 
 
 class FFLearner(nn.Module):
@@ -18,9 +18,18 @@ class FFLearner(nn.Module):
     """
 
     def __init__(
-        self, goodness: str = "sum_squares", theta: float = 1.0, objective: str = "standard"
+        self,
+        goodness: str = "sum_squares",
+        theta: float = 1.0,
+        objective: str = "standard",
+        loss: str = "softplus",
+        alpha: float = 4.0,
     ) -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
+        self.loss_name = loss
+        self.alpha = float(alpha)
         self.goodness_name = goodness
         self._goodness = goodness_fn(goodness)
         positive_sign(objective)  # validates the name
@@ -34,7 +43,10 @@ class FFLearner(nn.Module):
     def local_loss(self, h: torch.Tensor, n_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, goodness) for activity `h` whose first `n_pos` rows come from positive data."""
         g = self.goodness(h)
-        return softplus_loss(g[:n_pos], g[n_pos:], self.theta, self.objective), g
+        g_pos, g_neg = g[:n_pos], g[n_pos:]
+        if self.loss_name == "symba":
+            return symba_loss(g_pos, g_neg, self.alpha, self.objective), g
+        return softplus_loss(g_pos, g_neg, self.theta, self.objective), g
 
     def positive_score(self, goodness: torch.Tensor) -> torch.Tensor:
         """Goodness signed so that larger always means "more like positive data"."""

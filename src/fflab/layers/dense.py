@@ -53,9 +53,11 @@ class FFDense(FFLearner):
         goodness: str = "sum_squares",
         theta: float = 1.0,
         objective: str = "standard",
+        loss: str = "softplus",
+        alpha: float = 4.0,
         bias: bool = True,
     ) -> None:
-        super().__init__(goodness=goodness, theta=theta, objective=objective)
+        super().__init__(goodness=goodness, theta=theta, objective=objective, loss=loss, alpha=alpha)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if init not in INITS:
@@ -113,5 +115,5 @@ class FFDense(FFLearner):
     def extra_repr(self) -> str:
         return (
             f"activation={self.activation}, input_norm={self.input_norm}, goodness={self.goodness_name}, "
-            f"theta={self.theta}, objective={self.objective}"
+            f"theta={self.theta}, objective={self.objective}, loss={self.loss_name}"
         )

@@ -24,6 +24,8 @@ def build_ff(settings: ModelSettings, input_dim: int, num_classes: int) -> FFNet
             goodness=settings.goodness,
             theta=settings.theta,
             objective=settings.objective,
+            loss=settings.loss,
+            alpha=settings.alpha,
         )
         for i in range(len(settings.hidden))
     ]

@@ -78,12 +78,14 @@ class FFNetwork(nn.Module):
         return results
 
     @torch.no_grad()
-    def label_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Positive-signed goodness of every layer for every candidate label: [N, C, L].
+    def label_scores(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Positive-signed goodness of the first `depth` layers (default all) for every label: [N, C, depth].
 
         All candidates run as one batch. A dense first layer shares its matrix product
-        across candidates (see FFDense.forward_label_candidates).
+        across candidates (see FFDense.forward_label_candidates), so depth=1 costs about one
+        forward pass of the first layer.
         """
+        depth = len(self.layers) if depth is None else depth
         emb, n, c = self.embedding, x.shape[0], self.num_classes
         first = self.layers[0]
         blank = emb.blank(x)
@@ -93,10 +95,18 @@ class FFNetwork(nn.Module):
             labels = torch.arange(c, device=x.device).repeat(n)
             h = first(emb.embed(blank.repeat_interleave(c, 0), labels))
         scores = [first.positive_score(first.goodness(h))]
-        for layer in self.layers[1:]:
+        for layer in self.layers[1:depth]:
             h = layer(h)
             scores.append(layer.positive_score(layer.goodness(h)))
-        return torch.stack(scores, dim=1).view(n, c, len(self.layers))
+        return torch.stack(scores, dim=1).view(n, c, depth)
+
+    def hard_negative_scorer(self, source: str):
+        """Label scores [N, C] for mining hard negatives: from the first layer only (cheap) or from
+        the layers that make predictions (what the network would answer)."""
+        if source == "first_layer":
+            return lambda x: self.label_scores(x, depth=1)[:, :, 0]
+        deepest = max(self.predict_layers) + 1
+        return lambda x: self.label_scores(x, depth=deepest)[:, :, self.predict_layers].sum(2)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

@@ -13,17 +13,13 @@ def evaluate(model: FFNetwork, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     scores = model.scores_in_batches(x, batch_size)
     acc = (predict_from_scores(scores, model.predict_layers) == y).float().mean().item()
-    per_layer = [
-        (predict_from_scores(scores, [j]) == y).float().mean().item() for j in range(scores.shape[2])
-    ]
+    per_layer = [(predict_from_scores(scores, [j]) == y).float().mean().item() for j in range(scores.shape[2])]
     return {"accuracy": acc, "accuracy_per_layer": per_layer}
 
 
 @torch.no_grad()
-def goodness_samples(model: FFNetwork, pairs, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
-    """Per-layer goodness of positive and of negative data for the samples (x, y)."""
+def goodness_samples(model: FFNetwork, both: torch.Tensor, n_pos: int) -> tuple[list, list]:
+    """Per-layer goodness of the positive rows (the first `n_pos`) and of the negative rows of `both`."""
     model.eval()
-    both = pairs.make(x, y, generator)
-    results = model.local_losses(both, n_pos=len(x))
-    n = len(x)
-    return [r.goodness[:n] for r in results], [r.goodness[n:] for r in results]
+    results = model.local_losses(both, n_pos=n_pos)
+    return [r.goodness[:n_pos] for r in results], [r.goodness[n_pos:] for r in results]

@@ -85,8 +85,7 @@ def train_run(
 
     m = cfg.train.monitor_size
     monitor = [
-        (name, x[:m], y[:m])
-        for name, x, y in (("train", ds.train_x, ds.train_y), ("test", ds.test_x, ds.test_y))
+        (name, x[:m], y[:m]) for name, x, y in (("train", ds.train_x, ds.train_y), ("test", ds.test_x, ds.test_y))
     ]
     history: list[dict] = []
     monitor_seconds = 0.0
@@ -97,27 +96,23 @@ def train_run(
             t = time.perf_counter()
             if m:
                 for name, x, y in monitor:
-                    stats.extra[f"{name}_accuracy"] = evaluate(model, x, y, cfg.eval.batch_size)["accuracy"]
+                    result = evaluate(model, x, y, cfg.eval.batch_size)
+                    stats.extra[f"{name}_accuracy"] = result["accuracy"]
+                    stats.extra[f"{name}_accuracy_per_layer"] = result["accuracy_per_layer"]
             monitor_seconds += time.perf_counter() - t
             row = stats.as_dict()
             history.append(row)
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
-            accs = "  ".join(
-                f"{k.split('_')[0]} {row[k]:.2%}" for k in ("train_accuracy", "test_accuracy") if k in row
-            )
+            accs = "  ".join(f"{k.split('_')[0]} {row[k]:.2%}" for k in ("train_accuracy", "test_accuracy") if k in row)
             log(
-                f"epoch {stats.epoch:>3}/{cfg.train.epochs}  loss {' '.join(f'{v:.4f}' for v in stats.loss)}  "
+                f"epoch {stats.epoch:>3}/{cfg.train.epochs}  "
+                f"loss {' '.join(f'{v:.4f}' for v in stats.loss)}  "
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
             )
 
         trainer.fit(ds.train_x, ds.train_y, on_epoch)
     train_seconds = sum(h["train_seconds"] for h in history)
-
-    eval_start = time.perf_counter()
-    test = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size)
-    train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size) if cfg.eval.train_accuracy else None
-    eval_seconds = time.perf_counter() - eval_start
 
     save_checkpoint(
         run_dir,
@@ -129,13 +124,21 @@ def train_run(
         num_classes=ds.num_classes,
         class_names=list(ds.class_names),
     )
+    eval_start = time.perf_counter()
+    test = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size)
+    train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size) if cfg.eval.train_accuracy else None
+    eval_seconds = time.perf_counter() - eval_start
+
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    pos, neg = goodness_samples(model, trainer.pairs, ds.test_x[:2000], ds.test_y[:2000], gen)
-    plot_goodness_histograms(pos, neg, run_dir / "plots" / "goodness_histograms.png", cfg.model.theta)
+    n_hist = min(2000, len(ds.test_x))
+    both = trainer.make_pairs(ds.test_x[:n_hist], ds.test_y[:n_hist], gen)
+    pos, neg = goodness_samples(model, both, n_hist)
+    theta = cfg.model.theta if cfg.model.loss == "softplus" else None  # symba has no threshold
+    plot_goodness_histograms(pos, neg, run_dir / "plots" / "goodness_histograms.png", theta)
     plot_training_curves(history, run_dir / "plots" / "training_curves.png")
 
     samples = len(ds.train_x) * cfg.train.epochs
-    train_flops = 4 * model.forward_flops() * samples
+    train_flops = trainer.flops_per_sample() * samples
     summary = {
         "dataset": ds.name,
         "config": cfg.name,

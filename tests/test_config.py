@@ -1,0 +1,88 @@
+"""Config files: typed settings, clear errors naming the key, overrides, round trip."""
+
+import pytest
+
+from fflab.config import Config, apply_overrides, config_from_dict, load_config, parse_value, to_toml
+from fflab.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    assert isinstance(config_from_dict({}), Config)
+
+
+def test_unknown_key_names_the_key_and_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.learning_rate'.*known keys.*'lr'"):
+        config_from_dict({"train": {"learning_rate": 0.1}})
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        config_from_dict({"trian": {}})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"train": {"epochs": "ten"}}, r"train.epochs: expected an integer, got 'ten'"),
+        ({"train": {"epochs": 2.5}}, r"train.epochs: expected an integer"),
+        ({"train": {"epochs": True}}, r"train.epochs: expected an integer"),
+        ({"train": {"lr": "fast"}}, r"train.lr: expected a number"),
+        ({"model": {"hidden": 500}}, r"model.hidden: expected a list of an integer"),
+        ({"model": {"hidden": [500, "x"]}}, r"model.hidden\[1\]: expected an integer"),
+        ({"model": {"activation": "swish"}}, r"model.activation: expected one of \[.*'relu'.*\], got 'swish'"),
+        ({"train": {"epochs": 0}}, r"train.epochs: expected a value >= 1, got 0"),
+        ({"train": {"momentum": 1.5}}, r"train.momentum: expected a value <= 1.0"),
+        ({"model": "big"}, r"model: expected a \[model\] table"),
+        ({"model": {"hidden": [10, 10], "predict_layers": [2]}}, r"model.predict_layers: layer indices \[2\]"),
+        ({"data": {"name": "idx"}}, r"data.path"),
+    ],
+)
+def test_bad_values_name_key_and_expectation(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_ints_are_accepted_for_floats():
+    assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0
+
+
+def test_overrides_parse_toml_values():
+    assert parse_value("0.01") == 0.01
+    assert parse_value("[100, 200]") == [100, 200]
+    assert parse_value("true") is True
+    assert parse_value("mnist") == "mnist"
+    data = apply_overrides({"train": {"lr": 0.1}}, ["train.lr=0.5", "model.hidden=[7, 8]", "data.name=mnist"])
+    cfg = config_from_dict(data)
+    assert (cfg.train.lr, cfg.model.hidden, cfg.data.name) == (0.5, [7, 8], "mnist")
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.lr"])
+    with pytest.raises(ConfigError, match="unknown key 'train.lrr'"):
+        config_from_dict(apply_overrides({}, ["train.lrr=1"]))
+
+
+def test_load_config_file_and_round_trip(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text('[data]\nname = "mnist"\n[model]\nhidden = [30, 20]\n[train]\nepochs = 3\n')
+    cfg = load_config(path, ["train.seed=7"])
+    assert cfg.name == "exp" and cfg.model.hidden == [30, 20] and cfg.train.seed == 7
+    again = tmp_path / "again.toml"
+    again.write_text(to_toml(cfg))
+    assert load_config(again) == cfg
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nepochs = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.toml"))
+    assert configs, "no configs found"
+    for path in configs:
+        load_config(path)

@@ -1,0 +1,95 @@
+"""Real training runs: the offline digits default through the CLI, and a short MNIST run."""
+
+import json
+import os
+
+import pytest
+
+from fflab.cli import main
+from fflab.config import load_config
+from fflab.training.run import train_run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config(name, *overrides):
+    return load_config(os.path.join(REPO, "configs", f"{name}.toml"), overrides)
+
+
+def test_digits_cli_train_then_eval(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg_path = os.path.join(REPO, "configs", "digits-ff.toml")
+    assert main(["train", cfg_path, "--out", str(run), "--no-progress", "--set", "train.epochs=15"]) == 0
+    names = {p.name for p in run.iterdir()}
+    assert {"config.toml", "metrics.jsonl", "summary.json", "model.safetensors", "model.json", "plots"} <= names
+    assert {p.name for p in (run / "plots").iterdir()} == {"training_curves.png", "goodness_histograms.png"}
+    assert all((run / "plots" / p).stat().st_size > 5000 for p in ("training_curves.png", "goodness_histograms.png"))
+    summary = json.loads((run / "summary.json").read_text())
+    for key in (
+        "dataset",
+        "test_accuracy",
+        "train_accuracy",
+        "epochs",
+        "train_seconds",
+        "eval_seconds",
+        "samples_per_second",
+    ):
+        assert key in summary, key
+    assert summary["dataset"] == "digits" and summary["epochs"] == 15
+    assert 0.9 <= summary["test_accuracy"] <= 1.0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 15 and json.loads(lines[-1])["epoch"] == 15
+    # The resolved config in the run directory reproduces the override.
+    assert load_config(run / "config.toml").train.epochs == 15
+
+    capsys.readouterr()
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_same_seed_same_run(tmp_path):
+    cfg = config("digits-ff", "train.epochs=3", "train.monitor_size=0")
+    a = train_run(cfg, tmp_path / "a", progress=False, log=lambda s: None)
+    b = train_run(cfg, tmp_path / "b", progress=False, log=lambda s: None)
+    assert a["test_accuracy"] == b["test_accuracy"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [
+        "train",
+        os.path.join(REPO, "configs", "digits-ff.toml"),
+        "--out",
+        str(run),
+        "--no-progress",
+        "--set",
+        "train.epochs=1",
+    ]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    assert main(["train", os.path.join(REPO, "configs", "digits-ff.toml"), "--set", "train.epochz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'train.epochz'" in err and "Traceback" not in err
+    assert main(["train", str(tmp_path / "missing.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+def test_short_mnist_run_clears_accuracy_bar(tmp_path):
+    cfg = config(
+        "mnist-ff",
+        "data.train_subset=10000",
+        "data.test_subset=2000",
+        "train.epochs=2",
+        "train.monitor_size=0",
+        "eval.train_accuracy=false",
+    )
+    summary = train_run(cfg, tmp_path / "mnist", progress=False, log=lambda s: None)
+    assert summary["dataset"] == "mnist" and summary["test_samples"] == 2000
+    assert summary["test_accuracy"] >= 0.90
