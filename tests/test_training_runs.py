@@ -84,9 +84,9 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
 def test_short_mnist_run_clears_accuracy_bar(tmp_path):
     cfg = config(
         "mnist-ff",
-        "data.train_subset=10000",
+        "data.train_subset=20000",
         "data.test_subset=2000",
-        "train.epochs=2",
+        "train.epochs=3",
         "train.monitor_size=0",
         "eval.train_accuracy=false",
     )

@@ -43,17 +43,26 @@ def plot_training_curves(history: Sequence[dict], path: str | Path) -> None:
 
 
 def plot_goodness_histograms(pos: Sequence, neg: Sequence, path: str | Path, theta: float | None = None) -> None:
-    """One panel per layer: goodness of positive versus negative data."""
+    """Per layer: goodness of positive versus negative data (top) and, since each negative is the
+    same image with a wrong label, the per-image margin g_pos - g_neg (bottom; > 0 is right)."""
     n = len(pos)
-    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
-    for j, ax in enumerate(axes[0]):
+    fig, axes = plt.subplots(2, n, figsize=(4.5 * n, 7), squeeze=False, layout="constrained")
+    for j in range(n):
         p, q = pos[j].float().numpy(), neg[j].float().numpy()
+        top, bottom = axes[0][j], axes[1][j]
         hi = float(max(p.max(), q.max()))
-        bins = 60
-        ax.hist(p, bins=bins, range=(0, hi), alpha=0.6, label="positive", color="tab:green")
-        ax.hist(q, bins=bins, range=(0, hi), alpha=0.6, label="negative", color="tab:red")
+        top.hist(p, bins=60, range=(0, hi), alpha=0.6, label="positive", color="tab:green")
+        top.hist(q, bins=60, range=(0, hi), alpha=0.6, label="negative", color="tab:red")
         if theta is not None:
-            ax.axvline(theta, color="k", linestyle="--", linewidth=1, label="theta")
-        ax.set(title=f"layer {j}", xlabel="goodness", ylabel="samples")
-        ax.legend()
+            top.axvline(theta, color="k", linestyle="--", linewidth=1, label="theta")
+        top.set(title=f"layer {j}", xlabel="goodness", ylabel="samples")
+        top.legend()
+        margin = p - q
+        bottom.hist(margin, bins=60, color="tab:blue", alpha=0.8)
+        bottom.axvline(0, color="k", linestyle="--", linewidth=1)
+        bottom.set(
+            xlabel="g_pos - g_neg (same image)",
+            ylabel="samples",
+            title=f"{(margin > 0).mean():.1%} pairs ordered right",
+        )
     _save(fig, Path(path))

@@ -126,7 +126,7 @@ class FFTrainer:
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch}/{self.settings.epochs}",
-            disable=not self.progress,
+            disable=None if self.progress else True,  # None: only on a terminal
             leave=False,
             unit="batch",
         )

@@ -1,0 +1,76 @@
+"""Benchmark training runs: accuracy, wall time, samples/s and share of the machine's matmul peak.
+
+    python benchmarks/train.py configs/mnist-ff.toml configs/fashion-ff.toml [--set key=value ...]
+
+Each config is trained and evaluated exactly as `fflab train` does (wall time includes loading
+data, training, per-epoch monitoring, final evaluation and writing the run directory). The fp32
+matmul peak is measured in the same process before each run. Results go to
+benchmarks/results/<config>.json and a Markdown row is printed for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fflab.config import load_config
+from fflab.io import write_json_atomic
+from fflab.perf import matmul_peak_gflops
+from fflab.training.run import set_threads, train_run
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def bench(config: str, overrides: list[str], data_dir: str | None) -> dict:
+    cfg = load_config(config, overrides)
+    set_threads(cfg.train.threads)
+    peak = matmul_peak_gflops()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train_run(cfg, Path(tmp) / "run", data_dir=data_dir, progress=False)
+    wall = time.perf_counter() - start
+    return {
+        "config": config,
+        "overrides": overrides,
+        **summary,
+        "bench_wall_seconds": round(wall, 1),
+        "matmul_peak_gflop_per_second": round(peak, 1),
+        "share_of_peak": round(summary["train_gflop_per_second"] / peak, 3),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def markdown_row(r: dict) -> str:
+    return (
+        f"| {Path(r['config']).stem} | {r['dataset']} | {r['test_accuracy']:.2%} | {r['epochs']} | "
+        f"{r['bench_wall_seconds']:.0f} s ({r['train_seconds']:.0f} s train) | {r['samples_per_second']:,.0f} | "
+        f"{r['train_gflop_per_second']:.0f} / {r['matmul_peak_gflop_per_second']:.0f} ({r['share_of_peak']:.0%}) |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    rows = []
+    for config in args.configs:
+        result = bench(config, args.set, args.data_dir)
+        suffix = ("-" + "-".join(s.replace("=", "_") for s in args.set)) if args.set else ""
+        write_json_atomic(RESULTS / f"{Path(config).stem}{suffix}.json", result)
+        rows.append(markdown_row(result))
+    print("| config | data | test acc | epochs | wall (train) | samples/s | GFLOP/s / peak |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
