@@ -11,7 +11,6 @@ benchmarks/results/<config>.json and a Markdown row is printed for BENCHMARKS.md
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
