@@ -5,14 +5,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from localhttp import QuietHandler, serve
 
 import fflab.data.download as download_module
 from fflab.data import download_dataset, get_spec, load_dataset, verify_dataset
@@ -21,11 +17,6 @@ from fflab.data.registry import FileSpec
 from fflab.errors import DataError
 
 REFUSED = "http://127.0.0.1:1/"  # nothing listens on port 1: connection refused at once
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        """Keep test output clean."""
 
 
 class CutHandler(QuietHandler):
@@ -45,20 +36,6 @@ class CutHandler(QuietHandler):
 
 class CutWithoutLength(CutHandler):
     send_length = False
-
-
-@contextmanager
-def serve(directory: Path, handler: type[QuietHandler] = QuietHandler) -> Iterator[str]:
-    """Serve `directory` on 127.0.0.1 (free port) in a thread; yield its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture
