@@ -93,3 +93,37 @@ def test_short_mnist_run_clears_accuracy_bar(tmp_path):
     summary = train_run(cfg, tmp_path / "mnist", progress=False, log=lambda s: None)
     assert summary["dataset"] == "mnist" and summary["test_samples"] == 2000
     assert summary["test_accuracy"] >= 0.90
+
+
+def test_unsupervised_digits_run_with_hybrid_negatives_and_readout(tmp_path):
+    cfg = config(
+        "digits-ff",
+        "model.label=none",
+        "train.negatives=hybrid",
+        "train.hybrid_blur_steps=2",
+        "readout.enabled=true",
+        "readout.epochs=30",
+        "readout.lr=0.01",
+        "eval.predict=readout",
+        "train.epochs=10",
+    )
+    summary = train_run(cfg, tmp_path / "unsup", progress=False, log=lambda s: None)
+    assert summary["predict"] == "readout" and set(summary["test_accuracy_by_method"]) == {"readout"}
+    assert summary["test_accuracy"] >= 0.85
+    assert "test_accuracy" not in json.loads((tmp_path / "unsup" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_backprop_digits_run_and_reload(tmp_path, capsys):
+    run = tmp_path / "bp"
+    cfg = config("digits-ff", "model.kind=backprop", "train.epochs=10")
+    summary = train_run(cfg, run, progress=False, log=lambda s: None)
+    assert summary["model"] == "backprop" and summary["test_accuracy"] >= 0.9
+    assert not (run / "plots" / "goodness_histograms.png").exists()
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_greedy_digits_run(tmp_path):
+    cfg = config("digits-ff", "train.schedule=greedy", "train.epochs=8")
+    summary = train_run(cfg, tmp_path / "greedy", progress=False, log=lambda s: None)
+    assert summary["epochs"] == 16 and summary["test_accuracy"] >= 0.85

@@ -17,14 +17,14 @@ from fflab import __version__
 from fflab.config import Config, config_from_dict
 from fflab.errors import CheckpointError, ConfigError
 from fflab.io import atomic_path, write_json_atomic
-from fflab.models import FFNetwork, build_model
+from fflab.models import BackpropNetwork, FFNetwork, build_model
 
 WEIGHTS = "model.safetensors"
 SETTINGS = "model.json"
 FORMAT = "fflab-model/1"
 
 
-def save_checkpoint(directory: str | Path, model: FFNetwork, cfg: Config, **meta: Any) -> None:
+def save_checkpoint(directory: str | Path, model: FFNetwork | BackpropNetwork, cfg: Config, **meta: Any) -> None:
     """Write weights then settings, each atomically. `meta` needs input_dim and num_classes."""
     directory = Path(directory)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -36,7 +36,7 @@ def save_checkpoint(directory: str | Path, model: FFNetwork, cfg: Config, **meta
     )
 
 
-def load_checkpoint(directory: str | Path) -> tuple[FFNetwork, Config, dict[str, Any]]:
+def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork, Config, dict[str, Any]]:
     """Rebuild the model saved in `directory`; returns (model, config, meta)."""
     directory = Path(directory)
     weights, settings = directory / WEIGHTS, directory / SETTINGS
@@ -48,7 +48,7 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork, Config, dict[str,
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{settings}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
         cfg = config_from_dict(meta["config"])
-        model = build_model(cfg.model, int(meta["input_dim"]), int(meta["num_classes"]))
+        model = build_model(cfg.model, int(meta["input_dim"]), int(meta["num_classes"]), cfg.readout)
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{settings}: unreadable settings ({type(e).__name__}: {e})") from None
     try:

@@ -35,16 +35,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from fflab.checkpoint import load_checkpoint
     from fflab.io import write_json_atomic
-    from fflab.training.evaluate import evaluate
+    from fflab.training.evaluate import evaluate, primary_method
     from fflab.training.run import load_for_config, set_threads
 
     model, cfg, _ = load_checkpoint(args.run_dir)
     set_threads(cfg.train.threads)
     ds = load_for_config(cfg, args.data_dir, progress=not args.no_progress)
-    result = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size)
+    result = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary_method(cfg))
     result = {
         "dataset": ds.name,
+        "predict": primary_method(cfg),
         "test_accuracy": result["accuracy"],
+        "test_accuracy_by_method": result["accuracy_by_method"],
         "test_accuracy_per_layer": result["accuracy_per_layer"],
     }
     write_json_atomic(Path(args.run_dir) / "eval.json", result)

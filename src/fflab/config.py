@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
-from fflab.supervision import LABEL_MODES, NEGATIVE_MODES
+from fflab.supervision import HARD_SCORE_SOURCES, LABEL_MODES, NEGATIVE_MODES
 
 
 def choice(default: str, options: typing.Iterable[str], doc: str = "") -> Any:
@@ -41,14 +42,16 @@ class DataSettings:
 
 @dataclass
 class ModelSettings:
-    kind: str = choice("ff", ["ff"])
+    kind: str = choice("ff", ["ff", "backprop"], doc="ff: local FF learners; backprop: same layers, end to end")
     hidden: list[int] = field(default_factory=lambda: [500, 500])
     activation: str = choice("relu", ACTIVATIONS)
     init: str = choice("kaiming", INITS)
     input_norm: str = choice("rms", INPUT_NORMS)
     goodness: str = choice("mean_squares", GOODNESS)
     objective: str = choice("standard", OBJECTIVES)
-    theta: float = 2.0
+    theta: float | list[float] = 2.0  # one threshold for all layers, or one per layer
+    peer_weight: float = bounded(0.0, 0.0, doc="weight of Hinton's peer normalisation (0: off)")
+    peer_momentum: float = bounded(0.9, 0.0, 1.0, doc="momentum of the running mean activity per unit")
     loss: str = choice("softplus", LOSSES, doc="softplus: Hinton's threshold loss; symba: pairwise margin")
     alpha: float = bounded(4.0, 0.0, doc="sharpness of the symba loss")
     label: str = choice("overlay", LABEL_MODES)
@@ -66,7 +69,10 @@ class TrainSettings:
     momentum: float = bounded(0.9, 0.0, 1.0)
     weight_decay: float = bounded(0.0, 0.0)
     negatives: str = choice("random", NEGATIVE_MODES)
-    hard_scores: str = choice("first_layer", ["first_layer", "prediction"], doc="what ranks wrong labels")
+    hard_scores: str = choice("first_layer", HARD_SCORE_SOURCES, doc="what ranks wrong labels")
+    refresh_every: int = bounded(1, 1, doc="epochs between refreshes of the 'refreshed' score bank")
+    hybrid_blur_steps: int = bounded(6, 1, doc="blurs of the random bit image that makes a hybrid mask")
+    schedule: str = choice("simultaneous", ["simultaneous", "greedy"], doc="all layers per batch, or one at a time")
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
@@ -74,9 +80,22 @@ class TrainSettings:
 
 
 @dataclass
+class ReadoutSettings:
+    """A linear softmax classifier on the normalised activities of frozen FF layers (Hinton 2022, 3.2)."""
+
+    enabled: bool = False
+    layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
+    epochs: int = bounded(10, 1)
+    batch_size: int = bounded(100, 1)
+    lr: float = bounded(1e-3, 0.0)
+    weight_decay: float = bounded(0.0, 0.0)
+
+
+@dataclass
 class EvalSettings:
     batch_size: int = bounded(1000, 1)
     train_accuracy: bool = True  # also score the whole training set at the end
+    predict: str = choice("goodness", ["goodness", "readout"], doc="the method test_accuracy reports")
 
 
 @dataclass
@@ -85,6 +104,7 @@ class Config:
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    readout: ReadoutSettings = field(default_factory=ReadoutSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +112,8 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
+    if isinstance(tp, types.UnionType):
+        return " or ".join(_type_name(t) for t in typing.get_args(tp))
     if typing.get_origin(tp) is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
@@ -99,6 +121,13 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against type `tp`; ints are accepted where floats are expected."""
+    if isinstance(tp, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if typing.get_origin(tp) is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
@@ -153,15 +182,28 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 def validate(cfg: Config) -> Config:
     """Checks that span several fields."""
+    m, t = cfg.model, cfg.train
     if cfg.data.name == "idx" and not cfg.data.path:
         raise ConfigError("data.path: the 'idx' data set needs the folder of its IDX files in data.path")
-    if not cfg.model.hidden or any(h < 1 for h in cfg.model.hidden):
-        raise ConfigError(f"model.hidden: expected a non-empty list of positive layer widths, got {cfg.model.hidden}")
-    bad = [i for i in cfg.model.predict_layers if not 0 <= i < len(cfg.model.hidden)]
-    if bad:
-        raise ConfigError(
-            f"model.predict_layers: layer indices {bad} out of range 0..{len(cfg.model.hidden) - 1} (0-based)"
-        )
+    if not m.hidden or any(h < 1 for h in m.hidden):
+        raise ConfigError(f"model.hidden: expected a non-empty list of positive layer widths, got {m.hidden}")
+    for key, layers in (("model.predict_layers", m.predict_layers), ("readout.layers", cfg.readout.layers)):
+        bad = [i for i in layers if not 0 <= i < len(m.hidden)]
+        if bad:
+            raise ConfigError(f"{key}: layer indices {bad} out of range 0..{len(m.hidden) - 1} (0-based)")
+    if isinstance(m.theta, list) and len(m.theta) != len(m.hidden):
+        raise ConfigError(f"model.theta: expected one threshold per layer ({len(m.hidden)}), got {len(m.theta)}")
+    if m.kind == "ff":
+        unsupervised = m.label == "none"
+        if unsupervised != (t.negatives == "hybrid"):
+            raise ConfigError(
+                "model.label = 'none' (unsupervised FF) and train.negatives = 'hybrid' go together: "
+                f"got label = {m.label!r} with negatives = {t.negatives!r}"
+            )
+        if unsupervised and cfg.eval.predict != "readout":
+            raise ConfigError("eval.predict: unsupervised FF (model.label = 'none') can only predict with 'readout'")
+    if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind == "ff":
+        raise ConfigError("eval.predict = 'readout' needs readout.enabled = true")
     return cfg
 
 

@@ -74,6 +74,8 @@ def symba_loss(
     label), so the loss pushes the pair apart by margin instead of each past a threshold; positive
     and negative data get gradients of equal size.
     """
+    if g_pos.shape != g_neg.shape:
+        raise ValueError(f"symba pairs positive and negative rows one to one; got {len(g_pos)} and {len(g_neg)}")
     return F.softplus(-alpha * positive_sign(objective) * (g_pos - g_neg)).mean()
 
 

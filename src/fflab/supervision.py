@@ -1,21 +1,22 @@
-"""How labels enter the input, and how negative data are made.
+"""How labels enter the input, and how positive and negative data are made.
 
 Supervised FF shows the network an image together with a label: the true label makes
-positive data, a wrong label makes negative data. Two embeddings are offered:
+positive data, a wrong label makes negative data. Label embeddings:
   overlay - the one-hot label replaces the first C pixels of the flattened image (Hinton 2022);
-  concat  - the one-hot label is appended to the flattened image.
-Both write the label into C input positions that hold nothing else, which is what lets
-prediction share the first layer's work across candidate labels (see FFNetwork).
+  concat  - the one-hot label is appended to the flattened image;
+  none    - no label (unsupervised FF: negatives are hybrid images, see HybridPairs).
+Both label modes write the label into C input positions that hold nothing else, which is what
+lets prediction share the first layer's work across candidate labels (see FFNetwork).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+import torch.nn.functional as F
 
-LABEL_MODES = ("overlay", "concat")
-NEGATIVE_MODES = ("random", "hard", "hardest")
+LABEL_MODES = ("overlay", "concat", "none")
+NEGATIVE_MODES = ("random", "hard", "hardest", "hybrid")
+HARD_SCORE_SOURCES = ("first_layer", "prediction", "refreshed")
 
 
 class LabelEmbedding:
@@ -37,6 +38,10 @@ class LabelEmbedding:
         return self.data_dim + (self.num_classes if self.mode == "concat" else 0)
 
     @property
+    def has_label(self) -> bool:
+        return self.mode != "none"
+
+    @property
     def label_offset(self) -> int:
         """Index of the input position that carries label 0; label c sits at offset + c."""
         return 0 if self.mode == "overlay" else self.data_dim
@@ -44,6 +49,8 @@ class LabelEmbedding:
     def blank(self, x: torch.Tensor) -> torch.Tensor:
         """The input with all label positions zero: [N, input_dim]."""
         x = x.flatten(1)
+        if self.mode == "none":
+            return x
         if self.mode == "overlay":
             out = x.clone()
             out[:, : self.num_classes] = 0.0
@@ -52,6 +59,8 @@ class LabelEmbedding:
 
     def embed(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The input with the one-hot code of `labels` written into the label positions."""
+        if not self.has_label:
+            raise ValueError("this network takes no label (label mode 'none')")
         out = self.blank(x)
         out[torch.arange(out.shape[0], device=out.device), self.label_offset + labels] = self.value
         return out
@@ -59,6 +68,8 @@ class LabelEmbedding:
     def neutral(self, x: torch.Tensor) -> torch.Tensor:
         """The input with a uniform label code (value / C everywhere): no label information."""
         out = self.blank(x)
+        if not self.has_label:
+            return out
         out[:, self.label_offset : self.label_offset + self.num_classes] = self.value / self.num_classes
         return out
 
@@ -93,38 +104,112 @@ def hard_wrong_labels(
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-Scorer = Callable[[torch.Tensor], torch.Tensor]
-
-
 class SupervisedPairs:
     """Positive data = input with its true label; negative data = the same input with a wrong label.
 
     negatives: "random" (uniform over wrong labels), "hard" (sampled in proportion to the
     model's belief in each wrong label) or "hardest" (the most believed wrong label). The hard
-    modes need a `scorer` mapping inputs [N, ...] to label scores [N, C].
+    modes need `scores` [N, C] ranking the labels, which the trainer supplies.
     """
 
     def __init__(self, embedding: LabelEmbedding, negatives: str = "random", temperature: float = 1.0) -> None:
-        if negatives not in NEGATIVE_MODES:
-            raise ValueError(f"unknown negatives {negatives!r}; expected one of {list(NEGATIVE_MODES)}")
+        if negatives not in ("random", "hard", "hardest"):
+            raise ValueError(f"negatives {negatives!r} are not label-based; expected random, hard or hardest")
+        if not embedding.has_label:
+            raise ValueError("label-based negatives need a label embedding (overlay or concat)")
         self.embedding = embedding
         self.negatives = negatives
         self.temperature = temperature
 
+    @property
+    def needs_scores(self) -> bool:
+        """Whether `make` needs the model's label scores (hard negatives)."""
+        return self.negatives != "random"
+
     def wrong_labels(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scorer: Scorer | None
+        self, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
     ) -> torch.Tensor:
         if self.negatives == "random":
             return random_wrong_labels(y, self.embedding.num_classes, generator)
-        if scorer is None:
-            raise ValueError(f"negatives={self.negatives!r} needs a scorer (the model's label scores)")
-        with torch.no_grad():
-            scores = scorer(x)
+        if scores is None:
+            raise ValueError(f"negatives={self.negatives!r} need label scores from the model")
         return hard_wrong_labels(scores, y, generator if self.negatives == "hard" else None, self.temperature)
 
     def make(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scorer: Scorer | None = None
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
     ) -> torch.Tensor:
         """[2N, D]: the N positive rows, then the N negative rows (same images, wrong labels)."""
-        wrong = self.wrong_labels(x, y, generator, scorer)
+        wrong = self.wrong_labels(y, generator, scores)
         return torch.cat([self.embedding.embed(x, y), self.embedding.embed(x, wrong)])
+
+
+BLUR_KERNEL = (0.25, 0.5, 0.25)
+
+
+def hybrid_masks(n: int, shape: tuple[int, int], blur_steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Binary masks [n, H, W] with large coherent regions (Hinton 2022, section 3.2).
+
+    A random bit image is blurred `blur_steps` times with the filter [1/4, 1/2, 1/4] in both the
+    horizontal and vertical directions (edges replicated), then thresholded at 0.5.
+    A mask that came out all ones or all zeros would make the "negative" a real image, so such
+    masks are drawn again.
+    """
+    if shape[0] * shape[1] < 2:
+        raise ValueError(f"hybrid masks need images of at least 2 pixels, got {shape}")
+    masks = _blurred_bits(n, shape, blur_steps, generator)
+    while True:
+        covered = masks.flatten(1).mean(1)
+        uniform = (covered == 0) | (covered == 1)
+        if not uniform.any():
+            return masks
+        masks[uniform] = _blurred_bits(int(uniform.sum()), shape, blur_steps, generator)
+
+
+def _blurred_bits(n: int, shape: tuple[int, int], blur_steps: int, generator: torch.Generator) -> torch.Tensor:
+    h, w = shape
+    m = torch.randint(0, 2, (n, 1, h, w), generator=generator).float()
+    k = torch.tensor(BLUR_KERNEL)
+    kx, ky = k.view(1, 1, 1, 3), k.view(1, 1, 3, 1)
+    for _ in range(blur_steps):
+        m = F.conv2d(F.pad(m, (1, 1, 0, 0), mode="replicate"), kx)
+        m = F.conv2d(F.pad(m, (0, 0, 1, 1), mode="replicate"), ky)
+    return (m > 0.5).float().squeeze(1)
+
+
+class HybridPairs:
+    """Unsupervised FF: positive data = real images; negative data = hybrids of two different images.
+
+    negative = mask * image_a + (1 - mask) * image_b keeps short-range correlations (each region
+    is real) but breaks long-range shape, so telling them apart needs shape features. Image b is
+    another image of the same batch: a cyclic shift of a random order, so never the image itself.
+    """
+
+    needs_scores = False
+
+    def __init__(self, image_shape: tuple[int, ...], blur_steps: int = 6) -> None:
+        self.image_shape = tuple(image_shape)  # (C, H, W)
+        self.blur_steps = blur_steps
+
+    def make(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[2N, D]: the N real images, then N hybrids."""
+        n = len(x)
+        if n < 2:
+            raise ValueError("hybrid negatives need at least two images per batch")
+        images = x.reshape(n, *self.image_shape)
+        order = torch.randperm(n, generator=generator)
+        partner = torch.empty_like(order)
+        partner[order] = order.roll(1)  # i -> another index, never i
+        mask = hybrid_masks(n, self.image_shape[-2:], self.blur_steps, generator).unsqueeze(1)
+        hybrid = mask * images + (1 - mask) * images[partner]
+        return torch.cat([images.flatten(1), hybrid.flatten(1)])
+
+
+def make_pair_source(
+    embedding: LabelEmbedding, image_shape: tuple[int, ...], settings
+) -> SupervisedPairs | HybridPairs:
+    """The positive/negative data maker the train settings ask for."""
+    if settings.negatives == "hybrid":
+        return HybridPairs(image_shape, settings.hybrid_blur_steps)
+    return SupervisedPairs(embedding, settings.negatives, settings.hard_temperature)

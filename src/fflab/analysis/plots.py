@@ -25,8 +25,9 @@ def plot_training_curves(history: Sequence[dict], path: str | Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     n_layers = len(history[0]["loss"])
     for j in range(n_layers):
-        ax_loss.plot(epochs, [h["loss"][j] for h in history], marker="o", label=f"layer {j}")
-    ax_loss.set(xlabel="epoch", ylabel="FF loss", title="local loss per layer")
+        values = [float("nan") if h["loss"][j] is None else h["loss"][j] for h in history]
+        ax_loss.plot(epochs, values, marker="o", label=f"layer {j}" if n_layers > 1 else "loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss" + (" per layer" if n_layers > 1 else ""))
     ax_loss.legend()
     for key, label in (
         ("train_accuracy", "train (monitor subset)"),

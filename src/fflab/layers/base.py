@@ -24,8 +24,12 @@ class FFLearner(nn.Module):
         objective: str = "standard",
         loss: str = "softplus",
         alpha: float = 4.0,
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
     ) -> None:
         super().__init__()
+        self.peer_weight = float(peer_weight)
+        self.peer_momentum = float(peer_momentum)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
         self.loss_name = loss
@@ -45,8 +49,28 @@ class FFLearner(nn.Module):
         g = self.goodness(h)
         g_pos, g_neg = g[:n_pos], g[n_pos:]
         if self.loss_name == "symba":
-            return symba_loss(g_pos, g_neg, self.alpha, self.objective), g
-        return softplus_loss(g_pos, g_neg, self.theta, self.objective), g
+            loss = symba_loss(g_pos, g_neg, self.alpha, self.objective)
+        else:
+            loss = softplus_loss(g_pos, g_neg, self.theta, self.objective)
+        if self.peer_weight > 0 and self.training:
+            loss = loss + self.peer_weight * self.peer_normalization_loss(h[:n_pos])
+        return loss, g
+
+    def register_peer_mean(self, units: int) -> None:
+        """The running mean activity of each unit on positive data, for peer normalisation."""
+        self.register_buffer("peer_mean", torch.full((units,), 0.5))
+
+    def unit_activity(self, h: torch.Tensor) -> torch.Tensor:
+        """Mean activity of each unit over a batch (subclasses with spatial maps average per channel)."""
+        return h.mean(0)
+
+    def peer_normalization_loss(self, h_pos: torch.Tensor) -> torch.Tensor:
+        """Hinton's peer normalisation: keep every unit's running mean activity near the layer's
+        average, so that no unit is always on or always off. Updates the running mean."""
+        running = self.peer_mean * self.peer_momentum + self.unit_activity(h_pos) * (1 - self.peer_momentum)
+        with torch.no_grad():
+            self.peer_mean.copy_(running)
+        return (running.mean() - running).pow(2).mean()
 
     def positive_score(self, goodness: torch.Tensor) -> torch.Tensor:
         """Goodness signed so that larger always means "more like positive data"."""

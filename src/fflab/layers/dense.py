@@ -55,9 +55,19 @@ class FFDense(FFLearner):
         objective: str = "standard",
         loss: str = "softplus",
         alpha: float = 4.0,
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
         bias: bool = True,
     ) -> None:
-        super().__init__(goodness=goodness, theta=theta, objective=objective, loss=loss, alpha=alpha)
+        super().__init__(
+            goodness=goodness,
+            theta=theta,
+            objective=objective,
+            loss=loss,
+            alpha=alpha,
+            peer_weight=peer_weight,
+            peer_momentum=peer_momentum,
+        )
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if init not in INITS:
@@ -69,6 +79,7 @@ class FFDense(FFLearner):
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self._act = ACTIVATIONS[activation]
         self._init(init)
+        self.register_peer_mean(out_features)
 
     def _init(self, init: str) -> None:
         gain_name = _INIT_GAIN.get(self.activation, "linear")

@@ -1,20 +1,29 @@
-"""Wirings of local learners, built by name from the model settings."""
+"""Wirings of local learners (and the backprop baseline), built by name from the settings."""
 
 from __future__ import annotations
 
-from fflab.config import ModelSettings
+from fflab.config import ModelSettings, ReadoutSettings
 from fflab.layers import FFDense
-from fflab.models.feedforward import FFNetwork, LocalResult, predict_from_scores
+from fflab.models.backprop import BackpropNetwork
+from fflab.models.feedforward import FFNetwork, LocalResult, all_but_first, predict_from_scores
+from fflab.models.readout import LinearReadout
 from fflab.supervision import LabelEmbedding
 
-__all__ = ["FFNetwork", "LocalResult", "build_model", "predict_from_scores"]
+__all__ = [
+    "BackpropNetwork",
+    "FFNetwork",
+    "LinearReadout",
+    "LocalResult",
+    "build_model",
+    "predict_from_scores",
+]
 
 
-def build_ff(settings: ModelSettings, input_dim: int, num_classes: int) -> FFNetwork:
-    """Hinton's supervised FF network: dense learners on label-embedded inputs."""
-    embedding = LabelEmbedding(settings.label, num_classes, input_dim, settings.label_value)
-    widths = [embedding.input_dim, *settings.hidden]
-    layers = [
+def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
+    """The hidden layers the settings describe, with per-layer thresholds."""
+    widths = [input_dim, *settings.hidden]
+    thetas = settings.theta if isinstance(settings.theta, list) else [settings.theta] * len(settings.hidden)
+    return [
         FFDense(
             widths[i],
             widths[i + 1],
@@ -22,19 +31,42 @@ def build_ff(settings: ModelSettings, input_dim: int, num_classes: int) -> FFNet
             init=settings.init,
             input_norm=settings.input_norm,
             goodness=settings.goodness,
-            theta=settings.theta,
+            theta=thetas[i],
             objective=settings.objective,
             loss=settings.loss,
             alpha=settings.alpha,
+            peer_weight=settings.peer_weight,
+            peer_momentum=settings.peer_momentum,
         )
         for i in range(len(settings.hidden))
     ]
-    return FFNetwork(layers, embedding, settings.predict_layers)
 
 
-MODEL_BUILDERS = {"ff": build_ff}
+def build_ff(
+    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
+) -> FFNetwork:
+    """Hinton's FF network: dense learners on label-embedded (or, unsupervised, plain) inputs."""
+    embedding = LabelEmbedding(settings.label, num_classes, input_dim, settings.label_value)
+    layers = dense_stack(settings, embedding.input_dim)
+    head = None
+    if readout is not None and readout.enabled:
+        chosen = readout.layers or all_but_first(len(layers))
+        head = LinearReadout(sum(settings.hidden[i] for i in chosen), num_classes, chosen)
+    return FFNetwork(layers, embedding, settings.predict_layers, head)
 
 
-def build_model(settings: ModelSettings, input_dim: int, num_classes: int) -> FFNetwork:
+def build_backprop(
+    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
+) -> BackpropNetwork:
+    """The same dense layers with a classifier head, for end-to-end backprop."""
+    return BackpropNetwork(dense_stack(settings, input_dim), num_classes)
+
+
+MODEL_BUILDERS = {"ff": build_ff, "backprop": build_backprop}
+
+
+def build_model(
+    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
+) -> FFNetwork | BackpropNetwork:
     """Create the network named by `settings.kind` (a registry, as in timm)."""
-    return MODEL_BUILDERS[settings.kind](settings, input_dim, num_classes)
+    return MODEL_BUILDERS[settings.kind](settings, input_dim, num_classes, readout)

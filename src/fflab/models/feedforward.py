@@ -1,4 +1,4 @@
-"""Feed-forward wiring: a chain of local learners (Hinton 2022, supervised FF)."""
+"""Feed-forward wiring: a chain of local learners (Hinton 2022, supervised and unsupervised FF)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fflab.layers import FFDense, FFLearner
+from fflab.layers import FFDense, FFLearner, normalize_direction
+from fflab.models.readout import LinearReadout
 from fflab.supervision import LabelEmbedding
 
 
@@ -20,12 +21,19 @@ class LocalResult:
     goodness: torch.Tensor
 
 
+def all_but_first(n_layers: int) -> list[int]:
+    """The paper's default choice of layers for judging labels: skip the first (unless it is the only one)."""
+    return list(range(1, n_layers)) if n_layers > 1 else [0]
+
+
 class FFNetwork(nn.Module):
     """A stack of FF learners, each fed the detached activity of the one below.
 
-    Prediction scores every candidate label: the label is written into the input, the
-    stack runs, and the positive-signed goodness of the `predict_layers` is summed; the
-    best-scoring label wins (Hinton 2022, section 3.3).
+    Two ways to predict (Hinton 2022, section 3.3):
+      goodness - write each candidate label into the input, run the stack, and pick the label
+                 whose positive-signed goodness summed over `predict_layers` is best;
+      readout  - one pass with a neutral label, then a linear softmax on the normalised
+                 activities of the readout's layers (the only way for unsupervised FF).
     """
 
     def __init__(
@@ -33,6 +41,7 @@ class FFNetwork(nn.Module):
         layers: Sequence[FFLearner],
         embedding: LabelEmbedding,
         predict_layers: Sequence[int] | None = None,
+        readout: LinearReadout | None = None,
     ) -> None:
         super().__init__()
         if not layers:
@@ -40,13 +49,12 @@ class FFNetwork(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.embedding = embedding
         n = len(layers)
-        # The paper skips the first hidden layer when judging labels; with one layer, use it.
-        default = list(range(1, n)) if n > 1 else [0]
-        chosen = list(predict_layers) if predict_layers else default
-        bad = [i for i in chosen if not 0 <= i < n]
+        chosen = list(predict_layers) if predict_layers else all_but_first(n)
+        bad = [i for i in chosen + (readout.layers if readout else []) if not 0 <= i < n]
         if bad:
-            raise ValueError(f"predict_layers {bad} out of range for a network of {n} layers (0..{n - 1})")
+            raise ValueError(f"layers {bad} out of range for a network of {n} layers (0..{n - 1})")
         self.predict_layers = chosen
+        self.readout = readout
 
     @property
     def num_classes(self) -> int:
@@ -69,12 +77,23 @@ class FFNetwork(nn.Module):
             out.append(h)
         return out
 
-    def local_losses(self, x: torch.Tensor, n_pos: int) -> list[LocalResult]:
-        """Each learner's own loss on a batch whose first `n_pos` rows are positive data."""
+    def local_losses(self, x: torch.Tensor, n_pos: int, layers: Sequence[int] | None = None) -> list[LocalResult]:
+        """Each learner's own loss on a batch whose first `n_pos` rows are positive data.
+
+        With `layers`, only those learners get a loss (the greedy schedule); the layers below them
+        run without gradient and the layers above them do not run at all.
+        """
+        active = set(range(len(self.layers)) if layers is None else layers)
         results = []
-        for layer, h in zip(self.layers, self.activities(x), strict=True):
-            loss, g = layer.local_loss(h, n_pos)
-            results.append(LocalResult(loss, g.detach()))
+        h = x
+        for i, layer in enumerate(self.layers[: max(active) + 1]):
+            if i in active:
+                h = layer(h.detach())
+                loss, g = layer.local_loss(h, n_pos)
+                results.append(LocalResult(loss, g.detach()))
+            else:
+                with torch.no_grad():
+                    h = layer(h)
         return results
 
     @torch.no_grad()
@@ -85,8 +104,11 @@ class FFNetwork(nn.Module):
         across candidates (see FFDense.forward_label_candidates), so depth=1 costs about one
         forward pass of the first layer.
         """
+        emb = self.embedding
+        if not emb.has_label:
+            raise ValueError("this network takes no label input (unsupervised); predict with its readout")
         depth = len(self.layers) if depth is None else depth
-        emb, n, c = self.embedding, x.shape[0], self.num_classes
+        n, c = x.shape[0], self.num_classes
         first = self.layers[0]
         blank = emb.blank(x)
         if isinstance(first, FFDense):
@@ -109,14 +131,42 @@ class FFNetwork(nn.Module):
         return lambda x: self.label_scores(x, depth=deepest)[:, :, self.predict_layers].sum(2)
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """The label whose summed goodness over `predict_layers` is best."""
-        return predict_from_scores(self.scores_in_batches(x, batch_size), self.predict_layers)
+    def readout_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenated activity directions (unit RMS) of the readout's layers, for a neutral label."""
+        layers = self.readout.layers
+        h = self.embedding.neutral(x)
+        features = []
+        for i, layer in enumerate(self.layers[: max(layers) + 1]):
+            h = layer(h)
+            if i in layers:
+                features.append(normalize_direction(h, "rms"))
+        return torch.cat(features, dim=1)
 
     @torch.no_grad()
     def scores_in_batches(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """label_scores over a large input, a chunk at a time to bound memory."""
         return torch.cat([self.label_scores(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+        """Predicted labels by every method this network has: "goodness" (and "goodness_layerJ" for
+        each layer alone) when it takes labels, "readout" when it has one."""
+        self.eval()
+        out = {}
+        if self.embedding.has_label:
+            scores = self.scores_in_batches(x, batch_size)
+            out["goodness"] = predict_from_scores(scores, self.predict_layers)
+            for j in range(scores.shape[2]):
+                out[f"goodness_layer{j}"] = predict_from_scores(scores, [j])
+        if self.readout is not None:
+            chunks = [self.readout(self.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+            out["readout"] = torch.cat(chunks).argmax(1)
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """The label whose summed goodness over `predict_layers` is best."""
+        return predict_from_scores(self.scores_in_batches(x, batch_size), self.predict_layers)
 
 
 def predict_from_scores(scores: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:

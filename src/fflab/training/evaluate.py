@@ -1,20 +1,34 @@
-"""Accuracy of a trained FF network: by goodness over all labels, overall and per layer."""
+"""Accuracy of a trained network by every prediction method it has."""
 
 from __future__ import annotations
 
 import torch
 
-from fflab.models import FFNetwork, predict_from_scores
+from fflab.models import FFNetwork
 
 
 @torch.no_grad()
-def evaluate(model: FFNetwork, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict:
-    """accuracy (chosen layers summed) and accuracy_per_layer (each layer alone)."""
-    model.eval()
-    scores = model.scores_in_batches(x, batch_size)
-    acc = (predict_from_scores(scores, model.predict_layers) == y).float().mean().item()
-    per_layer = [(predict_from_scores(scores, [j]) == y).float().mean().item() for j in range(scores.shape[2])]
-    return {"accuracy": acc, "accuracy_per_layer": per_layer}
+def primary_method(cfg) -> str:
+    """The prediction method whose accuracy a run reports as test_accuracy."""
+    return "backprop" if cfg.model.kind == "backprop" else cfg.eval.predict
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, primary: str | None = None) -> dict:
+    """accuracy (of the `primary` method, default the model's first), accuracy_by_method, and
+    accuracy_per_layer (FF goodness of each layer alone; empty for networks without it)."""
+    predictions = model.predictions(x, batch_size)
+    by_method = {name: (pred == y).float().mean().item() for name, pred in predictions.items()}
+    primary = primary or next(iter(predictions))
+    if primary not in by_method:
+        raise ValueError(f"this model cannot predict by {primary!r}; it has {sorted(by_method)}")
+    prefix = "goodness_layer"
+    per_layer = [
+        by_method[k]
+        for k in sorted((k for k in by_method if k.startswith(prefix)), key=lambda k: int(k[len(prefix) :]))
+    ]
+    main = {k: v for k, v in by_method.items() if not k.startswith("goodness_layer")}
+    return {"accuracy": by_method[primary], "accuracy_by_method": main, "accuracy_per_layer": per_layer}
 
 
 @torch.no_grad()

@@ -20,9 +20,10 @@ from fflab.config import Config, to_toml
 from fflab.data import Dataset, load_dataset
 from fflab.errors import FFLabError
 from fflab.io import write_json_atomic, write_text_atomic
-from fflab.models import build_model
-from fflab.training.evaluate import evaluate, goodness_samples
-from fflab.training.trainer import FFTrainer
+from fflab.models import BackpropNetwork, build_model
+from fflab.training.evaluate import evaluate, goodness_samples, primary_method
+from fflab.training.readout import train_readout
+from fflab.training.trainer import make_trainer
 
 Log = Callable[[str], None]
 
@@ -60,6 +61,17 @@ def _prepare_run_dir(run_dir: Path) -> None:
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
 
 
+def _fmt(values) -> str:
+    return " ".join("-" if v is None else f"{v:.4f}" for v in values)
+
+
+def _monitor_method(model) -> str | None:
+    """What per-epoch monitoring can score before any readout is trained."""
+    if isinstance(model, BackpropNetwork):
+        return "backprop"
+    return "goodness" if model.embedding.has_label else None
+
+
 def train_run(
     cfg: Config,
     run_dir: str | Path,
@@ -75,18 +87,19 @@ def train_run(
     threads = set_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     ds = load_for_config(cfg, data_dir, progress)
-    model = build_model(cfg.model, ds.input_dim, ds.num_classes)
-    trainer = FFTrainer(model, cfg.train, progress=progress)
+    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout)
+    trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape)
     write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+    schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
+    total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if cfg.train.schedule == "greedy" else 1)
     log(
-        f"fflab: {cfg.name or 'run'} on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} test), "
-        f"layers {cfg.model.hidden}, {cfg.train.epochs} epochs, {threads} threads -> {run_dir}"
+        f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} "
+        f"test), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {threads} threads -> {run_dir}"
     )
 
     m = cfg.train.monitor_size
-    monitor = [
-        (name, x[:m], y[:m]) for name, x, y in (("train", ds.train_x, ds.train_y), ("test", ds.test_x, ds.test_y))
-    ]
+    method = _monitor_method(model) if m else None
+    monitor = [("train", ds.train_x[:m], ds.train_y[:m]), ("test", ds.test_x[:m], ds.test_y[:m])]
     history: list[dict] = []
     monitor_seconds = 0.0
     with open(run_dir / "metrics.jsonl", "w") as metrics:
@@ -94,11 +107,12 @@ def train_run(
         def on_epoch(stats) -> None:
             nonlocal monitor_seconds
             t = time.perf_counter()
-            if m:
+            if method:
                 for name, x, y in monitor:
-                    result = evaluate(model, x, y, cfg.eval.batch_size)
+                    result = evaluate(model, x, y, cfg.eval.batch_size, method)
                     stats.extra[f"{name}_accuracy"] = result["accuracy"]
-                    stats.extra[f"{name}_accuracy_per_layer"] = result["accuracy_per_layer"]
+                    if result["accuracy_per_layer"]:
+                        stats.extra[f"{name}_accuracy_per_layer"] = result["accuracy_per_layer"]
             monitor_seconds += time.perf_counter() - t
             row = stats.as_dict()
             history.append(row)
@@ -106,63 +120,81 @@ def train_run(
             metrics.flush()
             accs = "  ".join(f"{k.split('_')[0]} {row[k]:.2%}" for k in ("train_accuracy", "test_accuracy") if k in row)
             log(
-                f"epoch {stats.epoch:>3}/{cfg.train.epochs}  "
-                f"loss {' '.join(f'{v:.4f}' for v in stats.loss)}  "
+                f"epoch {stats.epoch:>3}/{total_epochs}  loss {_fmt(stats.loss)}  "
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
             )
 
         trainer.fit(ds.train_x, ds.train_y, on_epoch)
     train_seconds = sum(h["train_seconds"] for h in history)
+    meta = {
+        "dataset": ds.name,
+        "input_dim": ds.input_dim,
+        "input_shape": list(ds.input_shape),
+        "num_classes": ds.num_classes,
+        "class_names": list(ds.class_names),
+    }
+    save_checkpoint(run_dir, model, cfg, **meta)
 
-    save_checkpoint(
-        run_dir,
-        model,
-        cfg,
-        dataset=ds.name,
-        input_dim=ds.input_dim,
-        input_shape=list(ds.input_shape),
-        num_classes=ds.num_classes,
-        class_names=list(ds.class_names),
-    )
+    readout_seconds = 0.0
+    if getattr(model, "readout", None) is not None:
+        t = time.perf_counter()
+        for row in train_readout(model, ds.train_x, ds.train_y, cfg.readout, seed=cfg.train.seed):
+            log(
+                f"readout epoch {row['readout_epoch']:>2}/{cfg.readout.epochs}  loss {row['loss']:.4f}  "
+                f"train {row['train_accuracy']:.2%}"
+            )
+        readout_seconds = time.perf_counter() - t
+        save_checkpoint(run_dir, model, cfg, **meta)
+
+    primary = primary_method(cfg)
     eval_start = time.perf_counter()
-    test = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size)
-    train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size) if cfg.eval.train_accuracy else None
+    test = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary)
+    train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size, primary) if cfg.eval.train_accuracy else None
     eval_seconds = time.perf_counter() - eval_start
 
-    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    n_hist = min(2000, len(ds.test_x))
-    both = trainer.make_pairs(ds.test_x[:n_hist], ds.test_y[:n_hist], gen)
-    pos, neg = goodness_samples(model, both, n_hist)
-    theta = cfg.model.theta if cfg.model.loss == "softplus" else None  # symba has no threshold
-    plot_goodness_histograms(pos, neg, run_dir / "plots" / "goodness_histograms.png", theta)
-    plot_training_curves(history, run_dir / "plots" / "training_curves.png")
-
-    samples = len(ds.train_x) * cfg.train.epochs
-    train_flops = trainer.flops_per_sample() * samples
+    _write_plots(cfg, model, trainer, ds, history, run_dir)
+    samples = len(ds.train_x) * total_epochs
     summary = {
         "dataset": ds.name,
         "config": cfg.name,
+        "model": cfg.model.kind,
+        "predict": primary,
         "test_accuracy": test["accuracy"],
+        "test_accuracy_by_method": test["accuracy_by_method"],
         "test_accuracy_per_layer": test["accuracy_per_layer"],
         "train_accuracy": train["accuracy"] if train else None,
-        "predict_layers": model.predict_layers,
-        "epochs": cfg.train.epochs,
+        "epochs": total_epochs,
         "train_samples": len(ds.train_x),
         "test_samples": len(ds.test_x),
         "train_seconds": round(train_seconds, 3),
+        "readout_seconds": round(readout_seconds, 3),
         "monitor_seconds": round(monitor_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
         "samples_per_second": round(samples / train_seconds, 1),
-        "train_gflop_per_second": round(train_flops / train_seconds / 1e9, 2),
+        "train_gflop_per_second": round(trainer.flops_per_sample() * samples / train_seconds / 1e9, 2),
         "threads": threads,
         "torch": torch.__version__,
     }
     write_json_atomic(run_dir / "summary.json", summary)
     train_text = f", train accuracy {summary['train_accuracy']:.2%}" if train else ""
+    methods = ", ".join(f"{k} {v:.2%}" for k, v in test["accuracy_by_method"].items())
     log(
-        f"test accuracy {test['accuracy']:.2%}{train_text} (per layer: "
-        f"{', '.join(f'{a:.2%}' for a in test['accuracy_per_layer'])}); "
+        f"test accuracy {test['accuracy']:.2%} by {primary}{train_text} (test by method: {methods}); "
         f"train {train_seconds:.1f}s, eval {eval_seconds:.1f}s -> {run_dir}"
     )
     return summary
+
+
+def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], run_dir: Path) -> None:
+    """Training curves for every run; goodness histograms for FF networks."""
+    plots = run_dir / "plots"
+    plot_training_curves(history, plots / "training_curves.png")
+    if isinstance(model, BackpropNetwork):
+        return
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+    n = min(2000, len(ds.test_x))
+    both = trainer.make_pairs(ds.test_x[:n], ds.test_y[:n], gen)
+    pos, neg = goodness_samples(model, both, n)
+    theta = cfg.model.theta if cfg.model.loss == "softplus" else None  # symba has no threshold
+    plot_goodness_histograms(pos, neg, plots / "goodness_histograms.png", theta)

@@ -1,23 +1,27 @@
-"""One trainer for FF wirings: batches in, local updates out.
+"""One training loop for every network: epochs, shuffled batches, lr schedule, progress, statistics.
 
-Each learner has its own optimiser. The wiring returns one loss per learner; because every
-learner's input is detached, backpropagating those losses together gives each learner the
-gradient of its own loss only (tests check this), and each optimiser then steps its learner.
+Subclasses supply what differs: the optimisers and one `step` on a batch. FFTrainer gives each
+learner its own optimiser. The wiring returns one loss per learner; because every learner's input
+is detached, backpropagating those losses together gives each learner the gradient of its own
+loss only (tests check this), and each optimiser then steps its learner. BackpropTrainer trains
+the same layers end to end, for comparison.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fflab.config import TrainSettings
-from fflab.models import FFNetwork
-from fflab.supervision import SupervisedPairs
+from fflab.models import BackpropNetwork, FFNetwork, LocalResult
+from fflab.supervision import make_pair_source
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -50,34 +54,49 @@ def lr_factor(schedule: str, progress: float) -> float:
 
 @dataclass
 class EpochStats:
-    """What one epoch of training measured, per learner where it applies."""
+    """What one epoch of training measured; lists hold one entry per layer (None: layer not trained)."""
 
     epoch: int
-    loss: list[float]
-    goodness_pos: list[float]
-    goodness_neg: list[float]
+    loss: list[float | None]
+    goodness_pos: list[float | None]
+    goodness_neg: list[float | None]
     lr: float
     train_seconds: float
     samples_per_second: float
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "extra"}
         return {**d, **self.extra}
 
 
-class FFTrainer:
-    """Trains an FFNetwork's learners with local updates on every mini-batch."""
+class Trainer(abc.ABC):
+    """The shared loop. Subclasses implement `make_optimizers`, `step` and `flops_per_sample`."""
 
-    def __init__(self, model: FFNetwork, settings: TrainSettings, *, progress: bool = True) -> None:
+    n_slots = 1  # entries per stats list (layers for FF, 1 for backprop)
+
+    def __init__(self, model, settings: TrainSettings, *, progress: bool = True) -> None:
         self.model = model
         self.settings = settings
         self.progress = progress
-        self.optimizers = [make_optimizer(layer.parameters(), settings) for layer in model.layers]
-        self.pairs = SupervisedPairs(model.embedding, settings.negatives, settings.hard_temperature)
-        self.scorer = model.hard_negative_scorer(settings.hard_scores)
         self.generator = torch.Generator().manual_seed(settings.seed)
-        self.steps_done = 0
+        self.optimizers = self.make_optimizers()
+        self.phase_steps = 0  # steps taken in the current schedule phase (the lr schedule's clock)
+
+    @abc.abstractmethod
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers this trainer steps."""
+
+    @abc.abstractmethod
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> list[LocalResult | None]:
+        """Update on one batch; one result per stats slot (None for a slot not trained)."""
+
+    @abc.abstractmethod
+    def flops_per_sample(self) -> int:
+        """Matrix-multiply FLOPs of training on one sample (for GFLOP/s figures)."""
+
+    def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:  # noqa: B027 (optional hook)
+        """Hook before each epoch (e.g. refreshing model-generated negatives); nothing by default."""
 
     def _set_lr(self, progress: float) -> float:
         lr = self.settings.lr * lr_factor(self.settings.lr_decay, progress)
@@ -86,46 +105,19 @@ class FFTrainer:
                 group["lr"] = lr
         return lr
 
-    def flops_per_sample(self) -> int:
-        """Matrix-multiply FLOPs one training sample costs: the local updates (4 forward passes'
-        worth, see FFNetwork.forward_flops) plus scoring candidate labels for hard negatives."""
-        flops = 4 * self.model.forward_flops()
-        if self.settings.negatives != "random":
-            layers = self.model.layers
-            first = 2 * layers[0].in_features * layers[0].out_features
-            depth = 1 if self.settings.hard_scores == "first_layer" else max(self.model.predict_layers) + 1
-            rest = sum(2 * layer.in_features * layer.out_features for layer in layers[1:depth])
-            flops += first + self.model.num_classes * rest
-        return flops
-
-    def make_pairs(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Positive rows then negative rows for (x, y), made as training makes them."""
-        return self.pairs.make(x, y, generator or self.generator, self.scorer)
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> list:
-        """One local update of every learner on the batch (x, y); returns each LocalResult."""
-        both = self.make_pairs(x, y)
-        results = self.model.local_losses(both, n_pos=len(x))
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        torch.autograd.backward([r.loss for r in results])
-        for opt in self.optimizers:
-            opt.step()
-        self.steps_done += 1
-        return results
-
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> EpochStats:
-        """One pass over (x, y) in a fresh random order."""
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int, total_epochs: int | None = None) -> EpochStats:
+        """One pass over (x, y) in a fresh random order (`total_epochs` only labels the progress bar)."""
         self.model.train()
+        self.start_epoch(x, y, epoch)
         n, bs = len(x), self.settings.batch_size
         steps_per_epoch = math.ceil(n / bs)
-        total_steps = steps_per_epoch * self.settings.epochs
+        phase_total = steps_per_epoch * self.settings.epochs
         order = torch.randperm(n, generator=self.generator)
-        n_layers = len(self.model.layers)
-        sums = torch.zeros(3, n_layers, dtype=torch.float64)
+        sums = torch.zeros(3, self.n_slots, dtype=torch.float64)
+        trained = [False] * self.n_slots
         bar = tqdm(
             range(steps_per_epoch),
-            desc=f"epoch {epoch}/{self.settings.epochs}",
+            desc=f"epoch {epoch}/{total_epochs or self.settings.epochs}",
             disable=None if self.progress else True,  # None: only on a terminal
             leave=False,
             unit="batch",
@@ -133,28 +125,159 @@ class FFTrainer:
         start = time.perf_counter()
         lr = self.settings.lr
         for i in bar:
-            lr = self._set_lr(self.steps_done / total_steps)
+            lr = self._set_lr(self.phase_steps / phase_total)
             idx = order[i * bs : (i + 1) * bs]
-            results = self.step(x[idx], y[idx])
+            results = self.step(x[idx], y[idx], idx)
+            self.phase_steps += 1
             k = len(idx)
             for j, r in enumerate(results):
+                if r is None:
+                    continue
+                trained[j] = True
                 sums[0, j] += r.loss.item() * k
-                sums[1, j] += r.goodness[:k].mean().item() * k
-                sums[2, j] += r.goodness[k:].mean().item() * k
+                if r.goodness is not None:
+                    sums[1, j] += r.goodness[:k].mean().item() * k
+                    sums[2, j] += r.goodness[k:].mean().item() * k
             if i % 50 == 0:
-                bar.set_postfix(loss=f"{sums[0].sum().item() / ((i * bs + k) * n_layers):.4f}")
+                done = sums[0, torch.tensor(trained)].mean().item() / (i * bs + k)
+                bar.set_postfix(loss=f"{done:.4f}")
         seconds = time.perf_counter() - start
-        means = (sums / n).tolist()
+        means = [[v if t else None for v, t in zip(row, trained, strict=True)] for row in (sums / n).tolist()]
         return EpochStats(epoch, means[0], means[1], means[2], lr, seconds, n / seconds)
 
     def fit(
         self, x: torch.Tensor, y: torch.Tensor, on_epoch: Callable[[EpochStats], None] | None = None
     ) -> list[EpochStats]:
         """Train for settings.epochs epochs; `on_epoch` sees each epoch's stats as they arrive."""
+        return self._run_phase(x, y, 0, self.settings.epochs, on_epoch)
+
+    def _run_phase(self, x, y, first_epoch: int, total_epochs: int, on_epoch) -> list[EpochStats]:
+        self.phase_steps = 0
         history = []
-        for epoch in range(1, self.settings.epochs + 1):
-            stats = self.train_epoch(x, y, epoch)
+        for e in range(1, self.settings.epochs + 1):
+            stats = self.train_epoch(x, y, first_epoch + e, total_epochs)
             if on_epoch is not None:
                 on_epoch(stats)
             history.append(stats)
         return history
+
+
+class FFTrainer(Trainer):
+    """Trains an FFNetwork's learners with local updates.
+
+    schedule "simultaneous": every learner is updated on every mini-batch (default);
+    schedule "greedy": learner 0 is trained for all epochs, then learner 1 on the frozen learner 0,
+    and so on (the minimal public implementation's way).
+    """
+
+    def __init__(
+        self,
+        model: FFNetwork,
+        settings: TrainSettings,
+        *,
+        progress: bool = True,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(model, settings, progress=progress)
+        self.n_slots = len(model.layers)
+        if settings.negatives == "hybrid" and image_shape is None:
+            raise ValueError("hybrid negatives need the image shape (C, H, W)")
+        self.pairs = make_pair_source(model.embedding, tuple(image_shape or ()), settings)
+        self.active: list[int] | None = None  # layers trained now; None: all
+        self.score_bank: torch.Tensor | None = None  # [N, C] label scores of the training set
+
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
+
+    def label_scores_for(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor | None:
+        """Scores ranking the wrong labels of a batch, from where the settings say (None if not needed)."""
+        if not self.pairs.needs_scores:
+            return None
+        if self.settings.hard_scores == "refreshed":
+            if idx is None or self.score_bank is None:
+                raise ValueError("refreshed negatives score training samples by index, from the epoch's bank")
+            return self.score_bank[idx]
+        return self.model.hard_negative_scorer(self.settings.hard_scores)(x)
+
+    def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        """Refresh the bank of model-generated label scores every `refresh_every` epochs."""
+        if self.pairs.needs_scores and self.settings.hard_scores == "refreshed":
+            if (epoch - 1) % self.settings.refresh_every == 0:
+                scorer = self.model.hard_negative_scorer("prediction")
+                self.model.eval()
+                self.score_bank = torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+                self.model.train()
+
+    def make_pairs(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, idx=None
+    ) -> torch.Tensor:
+        """Positive rows then negative rows for (x, y), made as training makes them."""
+        return self.pairs.make(x, y, generator or self.generator, self.label_scores_for(x, idx))
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
+        """One local update of the active learners on the batch (x, y)."""
+        both = self.make_pairs(x, y, idx=idx)
+        results = self.model.local_losses(both, n_pos=len(x), layers=self.active)
+        active = self.active if self.active is not None else range(len(self.model.layers))
+        opts = [self.optimizers[i] for i in active]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        torch.autograd.backward([r.loss for r in results])
+        for opt in opts:
+            opt.step()
+        out: list[LocalResult | None] = [None] * self.n_slots
+        for i, r in zip(active, results, strict=True):
+            out[i] = r
+        return out
+
+    def fit(self, x, y, on_epoch=None) -> list[EpochStats]:
+        if self.settings.schedule == "simultaneous":
+            return super().fit(x, y, on_epoch)
+        history = []
+        n_layers, e = len(self.model.layers), self.settings.epochs
+        for k in range(n_layers):
+            self.active = [k]
+            history += self._run_phase(x, y, k * e, n_layers * e, on_epoch)
+        self.active = None
+        return history
+
+    def flops_per_sample(self) -> int:
+        """Matrix-multiply FLOPs one training sample costs, averaged over the schedule: the local
+        updates (4 forward passes' worth per trained layer) plus scoring labels for hard negatives."""
+        dense = [2 * layer.in_features * layer.out_features for layer in self.model.layers]
+        if self.settings.schedule == "greedy":
+            # Layer k trains (4x) on top of frozen layers below it (2 forward rows each).
+            flops = sum(4 * dense[k] + 2 * sum(dense[:k]) for k in range(len(dense))) / len(dense)
+        else:
+            flops = 4 * sum(dense)
+        if self.pairs.needs_scores and self.settings.hard_scores != "refreshed":
+            depth = 1 if self.settings.hard_scores == "first_layer" else max(self.model.predict_layers) + 1
+            flops += dense[0] + self.model.num_classes * sum(dense[1:depth])
+        return int(flops)
+
+
+class BackpropTrainer(Trainer):
+    """End-to-end cross-entropy training of a BackpropNetwork, through the same loop."""
+
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [make_optimizer(self.model.parameters(), self.settings)]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
+        (opt,) = self.optimizers
+        loss = F.cross_entropy(self.model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return [LocalResult(loss.detach(), None)]
+
+    def flops_per_sample(self) -> int:
+        """Forward, input-gradient and weight-gradient products (the first layer needs no input gradient)."""
+        first = self.model.layers[0]
+        return 3 * self.model.forward_flops() - 2 * first.in_features * first.out_features
+
+
+def make_trainer(model, settings: TrainSettings, *, progress: bool = True, image_shape=None) -> Trainer:
+    """The trainer that fits the model: local FF updates or end-to-end backprop."""
+    if isinstance(model, BackpropNetwork):
+        return BackpropTrainer(model, settings, progress=progress)
+    return FFTrainer(model, settings, progress=progress, image_shape=image_shape)

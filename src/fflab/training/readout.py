@@ -1,0 +1,60 @@
+"""Training the linear readout on top of frozen FF layers."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from fflab.config import ReadoutSettings
+from fflab.models import FFNetwork
+
+
+@torch.no_grad()
+def readout_features(model: FFNetwork, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The readout's input for every row of `x`, computed once (the FF layers are frozen)."""
+    model.eval()
+    return torch.cat([model.readout_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def train_readout(
+    model: FFNetwork, x: torch.Tensor, y: torch.Tensor, settings: ReadoutSettings, seed: int = 0
+) -> list[dict]:
+    """Fit model.readout by softmax regression on the frozen layers' features; returns per-epoch stats.
+
+    Features are computed once, so each readout epoch costs one small matrix product per batch.
+    Only the readout's parameters are given to the optimiser: the FF layers cannot change.
+    """
+    if model.readout is None:
+        raise ValueError("the model has no readout (set readout.enabled = true)")
+    features = readout_features(model, x)
+    readout = model.readout
+    readout.train()
+    opt = torch.optim.Adam(readout.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
+    gen = torch.Generator().manual_seed(seed)
+    n, bs = len(features), settings.batch_size
+    history = []
+    for epoch in range(1, settings.epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=gen)
+        total, correct = 0.0, 0
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            logits = readout(features[idx])
+            loss = F.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y[idx]).sum().item()
+        history.append(
+            {
+                "readout_epoch": epoch,
+                "loss": total / n,
+                "train_accuracy": correct / n,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    readout.eval()
+    return history

@@ -1,0 +1,106 @@
+"""Peer normalisation, per-layer thresholds, learning-rate schedules, greedy training, refreshed negatives."""
+
+import pytest
+import torch
+
+from fflab.config import ModelSettings, TrainSettings
+from fflab.layers import FFDense
+from fflab.models import build_model
+from fflab.training.trainer import FFTrainer, lr_factor
+
+
+def test_peer_normalization_matches_hand_computation_and_updates_running_mean():
+    layer = FFDense(3, 2, peer_weight=0.5, peer_momentum=0.9, loss="symba")
+    h_pos = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+    # running = 0.5 * 0.9 + mean_activity * 0.1 = [0.45 + 0.2, 0.45 + 0.0] = [0.65, 0.45]
+    loss = layer.peer_normalization_loss(h_pos)
+    assert torch.allclose(layer.peer_mean, torch.tensor([0.65, 0.45]))
+    assert loss.item() == pytest.approx(((0.55 - 0.65) ** 2 + (0.55 - 0.45) ** 2) / 2)
+
+
+def test_peer_normalization_pushes_an_always_on_unit_down():
+    torch.manual_seed(0)
+    layer = FFDense(4, 3, peer_weight=1.0)
+    h = torch.tensor([[5.0, 0.1, 0.1]], requires_grad=True)
+    layer.peer_normalization_loss(h).backward()
+    assert h.grad[0, 0] > 0 and h.grad[0, 1] < 0  # descent lowers the dominant unit, raises the quiet ones
+
+
+def test_peer_loss_only_counts_in_training_mode():
+    torch.manual_seed(0)
+    layer = FFDense(6, 4, peer_weight=10.0)
+    x = torch.rand(8, 6)
+    h = layer(x)
+    train_loss = layer.local_loss(h, 4)[0]
+    layer.eval()
+    before = layer.peer_mean.clone()
+    eval_loss = layer.local_loss(h, 4)[0]
+    assert torch.equal(layer.peer_mean, before), "evaluation must not move the running means"
+    assert train_loss.item() != eval_loss.item()
+
+
+def test_per_layer_thresholds():
+    net = build_model(ModelSettings(hidden=[8, 8, 8], theta=[1.0, 2.0, 3.0], loss="softplus"), 20, 4)
+    assert [layer.theta for layer in net.layers] == [1.0, 2.0, 3.0]
+
+
+def test_lr_schedules():
+    assert [lr_factor("hinton", p) for p in (0.0, 0.25, 0.5, 0.75)] == [1.0, 1.0, 1.0, 0.5]
+    assert lr_factor("linear", 0.25) == 0.75
+    assert lr_factor("cosine", 0.5) == pytest.approx(0.5)
+    assert lr_factor("none", 0.9) == 1.0
+
+
+def toy_data(n=300, d=20, c=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.rand(c, d, generator=gen)
+    y = torch.randint(0, c, (n,), generator=gen)
+    return centers[y] + 0.05 * torch.randn(n, d, generator=gen), y
+
+
+def test_greedy_schedule_trains_one_layer_at_a_time():
+    x, y = toy_data()
+    torch.manual_seed(0)
+    net = build_model(ModelSettings(hidden=[16, 16, 16], label="concat"), 20, 4)
+    trainer = FFTrainer(net, TrainSettings(epochs=2, batch_size=50, schedule="greedy"), progress=False)
+    snapshots = []
+
+    def on_epoch(stats):
+        snapshots.append((stats.loss, [layer.linear.weight.clone() for layer in net.layers]))
+
+    history = trainer.fit(x, y, on_epoch)
+    assert len(history) == 6  # 3 layers x 2 epochs
+    for e, (loss, _) in enumerate(snapshots):
+        assert [v is not None for v in loss] == [j == e // 2 for j in range(3)]
+    # While layer k trains, every other layer stays exactly as it was.
+    for e in range(1, 6):
+        k = e // 2
+        for j in range(3):
+            same = torch.equal(snapshots[e][1][j], snapshots[e - 1][1][j])
+            assert same == (j != k), (e, j)
+
+
+def test_refreshed_negatives_come_from_a_bank_of_model_scores():
+    x, y = toy_data()
+    torch.manual_seed(0)
+    net = build_model(ModelSettings(hidden=[16, 16], label="concat"), 20, 4)
+    settings = TrainSettings(epochs=3, batch_size=50, negatives="hard", hard_scores="refreshed", refresh_every=2)
+    trainer = FFTrainer(net, settings, progress=False)
+    banks, fresh = [], []
+    original = trainer.start_epoch
+
+    def spy(xx, yy, epoch):
+        original(xx, yy, epoch)
+        banks.append(trainer.score_bank.clone())
+        net.eval()
+        fresh.append(net.hard_negative_scorer("prediction")(xx))
+        net.train()
+
+    trainer.start_epoch = spy
+    trainer.fit(x, y)
+    assert banks[0].shape == (300, 4)
+    # Refreshed at epochs 1 and 3 (refresh_every=2): then the bank is exactly the model's current scores.
+    assert torch.allclose(banks[0], fresh[0], atol=1e-5) and torch.allclose(banks[2], fresh[2], atol=1e-5)
+    assert torch.equal(banks[0], banks[1]) and not torch.allclose(banks[1], fresh[1], atol=1e-5)
+    both = trainer.make_pairs(x[:10], y[:10], idx=torch.arange(10))
+    assert not torch.any(both[10:, 20:].argmax(1) == y[:10])
