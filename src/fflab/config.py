@@ -77,6 +77,7 @@ class TrainSettings:
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
+    monitor_every: int = bounded(1, 1, doc="monitor every this many epochs (and always after the last)")
 
 
 @dataclass

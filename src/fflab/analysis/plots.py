@@ -33,9 +33,9 @@ def plot_training_curves(history: Sequence[dict], path: str | Path) -> None:
         ("train_accuracy", "train (monitor subset)"),
         ("test_accuracy", "test (monitor subset)"),
     ):
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            ax_acc.plot(epochs, values, marker="o", label=label)
+        points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            ax_acc.plot(*zip(*points, strict=True), marker="o", label=label)
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax_acc.grid(alpha=0.3)
     if ax_acc.lines:

@@ -107,7 +107,8 @@ def train_run(
         def on_epoch(stats) -> None:
             nonlocal monitor_seconds
             t = time.perf_counter()
-            if method:
+            due = stats.epoch % cfg.train.monitor_every == 0 or stats.epoch == total_epochs
+            if method and due:
                 for name, x, y in monitor:
                     result = evaluate(model, x, y, cfg.eval.batch_size, method)
                     stats.extra[f"{name}_accuracy"] = result["accuracy"]
