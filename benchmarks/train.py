@@ -26,13 +26,14 @@ from fflab.training.run import set_threads, train_run
 RESULTS = Path(__file__).parent / "results"
 
 
-def bench(config: str, overrides: list[str], data_dir: str | None) -> dict:
+def bench(config: str, overrides: list[str], data_dir: str | None, keep: str | None) -> dict:
     cfg = load_config(config, overrides)
     set_threads(cfg.train.threads)
     peak = matmul_peak_gflops()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        summary = train_run(cfg, Path(tmp) / "run", data_dir=data_dir, progress=False)
+        run_dir = Path(keep) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}" if keep else Path(tmp) / "run"
+        summary = train_run(cfg, run_dir, data_dir=data_dir, progress=False)
     wall = time.perf_counter() - start
     return {
         "config": config,
@@ -59,10 +60,11 @@ def main() -> None:
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data-dir")
+    parser.add_argument("--keep", metavar="DIR", help="keep each run directory under DIR (default: discard)")
     args = parser.parse_args()
     rows = []
     for config in args.configs:
-        result = bench(config, args.set, args.data_dir)
+        result = bench(config, args.set, args.data_dir, args.keep)
         suffix = ("-" + "-".join(s.replace("=", "_") for s in args.set)) if args.set else ""
         write_json_atomic(RESULTS / f"{Path(config).stem}{suffix}.json", result)
         rows.append(markdown_row(result))
