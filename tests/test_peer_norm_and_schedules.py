@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from toydata import toy_data
 
 from fflab.config import ModelSettings, TrainSettings
 from fflab.layers import FFDense
@@ -51,15 +52,8 @@ def test_lr_schedules():
     assert lr_factor("none", 0.9) == 1.0
 
 
-def toy_data(n=300, d=20, c=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    centers = torch.rand(c, d, generator=gen)
-    y = torch.randint(0, c, (n,), generator=gen)
-    return centers[y] + 0.05 * torch.randn(n, d, generator=gen), y
-
-
 def test_greedy_schedule_trains_one_layer_at_a_time():
-    x, y = toy_data()
+    x, y = toy_data(300)
     torch.manual_seed(0)
     net = build_model(ModelSettings(hidden=[16, 16, 16], label="concat"), 20, 4)
     trainer = FFTrainer(net, TrainSettings(epochs=2, batch_size=50, schedule="greedy"), progress=False)
@@ -81,7 +75,7 @@ def test_greedy_schedule_trains_one_layer_at_a_time():
 
 
 def test_refreshed_negatives_come_from_a_bank_of_model_scores():
-    x, y = toy_data()
+    x, y = toy_data(300)
     torch.manual_seed(0)
     net = build_model(ModelSettings(hidden=[16, 16], label="concat"), 20, 4)
     settings = TrainSettings(epochs=3, batch_size=50, negatives="hard", hard_scores="refreshed", refresh_every=2)

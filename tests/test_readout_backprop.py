@@ -1,19 +1,13 @@
 """Linear readout on frozen FF layers, and the backprop baseline of the same layers."""
 
 import torch
+from toydata import toy_data
 
 from fflab.config import ModelSettings, ReadoutSettings, TrainSettings
 from fflab.models import BackpropNetwork, build_model
 from fflab.training.evaluate import evaluate
 from fflab.training.readout import train_readout
 from fflab.training.trainer import BackpropTrainer, FFTrainer, make_trainer
-
-
-def toy_data(n=400, d=20, c=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    centers = torch.rand(c, d, generator=gen)
-    y = torch.randint(0, c, (n,), generator=gen)
-    return centers[y] + 0.05 * torch.randn(n, d, generator=gen), y
 
 
 def test_readout_learns_without_touching_the_ff_layers():
