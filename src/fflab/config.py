@@ -18,6 +18,7 @@ from typing import Any
 
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
+from fflab.layers.recurrent import SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
 from fflab.supervision import HARD_SCORE_SOURCES, LABEL_MODES, NEGATIVE_MODES
 
@@ -42,7 +43,9 @@ class DataSettings:
 
 @dataclass
 class ModelSettings:
-    kind: str = choice("ff", ["ff", "backprop"], doc="ff: local FF learners; backprop: same layers, end to end")
+    kind: str = choice(
+        "ff", ["ff", "recurrent", "backprop"], doc="ff: local FF learners; recurrent: Fig. 3; backprop: baseline"
+    )
     hidden: list[int] = field(default_factory=lambda: [500, 500])
     activation: str = choice("relu", ACTIVATIONS)
     init: str = choice("kaiming", INITS)
@@ -57,6 +60,15 @@ class ModelSettings:
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0)
     predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
+    # Recurrent networks (kind = "recurrent"), Hinton (2022) Fig. 3:
+    steps: int = bounded(8, 1, doc="synchronous update steps")
+    damping: float = bounded(0.3, 0.0, 1.0, doc="new = damping * old + (1 - damping) * computed")
+    window: list[int] = field(default_factory=lambda: [3, 5])  # first and last counted step, 1-based
+    hidden_steps: int = bounded(0, 0, doc="steps run with a neutral label and no damping")
+    wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
+    mix: list[float] = field(default_factory=lambda: [0.7, 0.3])  # metalayer: (up + down) and self weights
+    top_down_sign: float = 1.0
+    source_init: list[str] = field(default_factory=lambda: ["kaiming", "kaiming", "orthogonal"])  # up, down, lateral
 
 
 @dataclass
@@ -73,6 +85,7 @@ class TrainSettings:
     refresh_every: int = bounded(1, 1, doc="epochs between refreshes of the 'refreshed' score bank")
     hybrid_blur_steps: int = bounded(6, 1, doc="blurs of the random bit image that makes a hybrid mask")
     schedule: str = choice("simultaneous", ["simultaneous", "greedy"], doc="all layers per batch, or one at a time")
+    update: str = choice("window", ["window", "step"], doc="recurrent: one update per sample, or per time step")
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
@@ -194,6 +207,33 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: layer indices {bad} out of range 0..{len(m.hidden) - 1} (0-based)")
     if isinstance(m.theta, list) and len(m.theta) != len(m.hidden):
         raise ConfigError(f"model.theta: expected one threshold per layer ({len(m.hidden)}), got {len(m.theta)}")
+    if m.kind == "recurrent":
+        if len(m.window) != 2 or not 1 <= m.window[0] <= m.window[1] <= m.steps:
+            raise ConfigError(
+                f"model.window: expected [first, last] with 1 <= first <= last <= steps ({m.steps}), got {m.window}"
+            )
+        if m.hidden_steps >= m.window[0]:
+            raise ConfigError(
+                f"model.hidden_steps: the label must be visible in the counted window, so it must be "
+                f"below window[0] = {m.window[0]}; got {m.hidden_steps}"
+            )
+        if len(m.mix) != 2:
+            raise ConfigError(f"model.mix: expected two weights [up_and_down, self], got {m.mix}")
+        bad = [s for s in m.source_init if s not in SOURCE_INITS]
+        if len(m.source_init) != 3 or bad:
+            raise ConfigError(
+                f"model.source_init: expected three of {list(SOURCE_INITS)} (bottom-up, top-down, "
+                f"lateral), got {m.source_init}"
+            )
+        if t.negatives not in ("random", "hard", "hardest") or (t.negatives != "random" and t.hard_scores != "readout"):
+            raise ConfigError(
+                "train.negatives: recurrent networks take 'random' wrong labels, or 'hard'/'hardest' "
+                "ones with train.hard_scores = 'readout' (the online linear classifier)"
+            )
+        if t.hard_scores == "readout" and t.negatives != "random" and not cfg.readout.enabled:
+            raise ConfigError("train.hard_scores = 'readout' needs readout.enabled = true")
+    elif t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
+        raise ConfigError("train.hard_scores = 'readout' is for recurrent networks (the online readout)")
     if m.kind == "ff":
         unsupervised = m.label == "none"
         if unsupervised != (t.negatives == "hybrid"):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 LABEL_MODES = ("overlay", "concat", "none")
 NEGATIVE_MODES = ("random", "hard", "hardest", "hybrid")
-HARD_SCORE_SOURCES = ("first_layer", "prediction", "refreshed")
+HARD_SCORE_SOURCES = ("first_layer", "prediction", "refreshed", "readout")
 
 
 class LabelEmbedding:

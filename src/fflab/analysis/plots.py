@@ -67,3 +67,50 @@ def plot_goodness_histograms(pos: Sequence, neg: Sequence, path: str | Path, the
             title=f"{(margin > 0).mean():.1%} pairs ordered right",
         )
     _save(fig, Path(path))
+
+
+def plot_goodness_over_time(
+    pos, neg, path: str | Path, window: tuple[int, int] | None = None, hidden_steps: int = 0
+) -> None:
+    """Mean goodness per time step and layer for positive and negative data (tensors [T, L])."""
+    steps = range(1, pos.shape[0] + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for j in range(pos.shape[1]):
+        line = ax.plot(steps, pos[:, j].numpy(), marker="o", label=f"layer {j} positive")[0]
+        ax.plot(
+            steps, neg[:, j].numpy(), marker="x", linestyle="--", color=line.get_color(), label=f"layer {j} negative"
+        )
+    if window is not None:
+        ax.axvspan(window[0] - 0.5, window[1] + 0.5, color="grey", alpha=0.15, label="counted window")
+    if hidden_steps:
+        ax.axvline(hidden_steps + 0.5, color="k", linestyle=":", linewidth=1, label="label clamped after")
+    ax.set(xlabel="time step", ylabel="mean goodness", title="goodness over time")
+    ax.legend(fontsize=7)
+    _save(fig, Path(path))
+
+
+def plot_activity_over_time(activities: Sequence[Sequence], path: str | Path, units: int = 64) -> None:
+    """Heat maps of the first `units` units of each layer over time for a few samples.
+
+    `activities[t][j]` is layer j's activity [samples, width] at step t + 1.
+    """
+    n_samples, n_layers = activities[0][0].shape[0], len(activities[0])
+    fig, axes = plt.subplots(
+        n_samples, n_layers, figsize=(3.2 * n_layers, 2.2 * n_samples), squeeze=False, layout="constrained"
+    )
+    for s in range(n_samples):
+        for j in range(n_layers):
+            grid = [step[j][s, :units].numpy() for step in activities]  # [T, units]
+            ax = axes[s][j]
+            steps, shown = len(grid), len(grid[0])
+            ax.imshow(
+                list(zip(*grid, strict=True)),
+                aspect="auto",
+                cmap="viridis",
+                interpolation="nearest",
+                extent=(0.5, steps + 0.5, shown - 0.5, -0.5),  # x axis in 1-based time steps
+            )
+            ax.set(xlabel="time step" if s == n_samples - 1 else None, ylabel=f"sample {s}\nunit" if j == 0 else None)
+            if s == 0:
+                ax.set_title(f"layer {j}")
+    _save(fig, Path(path))

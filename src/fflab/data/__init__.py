@@ -6,6 +6,7 @@ from fflab.data.idx import read_idx
 from fflab.data.load import load_dataset
 from fflab.data.paths import resolve_data_dir
 from fflab.data.registry import DatasetSpec, FileSpec, available_datasets, get_spec
+from fflab.data.sequences import FrameSource, SequenceDataset, load_sequence_dataset
 from fflab.data.verify import FileCheck, verify_dataset
 
 __all__ = [
@@ -13,10 +14,13 @@ __all__ = [
     "DatasetSpec",
     "FileCheck",
     "FileSpec",
+    "FrameSource",
+    "SequenceDataset",
     "available_datasets",
     "download_dataset",
     "get_spec",
     "load_dataset",
+    "load_sequence_dataset",
     "read_idx",
     "resolve_data_dir",
     "verify_dataset",

@@ -40,6 +40,11 @@ def load_dataset(
     Every file is checked (IDX structure, shape, official payload SHA-256 where known) before use.
     """
     spec = get_spec(name)
+    if spec.kind == "derived":
+        raise DataError(
+            f"Data set {spec.name!r} holds sequences, not images: load it with "
+            f"fflab.data.load_sequence_dataset({spec.name!r}, ...), which returns a SequenceDataset."
+        )
     if spec.kind == "embedded":
         if path is not None:
             raise DataError(f"Data set {spec.name!r} is bundled with fflab's dependencies; it takes no path.")

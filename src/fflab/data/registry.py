@@ -7,7 +7,7 @@ from typing import Literal
 
 from fflab.errors import DataError
 
-Kind = Literal["download", "folder", "embedded"]
+Kind = Literal["download", "folder", "embedded", "derived"]
 Role = Literal["images", "labels"]
 
 
@@ -39,8 +39,9 @@ class DatasetSpec:
     """What `fflab data list` shows and what the loader needs to find and verify a data set.
 
     kind: "download" (official files fetched from `mirrors`), "folder" (a user's own IDX folder given by
-    `path`) or "embedded" (shipped with a dependency, never downloaded). `files` are ordered
-    train images, train labels, test images, test labels.
+    `path`), "embedded" (shipped with a dependency, never downloaded) or "derived" (built from the set
+    named `base`; loaded by `load_sequence_dataset`). `files` are ordered train images, train labels,
+    test images, test labels.
     """
 
     name: str
@@ -50,6 +51,7 @@ class DatasetSpec:
     mirrors: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
     homepage: str = ""
+    base: str = ""
 
 
 IDX_FILES = (
@@ -175,6 +177,23 @@ _REGISTRY: dict[str, DatasetSpec] = {
                 FileSpec(stem, "images" if "images" in stem else "labels", aliases=_idx_aliases(stem))
                 for stem in IDX_FILES
             ),
+        ),
+        DatasetSpec(
+            "seq-mnist",
+            "MNIST as sequences: 28 rows of 28 pixels, or chunks of the flattened (optionally permuted) image; "
+            "from mnist, via load_sequence_dataset",
+            "derived",
+            class_names=DIGIT_NAMES,
+            base="mnist",
+        ),
+        DatasetSpec(
+            "moving-mnist",
+            "1 or 2 MNIST digits bouncing in a 64x64 canvas for 20 frames (Srivastava et al. 2015), seeded and "
+            "cached; from mnist, via load_sequence_dataset",
+            "derived",
+            class_names=DIGIT_NAMES,
+            homepage="https://www.cs.toronto.edu/~nitish/unsupervised_video/",
+            base="mnist",
         ),
     )
 }

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fflab.config import ModelSettings, ReadoutSettings
 from fflab.layers import FFDense
+from fflab.layers.recurrent import RecurrentLayer
 from fflab.models.backprop import BackpropNetwork
 from fflab.models.feedforward import FFNetwork, LocalResult, all_but_first, predict_from_scores
 from fflab.models.readout import LinearReadout
+from fflab.models.recurrent import RecurrentFFNetwork
 from fflab.supervision import LabelEmbedding
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "FFNetwork",
     "LinearReadout",
     "LocalResult",
+    "RecurrentFFNetwork",
     "build_model",
     "predict_from_scores",
 ]
@@ -62,11 +65,53 @@ def build_backprop(
     return BackpropNetwork(dense_stack(settings, input_dim), num_classes)
 
 
-MODEL_BUILDERS = {"ff": build_ff, "backprop": build_backprop}
+def build_recurrent(
+    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
+) -> RecurrentFFNetwork:
+    """Hinton's recurrent FF network (Fig. 3): layers fed from below, above and themselves over time."""
+    widths = settings.hidden
+    thetas = settings.theta if isinstance(settings.theta, list) else [settings.theta] * len(widths)
+    layers = [
+        RecurrentLayer(
+            input_dim if i == 0 else widths[i - 1],
+            widths[i + 1] if i + 1 < len(widths) else num_classes,
+            width,
+            wiring=settings.wiring,
+            activation=settings.activation,
+            inits=tuple(settings.source_init),
+            top_down_sign=settings.top_down_sign,
+            mix=tuple(settings.mix),
+            goodness=settings.goodness,
+            theta=thetas[i],
+            objective=settings.objective,
+            loss=settings.loss,
+            alpha=settings.alpha,
+            peer_weight=settings.peer_weight,
+            peer_momentum=settings.peer_momentum,
+        )
+        for i, width in enumerate(widths)
+    ]
+    head = None
+    if readout is not None and readout.enabled:
+        chosen = readout.layers or list(range(len(widths)))
+        head = LinearReadout(sum(widths[i] for i in chosen), num_classes, chosen)
+    return RecurrentFFNetwork(
+        layers,
+        input_dim,
+        num_classes,
+        steps=settings.steps,
+        damping=settings.damping,
+        window=tuple(settings.window),
+        hidden_steps=settings.hidden_steps,
+        readout=head,
+    )
+
+
+MODEL_BUILDERS = {"ff": build_ff, "recurrent": build_recurrent, "backprop": build_backprop}
 
 
 def build_model(
     settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
-) -> FFNetwork | BackpropNetwork:
+) -> FFNetwork | RecurrentFFNetwork | BackpropNetwork:
     """Create the network named by `settings.kind` (a registry, as in timm)."""
     return MODEL_BUILDERS[settings.kind](settings, input_dim, num_classes, readout)

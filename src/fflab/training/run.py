@@ -14,13 +14,19 @@ from pathlib import Path
 
 import torch
 
-from fflab.analysis.plots import plot_goodness_histograms, plot_training_curves
+from fflab.analysis.plots import (
+    plot_activity_over_time,
+    plot_goodness_histograms,
+    plot_goodness_over_time,
+    plot_training_curves,
+)
 from fflab.checkpoint import SETTINGS, save_checkpoint
 from fflab.config import Config, to_toml
 from fflab.data import Dataset, load_dataset
 from fflab.errors import FFLabError
 from fflab.io import write_json_atomic, write_text_atomic
-from fflab.models import BackpropNetwork, build_model
+from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
+from fflab.supervision import random_wrong_labels
 from fflab.training.evaluate import evaluate, goodness_samples, primary_method
 from fflab.training.readout import train_readout
 from fflab.training.trainer import make_trainer
@@ -69,7 +75,9 @@ def _monitor_method(model) -> str | None:
     """What per-epoch monitoring can score before any readout is trained."""
     if isinstance(model, BackpropNetwork):
         return "backprop"
-    return "goodness" if model.embedding.has_label else None
+    if isinstance(model, FFNetwork) and not model.embedding.has_label:
+        return None
+    return "goodness"
 
 
 def train_run(
@@ -88,7 +96,7 @@ def train_run(
     torch.manual_seed(cfg.train.seed)
     ds = load_for_config(cfg, data_dir, progress)
     model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout)
-    trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape)
+    trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
     write_text_atomic(run_dir / "config.toml", to_toml(cfg))
     schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
     total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if cfg.train.schedule == "greedy" else 1)
@@ -137,7 +145,7 @@ def train_run(
     save_checkpoint(run_dir, model, cfg, **meta)
 
     readout_seconds = 0.0
-    if getattr(model, "readout", None) is not None:
+    if isinstance(model, FFNetwork) and model.readout is not None:  # recurrent readouts learn online
         t = time.perf_counter()
         for row in train_readout(model, ds.train_x, ds.train_y, cfg.readout, seed=cfg.train.seed):
             log(
@@ -188,14 +196,23 @@ def train_run(
 
 
 def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], run_dir: Path) -> None:
-    """Training curves for every run; goodness histograms for FF networks."""
+    """Training curves for every run; goodness histograms for FF networks; goodness and activity over
+    time for recurrent ones."""
     plots = run_dir / "plots"
     plot_training_curves(history, plots / "training_curves.png")
-    if isinstance(model, BackpropNetwork):
-        return
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     n = min(2000, len(ds.test_x))
-    both = trainer.make_pairs(ds.test_x[:n], ds.test_y[:n], gen)
-    pos, neg = goodness_samples(model, both, n)
-    theta = cfg.model.theta if cfg.model.loss == "softplus" else None  # symba has no threshold
-    plot_goodness_histograms(pos, neg, plots / "goodness_histograms.png", theta)
+    x, y = ds.test_x[:n], ds.test_y[:n]
+    if isinstance(model, RecurrentFFNetwork):
+        n = min(500, n)
+        x, y = x[:n], y[:n]
+        wrong = random_wrong_labels(y, model.num_classes, gen)
+        pos, neg = model.trace(x, y).goodness.mean(2), model.trace(x, wrong).goodness.mean(2)
+        plot_goodness_over_time(pos, neg, plots / "goodness_over_time.png", model.window, model.hidden_steps)
+        plot_activity_over_time(
+            model.trace(x[:4], y[:4], keep_activities=True).activities, plots / "activity_over_time.png"
+        )
+    elif isinstance(model, FFNetwork):
+        pos, neg = goodness_samples(model, trainer.make_pairs(x, y, gen), n)
+        theta = cfg.model.theta if cfg.model.loss == "softplus" else None  # symba has no threshold
+        plot_goodness_histograms(pos, neg, plots / "goodness_histograms.png", theta)

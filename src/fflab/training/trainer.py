@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fflab.config import TrainSettings
-from fflab.models import BackpropNetwork, FFNetwork, LocalResult
-from fflab.supervision import make_pair_source
+from fflab.config import ReadoutSettings, TrainSettings
+from fflab.models import BackpropNetwork, FFNetwork, LocalResult, RecurrentFFNetwork
+from fflab.supervision import hard_wrong_labels, make_pair_source, random_wrong_labels
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -276,8 +276,92 @@ class BackpropTrainer(Trainer):
         return 3 * self.model.forward_flops() - 2 * first.in_features * first.out_features
 
 
-def make_trainer(model, settings: TrainSettings, *, progress: bool = True, image_shape=None) -> Trainer:
-    """The trainer that fits the model: local FF updates or end-to-end backprop."""
+class RecurrentTrainer(Trainer):
+    """Local updates of a RecurrentFFNetwork's layers, with an online linear readout.
+
+    Negative data are the same inputs with wrong labels: uniformly random, or "dynamic" hard ones
+    sampled from the readout, a linear classifier trained alongside on the window-averaged activity
+    of a neutral-label run (so it never sees the label it is asked about).
+    """
+
+    def __init__(
+        self,
+        model: RecurrentFFNetwork,
+        settings: TrainSettings,
+        *,
+        progress: bool = True,
+        readout: ReadoutSettings | None = None,
+    ) -> None:
+        super().__init__(model, settings, progress=progress)
+        self.n_slots = len(model.layers)
+        self.static_input = True
+        self.readout_optimizer = None
+        if model.readout is not None:
+            lr = readout.lr if readout is not None else settings.lr
+            self.readout_optimizer = torch.optim.Adam(model.readout.parameters(), lr=lr, fused=True)
+
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
+
+    def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Train the readout one step on this batch, then draw each sample's negative label."""
+        scores = None
+        if self.readout_optimizer is not None:
+            logits = self.model.readout(self.model.readout_features(x))
+            loss = F.cross_entropy(logits, y)
+            self.readout_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.readout_optimizer.step()
+            scores = logits.detach()
+        if self.settings.negatives == "random":
+            return random_wrong_labels(y, self.model.num_classes, self.generator)
+        gen = self.generator if self.settings.negatives == "hard" else None
+        return hard_wrong_labels(scores, y, gen, self.settings.hard_temperature)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
+        self.static_input = x.dim() != 3  # a sequence is [B, T, D]; anything else repeats every step
+        wrong = self.wrong_labels(x, y)
+        opts = self.optimizers
+
+        def update(results: list[LocalResult]) -> None:
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            torch.autograd.backward([r.loss for r in results])
+            for opt in opts:
+                opt.step()
+
+        if self.settings.update == "step":
+            return self.model.local_losses(x, y, wrong, update)
+        results = self.model.local_losses(x, y, wrong)
+        update(results)
+        return results
+
+    def flops_per_sample(self) -> int:
+        """Matrix-multiply FLOPs per training sample: forward and weight-gradient products of its positive
+        and negative runs, plus the neutral run and the readout step.
+
+        A static input's first-layer bottom-up product is the same at every step: it is computed (and
+        its weight gradient taken) once for the pair of runs in window-update mode and once for the
+        neutral run, so it is counted once there.
+        """
+        m = self.model
+        per_step = sum(layer.flops() for layer in m.layers)
+        first, last = m.window
+        counted = last - first + 1
+        up = 2 * m.layers[0].width * m.layers[0].dims[0] if self.static_input else 0
+        shared = up if self.settings.update == "window" else 0
+        flops = (2 * last * (per_step - shared) + shared) + (2 * counted * (per_step - shared) + shared)
+        if m.readout is not None:
+            flops += last * (per_step - up) + up + 3 * 2 * m.readout.linear.in_features * m.num_classes
+        return int(flops)
+
+
+def make_trainer(
+    model, settings: TrainSettings, *, progress: bool = True, image_shape=None, readout: ReadoutSettings | None = None
+) -> Trainer:
+    """The trainer that fits the model: local FF updates (feed-forward or recurrent) or end-to-end backprop."""
     if isinstance(model, BackpropNetwork):
         return BackpropTrainer(model, settings, progress=progress)
+    if isinstance(model, RecurrentFFNetwork):
+        return RecurrentTrainer(model, settings, progress=progress, readout=readout)
     return FFTrainer(model, settings, progress=progress, image_shape=image_shape)

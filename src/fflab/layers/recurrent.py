@@ -1,0 +1,125 @@
+"""The learner of a recurrent FF network: one hidden layer fed bottom-up, top-down and lateral inputs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fflab.layers.base import FFLearner
+from fflab.layers.dense import ACTIVATIONS
+
+WIRINGS = ("sum", "metalayer")
+SOURCE_INITS = ("kaiming", "xavier", "orthogonal", "identity", "zeros")
+
+
+def rms_normalize(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale each row to unit root-mean-square (a zero row stays zero)."""
+    return v * torch.rsqrt(v.pow(2).mean(1, keepdim=True) + eps)
+
+
+def init_block(weight: torch.Tensor, scheme: str, activation: str) -> None:
+    """Initialise one source's block of weights in place."""
+    gain = nn.init.calculate_gain(activation if activation in ("relu", "tanh", "sigmoid") else "linear")
+    with torch.no_grad():
+        if scheme == "kaiming":
+            weight.normal_(0.0, gain / math.sqrt(weight.shape[1]))
+        elif scheme == "xavier":
+            bound = gain * math.sqrt(6.0 / sum(weight.shape))
+            weight.uniform_(-bound, bound)
+        elif scheme == "orthogonal":
+            nn.init.orthogonal_(weight, gain=gain)
+        elif scheme == "identity":
+            weight.zero_()
+            n = min(weight.shape)
+            weight[:n, :n] += torch.eye(n)
+        elif scheme == "zeros":
+            weight.zero_()
+        else:
+            raise ValueError(f"unknown initialisation {scheme!r}; expected one of {list(SOURCE_INITS)}")
+
+
+class RecurrentLayer(FFLearner):
+    """One hidden layer of the recurrent network: a local learner with three input sources.
+
+    wiring "sum":       computed = act(W_up u_up + s * W_down u_down + W_lat u_lat + b), with the three
+                        blocks stored side by side in one matrix (one product per step);
+    wiring "metalayer": computed = m_ud * (unit_up(u_up) + unit_down(u_down)) + m_self * unit_lat(u_lat),
+                        each unit its own linear map and activation.
+    u_* are the RMS-normalised sources; s is `top_down_sign` (negative in the inverted variant).
+    """
+
+    def __init__(
+        self,
+        up_dim: int,
+        down_dim: int,
+        width: int,
+        *,
+        wiring: str = "sum",
+        activation: str = "relu",
+        inits: tuple[str, str, str] = ("kaiming", "kaiming", "orthogonal"),
+        top_down_sign: float = 1.0,
+        mix: tuple[float, float] = (0.7, 0.3),
+        **learner_options,
+    ) -> None:
+        super().__init__(**learner_options)
+        if wiring not in WIRINGS:
+            raise ValueError(f"unknown wiring {wiring!r}; expected one of {list(WIRINGS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        self.wiring, self.activation = wiring, activation
+        self._act = ACTIVATIONS[activation]
+        self.dims = (up_dim, down_dim, width)
+        self.width = width
+        self.top_down_sign = float(top_down_sign)
+        self.mix = tuple(float(m) for m in mix)
+        if wiring == "sum":
+            self.linear = nn.Linear(up_dim + down_dim + width, width)
+            nn.init.zeros_(self.linear.bias)
+            for block, scheme in zip(self._blocks(self.linear.weight), inits, strict=True):
+                init_block(block, scheme, activation)
+        else:
+            self.units = nn.ModuleList(nn.Linear(d, width) for d in self.dims)
+            for unit, scheme in zip(self.units, inits, strict=True):
+                init_block(unit.weight, scheme, activation)
+                nn.init.zeros_(unit.bias)
+        self.register_peer_mean(width)
+
+    def _blocks(self, weight: torch.Tensor) -> list[torch.Tensor]:
+        """Views of the bottom-up, top-down and lateral column blocks of the fused weight."""
+        up, down, _ = self.dims
+        return [weight[:, :up], weight[:, up : up + down], weight[:, up + down :]]
+
+    @property
+    def in_features(self) -> int:
+        return sum(self.dims)
+
+    @property
+    def out_features(self) -> int:
+        return self.width
+
+    def bottom_up(self, u_up: torch.Tensor) -> torch.Tensor:
+        """The bottom-up term alone (for a static input it is the same at every step)."""
+        if self.wiring == "sum":
+            return u_up @ self._blocks(self.linear.weight)[0].t()
+        return self.units[0](u_up)
+
+    def forward(
+        self, u_up: torch.Tensor | None, u_down: torch.Tensor, u_lat: torch.Tensor, up_term=None
+    ) -> torch.Tensor:
+        """The computed (undamped) activity from normalised sources; `up_term` replaces u_up when precomputed."""
+        u_down = self.top_down_sign * u_down
+        if self.wiring == "sum":
+            w = self.linear.weight
+            if up_term is None:
+                return self._act(torch.cat([u_up, u_down, u_lat], 1) @ w.t() + self.linear.bias)
+            rest = torch.cat([u_down, u_lat], 1) @ w[:, self.dims[0] :].t()
+            return self._act(up_term + rest + self.linear.bias)
+        up = self._act(self.bottom_up(u_up) if up_term is None else up_term)
+        down, lat = self._act(self.units[1](u_down)), self._act(self.units[2](u_lat))
+        return self.mix[0] * (up + down) + self.mix[1] * lat
+
+    def flops(self) -> int:
+        """Matrix-multiply FLOPs of one step for one input row."""
+        return 2 * self.width * sum(self.dims)

@@ -1,0 +1,248 @@
+"""Recurrent wiring of FF learners (Hinton 2022, Fig. 3): a static image or a sequence treated as a video.
+
+Every hidden layer is updated synchronously at each time step from the previous step's activity of
+the layer below (bottom-up; the input frame for the first layer), the layer above (top-down; the
+one-hot label for the top layer) and itself (lateral). Each source is normalised to unit RMS first.
+
+  new = d * old + (1 - d) * computed          (damping; the paper: d = 0.3)
+
+During the first `hidden_steps` steps the label is neutral (1/C everywhere) and nothing is damped;
+then the true label (positive data) or a wrong one (negative data) is clamped. Goodness counts only
+in a window of steps (the paper: steps 3 to 5 of 8). Learning stays local: every input to a layer
+at step t is a detached activity from step t - 1, so a layer's loss reaches only its own weights,
+and no gradient runs back through time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fflab.layers.recurrent import RecurrentLayer, rms_normalize
+from fflab.models.feedforward import LocalResult
+from fflab.models.readout import LinearReadout
+
+
+@dataclass
+class Dynamics:
+    """Recorded states of a run: goodness [T, L, rows] and, if asked, activities per step and layer."""
+
+    goodness: torch.Tensor
+    activities: list[list[torch.Tensor]] | None = None
+
+
+class RecurrentFFNetwork(nn.Module):
+    """Recurrent stack of FF learners with the label clamped at the top."""
+
+    def __init__(
+        self,
+        layers: Sequence[RecurrentLayer],
+        input_dim: int,
+        num_classes: int,
+        *,
+        steps: int = 8,
+        damping: float = 0.3,
+        window: tuple[int, int] = (3, 5),
+        hidden_steps: int = 0,
+        readout: LinearReadout | None = None,
+    ) -> None:
+        super().__init__()
+        if not 1 <= window[0] <= window[1] <= steps:
+            raise ValueError(f"window {window} must satisfy 1 <= first <= last <= steps ({steps})")
+        if hidden_steps >= window[0]:
+            raise ValueError(
+                f"the label must be visible in the counted window: hidden_steps {hidden_steps} < {window[0]}"
+            )
+        self.layers = nn.ModuleList(layers)
+        self.input_dim, self.num_classes = input_dim, num_classes
+        self.steps, self.damping, self.window, self.hidden_steps = steps, damping, tuple(window), hidden_steps
+        self.readout = readout
+
+    # --- the dynamics -------------------------------------------------------------------------
+    def frame(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Input frame at step t (1-based): a static input repeats; a sequence [B, T, D] runs out to zeros."""
+        if x.dim() == 3:
+            return x[:, t - 1] if t <= x.shape[1] else x.new_zeros(x.shape[0], x.shape[2])
+        return x.flatten(1)
+
+    def label_input(self, labels: torch.Tensor | None, rows: int, t: int, device) -> torch.Tensor:
+        """Normalised top-down input of the top layer at step t: neutral while hidden (or if no labels)."""
+        if labels is None or t <= self.hidden_steps:
+            return torch.ones(rows, self.num_classes, device=device)  # rms_normalize(uniform 1/C)
+        one_hot = torch.zeros(rows, self.num_classes, device=device)
+        one_hot[torch.arange(rows, device=device), labels] = 1.0
+        return rms_normalize(one_hot)
+
+    def initial_state(self, rows: int, device) -> list[torch.Tensor]:
+        return [torch.zeros(rows, layer.width, device=device) for layer in self.layers]
+
+    def advance(
+        self,
+        state: list[torch.Tensor],
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        t: int,
+        static_up: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """One synchronous update of every layer from the (detached) previous state."""
+        prev = [rms_normalize(h.detach()) for h in state]
+        rows = prev[0].shape[0]
+        u_frame = None if static_up is not None else rms_normalize(self.frame(x, t))
+        top = self.label_input(labels, rows, t, prev[0].device)
+        new = []
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            u_up = u_frame if i == 0 else prev[i - 1]
+            u_down = top if i == last else prev[i + 1]
+            computed = layer(u_up, u_down, prev[i], up_term=static_up if i == 0 else None)
+            if t > self.hidden_steps and self.damping > 0:
+                computed = self.damping * state[i].detach() + (1 - self.damping) * computed
+            new.append(computed)
+        return new
+
+    def static_up(self, x: torch.Tensor) -> torch.Tensor | None:
+        """First-layer bottom-up term of a static input, the same at every step (None for sequences)."""
+        if x.dim() == 3:
+            return None
+        return self.layers[0].bottom_up(rms_normalize(x.flatten(1)))
+
+    def run(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        *,
+        until: int | None = None,
+        on_step: Callable[[int, list[torch.Tensor]], None] | None = None,
+        static_up: torch.Tensor | None = None,
+        state: list[torch.Tensor] | None = None,
+        start: int = 1,
+    ) -> list[torch.Tensor]:
+        """Run steps start..until (default: the window's end) and return the final state.
+
+        `on_step(t, state)` sees every step's new activities (with their graphs, for local losses).
+        `static_up` is a precomputed first-layer bottom-up term for a static input.
+        """
+        until = self.window[1] if until is None else until
+        rows = x.shape[0]
+        state = state if state is not None else self.initial_state(rows, x.device)
+        for t in range(start, until + 1):
+            state = self.advance(state, x, labels, t, static_up)
+            if on_step is not None:
+                on_step(t, state)
+        return state
+
+    # --- learning -------------------------------------------------------------------------------
+    def local_losses(
+        self,
+        x: torch.Tensor,
+        pos_labels: torch.Tensor,
+        neg_labels: torch.Tensor,
+        update: Callable[[list[LocalResult]], None] | None = None,
+    ) -> list[LocalResult]:
+        """Each layer's own loss over the counted window: rows are x with its positive labels, then x
+        with its negative labels.
+
+        Without `update`, losses are averaged over the window (one update per sample) and the first
+        layer's bottom-up term of a static input is computed once for both halves. With it,
+        `update(results)` is called at every counted step (one update per time step) and that term
+        is recomputed each step, because the weights change in between.
+        """
+        n = x.shape[0]
+        rows = torch.cat([x, x])
+        labels = torch.cat([pos_labels, neg_labels])
+        up = self.static_up(x) if update is None else None
+        first, last = self.window
+        losses: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        goods: list[list[torch.Tensor]] = [[] for _ in self.layers]
+
+        def on_step(t: int, state: list[torch.Tensor]) -> None:
+            if t < first:
+                return
+            results = [LocalResult(*layer.local_loss(h, n)) for layer, h in zip(self.layers, state, strict=True)]
+            if update is not None:
+                update(results)
+            for i, r in enumerate(results):
+                losses[i].append(r.loss if update is None else r.loss.detach())
+                goods[i].append(r.goodness.detach())
+
+        self.run(rows, labels, on_step=on_step, static_up=None if up is None else torch.cat([up, up]))
+        return [
+            LocalResult(torch.stack(ls).mean(), torch.stack(gs).mean(0)) for ls, gs in zip(losses, goods, strict=True)
+        ]
+
+    # --- prediction -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def label_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Positive-signed goodness averaged over the window, per candidate label and layer: [N, C, L].
+
+        The label-hidden steps do not depend on the label, so they run once; then all C candidates
+        run as one batch of N * C rows.
+        """
+        n, c = x.shape[0], self.num_classes
+        up = self.static_up(x)
+        state = self.run(x, None, until=self.hidden_steps, static_up=up)
+        state = [h.repeat_interleave(c, 0) for h in state]
+        rows = x.repeat_interleave(c, 0)
+        labels = torch.arange(c, device=x.device).repeat(n)
+        first, last = self.window
+        total = torch.zeros(len(self.layers), n * c, device=x.device)
+
+        def on_step(t: int, s: list[torch.Tensor]) -> None:
+            if t >= first:
+                for i, (layer, h) in enumerate(zip(self.layers, s, strict=True)):
+                    total[i] += layer.positive_score(layer.goodness(h))
+
+        up = None if up is None else up.repeat_interleave(c, 0)
+        self.run(rows, labels, on_step=on_step, static_up=up, state=state, start=self.hidden_steps + 1)
+        return (total / (last - first + 1)).t().reshape(n, c, len(self.layers))
+
+    @torch.no_grad()
+    def readout_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Activity averaged over the window with a neutral label throughout, each layer at unit RMS,
+        concatenated over the readout's layers: what the linear readout (and hard negatives) use."""
+        layers = self.readout.layers
+        first, last = self.window
+        sums = [None] * len(self.layers)
+
+        def on_step(t: int, s: list[torch.Tensor]) -> None:
+            if t >= first:
+                for i in layers:
+                    sums[i] = s[i] if sums[i] is None else sums[i] + s[i]
+
+        self.run(x, None, on_step=on_step, static_up=self.static_up(x))
+        return torch.cat([rms_normalize(sums[i] / (last - first + 1)) for i in layers], 1)
+
+    @torch.no_grad()
+    def trace(self, x: torch.Tensor, labels: torch.Tensor | None, keep_activities: bool = False) -> Dynamics:
+        """Goodness of every layer at every step (and optionally the activities), for plots."""
+        goods, acts = [], []
+
+        def on_step(t: int, s: list[torch.Tensor]) -> None:
+            goods.append(torch.stack([layer.goodness(h) for layer, h in zip(self.layers, s, strict=True)]))
+            if keep_activities:
+                acts.append([h.clone() for h in s])
+
+        self.run(x, labels, until=self.steps, on_step=on_step, static_up=self.static_up(x))
+        return Dynamics(torch.stack(goods), acts if keep_activities else None)
+
+    def forward_flops(self) -> int:
+        """Matrix-multiply FLOPs of running one input row up to the window's end."""
+        return self.window[1] * sum(layer.flops() for layer in self.layers)
+
+    @torch.no_grad()
+    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+        """Predicted labels by goodness averaged over window and layers ("goodness", and per layer
+        "goodness_layerJ"), and by the linear readout ("readout") when there is one."""
+        self.eval()
+        chunk = max(1, batch_size // self.num_classes)
+        scores = torch.cat([self.label_scores(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+        out = {"goodness": scores.mean(2).argmax(1)}
+        for j in range(scores.shape[2]):
+            out[f"goodness_layer{j}"] = scores[:, :, j].argmax(1)
+        if self.readout is not None:
+            logits = [self.readout(self.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+            out["readout"] = torch.cat(logits).argmax(1)
+        return out

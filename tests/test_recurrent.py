@@ -1,0 +1,187 @@
+"""Recurrent FF (Hinton 2022, Fig. 3): damping, counted window, hidden label, locality, batched prediction."""
+
+import math
+
+import pytest
+import torch
+from toydata import toy_data
+
+from fflab.config import config_from_dict
+from fflab.errors import ConfigError
+from fflab.layers.recurrent import RecurrentLayer, rms_normalize
+from fflab.models import RecurrentFFNetwork, build_model
+from fflab.training.evaluate import evaluate
+from fflab.training.trainer import RecurrentTrainer, make_trainer
+
+
+def tiny_net(hidden_steps=0, damping=0.3, window=(3, 5), steps=6, wiring="sum", layers=(3, 4)):
+    torch.manual_seed(0)
+    cfg = config_from_dict(
+        {
+            "model": {
+                "kind": "recurrent",
+                "hidden": list(layers),
+                "steps": steps,
+                "damping": damping,
+                "window": list(window),
+                "hidden_steps": hidden_steps,
+                "wiring": wiring,
+            }
+        }
+    )
+    return build_model(cfg.model, input_dim=5, num_classes=3)
+
+
+def test_one_layer_dynamics_match_a_hand_computation():
+    """new = d * old + (1 - d) * relu(W [rms(x); rms(label); rms(old)] + b), from a zero state."""
+    net = tiny_net(damping=0.3, layers=(2,), window=(1, 3), steps=3)
+    layer = net.layers[0]
+    w, b = layer.linear.weight.detach(), layer.linear.bias.detach()
+    x = torch.tensor([[1.0, 0.0, 2.0, 0.0, 1.0]])
+    label = torch.tensor([2])
+
+    def rms(v):
+        return v / math.sqrt((v**2).mean().item() + 1e-8) if v.abs().sum() > 0 else v
+
+    u_x = rms(x[0])
+    u_label = torch.tensor([0.0, 0.0, math.sqrt(3.0)])  # one-hot of length 3 at unit RMS
+    h = torch.zeros(2)
+    expected = []
+    for _ in range(3):
+        computed = torch.relu(w @ torch.cat([u_x, u_label, rms(h)]) + b)
+        h = 0.3 * h + 0.7 * computed
+        expected.append(h.clone())
+    got = net.trace(x, label, keep_activities=True).activities
+    for t in range(3):
+        assert torch.allclose(got[t][0][0], expected[t], atol=1e-5), t
+
+
+def test_label_is_invisible_and_undamped_during_hidden_steps():
+    net = tiny_net(hidden_steps=2, window=(3, 5))
+    x = torch.rand(4, 5)
+    a = net.trace(x, torch.tensor([0, 0, 0, 0]), keep_activities=True).activities
+    b = net.trace(x, torch.tensor([1, 2, 1, 2]), keep_activities=True).activities
+    for t in range(2):
+        for j in range(2):
+            assert torch.equal(a[t][j], b[t][j]), "the label leaked into a hidden step"
+    assert not torch.allclose(a[2][1], b[2][1]), "once clamped, the label must matter"
+    # Undamped while hidden: step 1 is exactly the computed activity (not 0.7 of it).
+    layer0 = net.layers[0]
+    u_top = torch.ones(4, 3)  # neutral label at unit RMS
+    computed = layer0(rms_normalize(x), rms_normalize(torch.zeros(4, 4)), torch.zeros(4, 3))
+    assert torch.allclose(a[0][0], computed, atol=1e-6)
+    neutral = net.label_input(None, 4, 1, "cpu")
+    assert torch.equal(neutral, u_top)
+
+
+def test_window_averages_goodness_over_the_counted_steps():
+    net = tiny_net(window=(3, 5), steps=6)
+    x, pos, neg = torch.rand(6, 5), torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([1, 2, 0, 1, 2, 0])
+    results = net.local_losses(x, pos, neg)
+    trace_pos, trace_neg = net.trace(x, pos).goodness, net.trace(x, neg).goodness  # [T, L, rows]
+    for j, r in enumerate(results):
+        assert torch.allclose(r.goodness[:6], trace_pos[2:5, j].mean(0), atol=1e-5)
+        assert torch.allclose(r.goodness[6:], trace_neg[2:5, j].mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("wiring", ["sum", "metalayer"])
+def test_no_gradient_crosses_layers_or_time_steps(wiring):
+    net = tiny_net(wiring=wiring, layers=(3, 4, 2))
+    x, labels = torch.rand(5, 5), torch.randint(0, 3, (5,))
+    states = []
+    net.run(x, labels, until=4, on_step=lambda t, s: states.append(s))
+    for i, (layer, h) in enumerate(zip(net.layers, states[-1], strict=True)):
+        loss = layer.goodness(h).sum()
+        for j, other in enumerate(net.layers):
+            grads = torch.autograd.grad(loss, list(other.parameters()), retain_graph=True, allow_unused=True)
+            if j == i:
+                assert any(g is not None and g.abs().sum() > 0 for g in grads)
+            else:
+                assert all(g is None for g in grads), f"layer {i}'s loss reached layer {j}"
+        earlier = [s for step in states[:-1] for s in step]
+        assert all(g is None for g in torch.autograd.grad(loss, earlier, retain_graph=True, allow_unused=True)), (
+            "a gradient ran back through time"
+        )
+
+
+@pytest.mark.parametrize("hidden_steps", [0, 2])
+def test_batched_label_scores_equal_one_run_per_label(hidden_steps):
+    net = tiny_net(hidden_steps=hidden_steps)
+    x = torch.rand(4, 5)
+    scores = net.label_scores(x)
+    assert scores.shape == (4, 3, 2)
+    for c in range(3):
+        g = net.trace(x, torch.full((4,), c)).goodness[2:5].mean(0)  # [L, rows]
+        assert torch.allclose(scores[:, c, :], g.t(), atol=1e-5)
+
+
+def test_sequences_feed_one_frame_per_step_then_zeros():
+    net = tiny_net(steps=6, window=(3, 5))
+    seq = torch.rand(2, 3, 5)
+    assert torch.equal(net.frame(seq, 2), seq[:, 1])
+    assert torch.equal(net.frame(seq, 4), torch.zeros(2, 5))
+    assert net.label_scores(seq).shape == (2, 3, 2)
+
+
+def test_inverted_variant_and_negative_top_down_sign():
+    torch.manual_seed(0)
+    cfg = config_from_dict(
+        {"model": {"kind": "recurrent", "hidden": [8, 8], "objective": "inverted", "top_down_sign": -1.0}}
+    )
+    net = build_model(cfg.model, 5, 3)
+    assert all(layer.objective == "inverted" and layer.top_down_sign == -1.0 for layer in net.layers)
+    x = torch.rand(3, 5)
+    raw = torch.stack([net.trace(x, torch.full((3,), c)).goodness[2:5].mean(0).t() for c in range(3)], 1)
+    assert torch.allclose(net.label_scores(x), -raw, atol=1e-5)
+
+
+@pytest.mark.parametrize(("wiring", "update"), [("sum", "window"), ("metalayer", "step")])
+def test_recurrent_training_learns_toy_data_with_dynamic_hard_negatives(wiring, update):
+    x, y = toy_data(400, 20, 4)
+    cfg = config_from_dict(
+        {
+            "model": {"kind": "recurrent", "hidden": [32, 32], "wiring": wiring, "hidden_steps": 1, "steps": 6},
+            "train": {
+                "epochs": 8,
+                "batch_size": 50,
+                "lr": 3e-3,
+                "negatives": "hard",
+                "hard_scores": "readout",
+                "update": update,
+            },
+            "readout": {"enabled": True, "lr": 0.01},
+        }
+    )
+    torch.manual_seed(0)
+    net = build_model(cfg.model, 20, 4, cfg.readout)
+    trainer = make_trainer(net, cfg.train, progress=False, readout=cfg.readout)
+    assert isinstance(net, RecurrentFFNetwork) and isinstance(trainer, RecurrentTrainer)
+    history = trainer.fit(x, y)
+    assert all(b < a for a, b in zip(history[0].loss, history[-1].loss, strict=True))
+    result = evaluate(net, x, y)
+    assert result["accuracy_by_method"]["goodness"] > 0.95 and result["accuracy_by_method"]["readout"] > 0.95
+
+
+def test_metalayer_mixes_three_units():
+    torch.manual_seed(0)
+    layer = RecurrentLayer(5, 3, 4, wiring="metalayer", mix=(0.7, 0.3))
+    up, down, lat = torch.rand(2, 5), torch.rand(2, 3), torch.rand(2, 4)
+    units = layer.units
+    expected = 0.7 * (torch.relu(units[0](up)) + torch.relu(units[1](down))) + 0.3 * torch.relu(units[2](lat))
+    assert torch.allclose(layer(up, down, lat), expected)
+
+
+def test_orthogonal_lateral_init_and_bad_recurrent_configs():
+    layer = RecurrentLayer(6, 3, 8, inits=("kaiming", "kaiming", "orthogonal"), activation="tanh")
+    lateral = layer._blocks(layer.linear.weight)[2].detach()
+    gain = 5 / 3
+    assert torch.allclose(lateral @ lateral.t(), gain**2 * torch.eye(8), atol=1e-4)
+    for model, message in [
+        ({"window": [4, 9]}, "model.window"),
+        ({"hidden_steps": 3, "window": [3, 5]}, "model.hidden_steps"),
+        ({"source_init": ["kaiming", "magic", "orthogonal"]}, "model.source_init"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({"model": {"kind": "recurrent", **model}})
+    with pytest.raises(ConfigError, match="hard_scores"):
+        config_from_dict({"model": {"kind": "recurrent"}, "train": {"negatives": "hard"}})
