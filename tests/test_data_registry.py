@@ -34,7 +34,9 @@ def data_root() -> Path:
 
 def test_registry_lists_all_sets_with_checksums_and_mirrors() -> None:
     specs = {spec.name: spec for spec in available_datasets()}
-    assert list(specs) == ["digits", "mnist", "fashion-mnist", "kmnist", "idx"]
+    assert list(specs) == ["digits", "mnist", "fashion-mnist", "kmnist", "idx", "seq-mnist", "moving-mnist"]
+    assert specs["seq-mnist"].kind == specs["moving-mnist"].kind == "derived"
+    assert specs["seq-mnist"].base == specs["moving-mnist"].base == "mnist"
     for name in ("mnist", "fashion-mnist", "kmnist"):
         spec = specs[name]
         assert spec.kind == "download" and spec.mirrors and len(spec.class_names) == 10

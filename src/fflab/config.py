@@ -39,6 +39,16 @@ class DataSettings:
     path: str = ""  # folder of MNIST-format files when name = "idx"
     train_subset: int = bounded(0, 0, doc="use only the first N training samples (0: all)")
     test_subset: int = bounded(0, 0, doc="use only the first N test samples (0: all)")
+    # Sequence data derived from MNIST (name = "seq-mnist" or "moving-mnist"):
+    seq_mode: str = choice("rows", ["rows", "chunks"], doc="seq-mnist: row by row, or chunks of chunk_size pixels")
+    chunk_size: int = bounded(28, 1)
+    permute_seed: int = bounded(-1, -1, doc="seq-mnist: fixed pixel permutation from this seed (-1: none)")
+    frames: int = bounded(20, 1, doc="moving-mnist: frames per sequence")
+    canvas: int = bounded(64, 28, doc="moving-mnist: canvas side in pixels")
+    digits: int = bounded(1, 1, 2, doc="moving-mnist: digits per sequence (the label is the first digit)")
+    train_sequences: int = bounded(60000, 1)
+    test_sequences: int = bounded(10000, 1)
+    sequence_seed: int = 0
 
 
 @dataclass

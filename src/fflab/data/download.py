@@ -143,6 +143,8 @@ def download_dataset(
     download and return [].
     """
     spec = get_spec(name)
+    if spec.kind == "derived":
+        return download_dataset(spec.base, data_dir, progress=progress, mirrors=mirrors)
     if spec.kind == "embedded":
         return []
     if spec.kind == "folder":

@@ -17,9 +17,22 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     elif os.environ.get("FFLAB_DATA"):
         root = Path(os.environ["FFLAB_DATA"])
     else:
-        xdg = os.environ.get("XDG_CACHE_HOME", "")
-        # The XDG spec says relative values are invalid and must be ignored.
-        root = (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "fflab"
+        root = user_cache_dir()
+    return root.expanduser().absolute()
+
+
+def user_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/fflab, or ~/.cache/fflab (the XDG spec says relative values must be ignored)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "fflab"
+
+
+def resolve_cache_dir() -> Path:
+    """Where fflab writes what it derives (e.g. moving-MNIST trajectories): $FFLAB_CACHE, else the user cache.
+
+    Kept apart from the data directory, which may be shared and read-only.
+    """
+    root = Path(os.environ["FFLAB_CACHE"]) if os.environ.get("FFLAB_CACHE") else user_cache_dir()
     return root.expanduser().absolute()
 
 

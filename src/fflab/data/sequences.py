@@ -21,7 +21,7 @@ import torch
 
 from fflab.data.dataset import Dataset
 from fflab.data.load import load_dataset
-from fflab.data.paths import resolve_data_dir
+from fflab.data.paths import resolve_cache_dir
 from fflab.data.registry import get_spec
 from fflab.errors import DataError
 from fflab.io import atomic_path
@@ -77,6 +77,21 @@ class FrameSource(ABC):
     @abstractmethod
     def _render(self, rows: torch.Tensor) -> torch.Tensor:
         """Frames float32 [B, T, D] of the sequences `rows` (int64 [B], each in [0, N))."""
+
+    def head(self, count: int) -> FrameSource:
+        """The first `count` sequences, still rendered lazily (slicing would render them all at once)."""
+        return self if count >= self._count else _FirstRows(self, count)
+
+
+class _FirstRows(FrameSource):
+    """A lazy prefix of another frame source."""
+
+    def __init__(self, source: FrameSource, count: int) -> None:
+        super().__init__(count, source.num_steps, source.frame_shape)
+        self.source = source
+
+    def _render(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.source._render(rows)
 
 
 class ChunkedImages(FrameSource):
@@ -170,10 +185,9 @@ class SequenceDataset:
         return self.train_x.num_steps
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
+def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 def sequential_mnist(
@@ -283,8 +297,11 @@ def _cached(
         except DataError as err:
             warnings.warn(f"damaged moving-MNIST cache: {err}; regenerating it", stacklevel=3)
     arrays = generate()
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        np.savez(file, key=np.array(key), **arrays)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            np.savez(file, key=np.array(key), **arrays)
+    except OSError as err:  # a read-only cache still gives correct (regenerated) data, just slower next time
+        warnings.warn(f"could not cache moving-MNIST trajectories at {path}: {err}", stacklevel=3)
     return arrays
 
 
@@ -396,4 +413,4 @@ def load_sequence_dataset(
     base = load_dataset(spec.base, data_dir=data_dir, download=download, progress=progress)
     if spec.name == "seq-mnist":
         return sequential_mnist(base, **options)
-    return moving_mnist(base, resolve_data_dir(data_dir) / spec.name, **options)
+    return moving_mnist(base, resolve_cache_dir() / spec.name, **options)

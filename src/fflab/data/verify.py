@@ -103,6 +103,8 @@ def verify_dataset(
     `path` is the folder holding the files (required for 'idx'; overrides `<data_dir>/<name>` otherwise).
     """
     spec = get_spec(name)
+    if spec.kind == "derived":
+        return verify_dataset(spec.base, data_dir, path=path)
     if spec.kind == "embedded":
         return [FileCheck(*describe_embedded(spec))]
     if spec.kind == "folder":

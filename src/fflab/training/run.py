@@ -6,6 +6,7 @@ summary.json, the model (model.safetensors + model.json) and plots/*.png.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from fflab.analysis.plots import (
 )
 from fflab.checkpoint import SETTINGS, save_checkpoint
 from fflab.config import Config, to_toml
-from fflab.data import Dataset, load_dataset
+from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.errors import FFLabError
 from fflab.io import write_json_atomic, write_text_atomic
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
@@ -45,19 +46,41 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Dataset:
-    """The configured data set, cut to the configured subset sizes."""
-    ds = load_dataset(cfg.data.name, data_dir=data_dir, path=cfg.data.path or None, progress=progress)
-    n_train = cfg.data.train_subset or len(ds.train_x)
-    n_test = cfg.data.test_subset or len(ds.test_x)
-    return Dataset(
-        ds.name,
-        ds.train_x[:n_train],
-        ds.train_y[:n_train],
-        ds.test_x[:n_test],
-        ds.test_y[:n_test],
-        ds.num_classes,
-        ds.class_names,
+SEQUENCE_SETS = ("seq-mnist", "moving-mnist")
+
+
+def first(x, count: int):
+    """The first `count` rows of a tensor, or (lazily) of a sequence frame source."""
+    return x.head(count) if isinstance(x, FrameSource) else x[:count]
+
+
+def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Dataset | SequenceDataset:
+    """The configured data set (images, or sequences derived from MNIST), cut to the configured subset sizes."""
+    d = cfg.data
+    if d.name in SEQUENCE_SETS:
+        if d.name == "seq-mnist":
+            permute = None if d.permute_seed < 0 else d.permute_seed
+            options = {"mode": d.seq_mode, "chunk_size": d.chunk_size, "permute_seed": permute}
+        else:
+            options = {
+                "frames": d.frames,
+                "canvas": d.canvas,
+                "digits": d.digits,
+                "train_sequences": d.train_sequences,
+                "test_sequences": d.test_sequences,
+                "seed": d.sequence_seed,
+            }
+        ds = load_sequence_dataset(d.name, data_dir=data_dir, progress=progress, **options)
+    else:
+        ds = load_dataset(d.name, data_dir=data_dir, path=d.path or None, progress=progress)
+    n_train = d.train_subset or len(ds.train_x)
+    n_test = d.test_subset or len(ds.test_x)
+    return dataclasses.replace(
+        ds,
+        train_x=first(ds.train_x, n_train),
+        train_y=ds.train_y[:n_train],
+        test_x=first(ds.test_x, n_test),
+        test_y=ds.test_y[:n_test],
     )
 
 
@@ -107,7 +130,7 @@ def train_run(
 
     m = cfg.train.monitor_size
     method = _monitor_method(model) if m else None
-    monitor = [("train", ds.train_x[:m], ds.train_y[:m]), ("test", ds.test_x[:m], ds.test_y[:m])]
+    monitor = [("train", first(ds.train_x, m), ds.train_y[:m]), ("test", first(ds.test_x, m), ds.test_y[:m])]
     history: list[dict] = []
     monitor_seconds = 0.0
     with open(run_dir / "metrics.jsonl", "w") as metrics:
@@ -201,11 +224,9 @@ def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], 
     plots = run_dir / "plots"
     plot_training_curves(history, plots / "training_curves.png")
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    n = min(2000, len(ds.test_x))
-    x, y = ds.test_x[:n], ds.test_y[:n]
+    n = min(500 if isinstance(model, RecurrentFFNetwork) else 2000, len(ds.test_x))
+    x, y = ds.test_x[:n], ds.test_y[:n]  # a slice of a sequence source renders just these rows
     if isinstance(model, RecurrentFFNetwork):
-        n = min(500, n)
-        x, y = x[:n], y[:n]
         wrong = random_wrong_labels(y, model.num_classes, gen)
         pos, neg = model.trace(x, y).goodness.mean(2), model.trace(x, wrong).goodness.mean(2)
         plot_goodness_over_time(pos, neg, plots / "goodness_over_time.png", model.window, model.hidden_steps)
