@@ -127,3 +127,26 @@ def test_greedy_digits_run(tmp_path):
     cfg = config("digits-ff", "train.schedule=greedy", "train.epochs=8")
     summary = train_run(cfg, tmp_path / "greedy", progress=False, log=lambda s: None)
     assert summary["epochs"] == 16 and summary["test_accuracy"] >= 0.85
+
+
+def test_recurrent_digits_run_writes_time_plots_and_reloads(tmp_path, capsys):
+    run = tmp_path / "rec"
+    cfg = config(
+        "digits-ff",
+        "model.kind=recurrent",
+        "model.hidden=[128,128]",
+        "train.epochs=10",
+        "train.negatives=hard",
+        "train.hard_scores=readout",
+        "readout.enabled=true",
+        "readout.lr=0.01",
+    )
+    summary = train_run(cfg, run, progress=False, log=lambda s: None)
+    assert summary["model"] == "recurrent"
+    # Measured when written: goodness 83.6%, readout 92.8% after 10 epochs.
+    assert summary["test_accuracy_by_method"]["goodness"] >= 0.75
+    assert summary["test_accuracy_by_method"]["readout"] >= 0.85
+    plots = {p.name for p in (run / "plots").iterdir()}
+    assert {"goodness_over_time.png", "activity_over_time.png", "training_curves.png"} <= plots
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == summary["test_accuracy"]
