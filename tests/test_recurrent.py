@@ -185,3 +185,21 @@ def test_orthogonal_lateral_init_and_bad_recurrent_configs():
             config_from_dict({"model": {"kind": "recurrent", **model}})
     with pytest.raises(ConfigError, match="hard_scores"):
         config_from_dict({"model": {"kind": "recurrent"}, "train": {"negatives": "hard"}})
+
+
+def test_clock_appends_a_one_hot_step_code_to_each_frame():
+    torch.manual_seed(0)
+    cfg = config_from_dict(
+        {"model": {"kind": "recurrent", "hidden": [6, 4], "steps": 5, "window": [2, 4], "clock": True}}
+    )
+    net = build_model(cfg.model, input_dim=3, num_classes=2)
+    assert net.layers[0].dims[0] == 3 + 5
+    seq = torch.rand(2, 4, 3)
+    framed = net.frame(seq, 2)
+    assert torch.equal(framed[:, :3], seq[:, 1]) and torch.equal(framed[:, 3:], torch.eye(5)[1].expand(2, 5))
+    assert torch.equal(net.frame(seq, 5)[:, :3], torch.zeros(2, 3))  # the sequence ran out; the clock goes on
+    assert net.static_up(torch.rand(2, 3)) is None  # a clocked input changes every step
+    scores = net.label_scores(seq)
+    for c in range(2):
+        g = net.trace(seq, torch.full((2,), c)).goodness[1:4].mean(0)
+        assert torch.allclose(scores[:, c, :], g.t(), atol=1e-5)

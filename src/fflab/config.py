@@ -75,6 +75,7 @@ class ModelSettings:
     damping: float = bounded(0.3, 0.0, 1.0, doc="new = damping * old + (1 - damping) * computed")
     window: list[int] = field(default_factory=lambda: [3, 5])  # first and last counted step, 1-based
     hidden_steps: int = bounded(0, 0, doc="steps run with a neutral label and no damping")
+    clock: bool = False  # append a one-hot code of the time step to each input frame
     wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
     mix: list[float] = field(default_factory=lambda: [0.7, 0.3])  # metalayer: (up + down) and self weights
     top_down_sign: float = 1.0

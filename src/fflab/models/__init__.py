@@ -73,7 +73,7 @@ def build_recurrent(
     thetas = settings.theta if isinstance(settings.theta, list) else [settings.theta] * len(widths)
     layers = [
         RecurrentLayer(
-            input_dim if i == 0 else widths[i - 1],
+            input_dim + (settings.steps if settings.clock else 0) if i == 0 else widths[i - 1],
             widths[i + 1] if i + 1 < len(widths) else num_classes,
             width,
             wiring=settings.wiring,
@@ -103,6 +103,7 @@ def build_recurrent(
         damping=settings.damping,
         window=tuple(settings.window),
         hidden_steps=settings.hidden_steps,
+        clock=settings.clock,
         readout=head,
     )
 

@@ -47,6 +47,7 @@ class RecurrentFFNetwork(nn.Module):
         damping: float = 0.3,
         window: tuple[int, int] = (3, 5),
         hidden_steps: int = 0,
+        clock: bool = False,
         readout: LinearReadout | None = None,
     ) -> None:
         super().__init__()
@@ -59,14 +60,26 @@ class RecurrentFFNetwork(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.input_dim, self.num_classes = input_dim, num_classes
         self.steps, self.damping, self.window, self.hidden_steps = steps, damping, tuple(window), hidden_steps
+        self.clock = clock
         self.readout = readout
 
     # --- the dynamics -------------------------------------------------------------------------
     def frame(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Input frame at step t (1-based): a static input repeats; a sequence [B, T, D] runs out to zeros."""
+        """Input frame at step t (1-based): a static input repeats; a sequence [B, T, D] runs out to zeros.
+
+        With `clock`, a one-hot code of t is appended: the network is told which step it is at (which a
+        sequence's frames do not say, e.g. which row of an image arrives), so its units can respond to
+        "this content at this time".
+        """
         if x.dim() == 3:
-            return x[:, t - 1] if t <= x.shape[1] else x.new_zeros(x.shape[0], x.shape[2])
-        return x.flatten(1)
+            frame = x[:, t - 1] if t <= x.shape[1] else x.new_zeros(x.shape[0], x.shape[2])
+        else:
+            frame = x.flatten(1)
+        if self.clock:
+            tick = frame.new_zeros(frame.shape[0], self.steps)
+            tick[:, t - 1] = 1.0
+            frame = torch.cat([frame, tick], 1)
+        return frame
 
     def label_input(self, labels: torch.Tensor | None, rows: int, t: int, device) -> torch.Tensor:
         """Normalised top-down input of the top layer at step t: neutral while hidden (or if no labels)."""
@@ -104,8 +117,9 @@ class RecurrentFFNetwork(nn.Module):
         return new
 
     def static_up(self, x: torch.Tensor) -> torch.Tensor | None:
-        """First-layer bottom-up term of a static input, the same at every step (None for sequences)."""
-        if x.dim() == 3:
+        """First-layer bottom-up term of a static input, the same at every step (None for sequences, or
+        with a clock, whose input changes every step)."""
+        if x.dim() == 3 or self.clock:
             return None
         return self.layers[0].bottom_up(rms_normalize(x.flatten(1)))
 

@@ -319,7 +319,7 @@ class RecurrentTrainer(Trainer):
         return hard_wrong_labels(scores, y, gen, self.settings.hard_temperature)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
-        self.static_input = x.dim() != 3  # a sequence is [B, T, D]; anything else repeats every step
+        self.static_input = x.dim() != 3 and not self.model.clock  # otherwise the first layer's input changes
         wrong = self.wrong_labels(x, y)
         opts = self.optimizers
 
