@@ -50,24 +50,11 @@ class FFDense(FFLearner):
         activation: str = "relu",
         init: str = "kaiming",
         input_norm: str = "rms",
-        goodness: str = "sum_squares",
-        theta: float = 1.0,
-        objective: str = "standard",
-        loss: str = "softplus",
-        alpha: float = 4.0,
-        peer_weight: float = 0.0,
-        peer_momentum: float = 0.9,
         bias: bool = True,
+        **learner_options,
     ) -> None:
-        super().__init__(
-            goodness=goodness,
-            theta=theta,
-            objective=objective,
-            loss=loss,
-            alpha=alpha,
-            peer_weight=peer_weight,
-            peer_momentum=peer_momentum,
-        )
+        """`learner_options` are FFLearner's: goodness, theta, objective, loss, alpha, peer_weight, peer_momentum."""
+        super().__init__(**learner_options)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if init not in INITS:

@@ -22,10 +22,24 @@ __all__ = [
 ]
 
 
+def learner_options(settings: ModelSettings) -> list[dict]:
+    """Each layer's goodness, threshold and objective options (the learner part of a layer's settings)."""
+    n = len(settings.hidden)
+    thetas = settings.theta if isinstance(settings.theta, list) else [settings.theta] * n
+    common = {
+        "goodness": settings.goodness,
+        "objective": settings.objective,
+        "loss": settings.loss,
+        "alpha": settings.alpha,
+        "peer_weight": settings.peer_weight,
+        "peer_momentum": settings.peer_momentum,
+    }
+    return [{**common, "theta": theta} for theta in thetas]
+
+
 def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
-    """The hidden layers the settings describe, with per-layer thresholds."""
+    """The hidden layers the settings describe."""
     widths = [input_dim, *settings.hidden]
-    thetas = settings.theta if isinstance(settings.theta, list) else [settings.theta] * len(settings.hidden)
     return [
         FFDense(
             widths[i],
@@ -33,15 +47,9 @@ def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
             activation=settings.activation,
             init=settings.init,
             input_norm=settings.input_norm,
-            goodness=settings.goodness,
-            theta=thetas[i],
-            objective=settings.objective,
-            loss=settings.loss,
-            alpha=settings.alpha,
-            peer_weight=settings.peer_weight,
-            peer_momentum=settings.peer_momentum,
+            **options,
         )
-        for i in range(len(settings.hidden))
+        for i, options in enumerate(learner_options(settings))
     ]
 
 
@@ -70,7 +78,6 @@ def build_recurrent(
 ) -> RecurrentFFNetwork:
     """Hinton's recurrent FF network (Fig. 3): layers fed from below, above and themselves over time."""
     widths = settings.hidden
-    thetas = settings.theta if isinstance(settings.theta, list) else [settings.theta] * len(widths)
     layers = [
         RecurrentLayer(
             input_dim + (settings.steps if settings.clock else 0) if i == 0 else widths[i - 1],
@@ -81,15 +88,9 @@ def build_recurrent(
             inits=tuple(settings.source_init),
             top_down_sign=settings.top_down_sign,
             mix=tuple(settings.mix),
-            goodness=settings.goodness,
-            theta=thetas[i],
-            objective=settings.objective,
-            loss=settings.loss,
-            alpha=settings.alpha,
-            peer_weight=settings.peer_weight,
-            peer_momentum=settings.peer_momentum,
+            **options,
         )
-        for i, width in enumerate(widths)
+        for i, (width, options) in enumerate(zip(widths, learner_options(settings), strict=True))
     ]
     head = None
     if readout is not None and readout.enabled:
