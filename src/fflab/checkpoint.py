@@ -48,7 +48,9 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{settings}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
         cfg = config_from_dict(meta["config"])
-        model = build_model(cfg.model, int(meta["input_dim"]), int(meta["num_classes"]), cfg.readout)
+        model = build_model(
+            cfg.model, int(meta["input_dim"]), int(meta["num_classes"]), cfg.readout, cfg.spiking, cfg.train.seed
+        )
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{settings}: unreadable settings ({type(e).__name__}: {e})") from None
     try:

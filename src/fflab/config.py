@@ -18,9 +18,11 @@ from typing import Any
 
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
+from fflab.layers.hebbian import NEURONS, THIRD_FACTORS
 from fflab.layers.recurrent import SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
-from fflab.supervision import HARD_SCORE_SOURCES, LABEL_MODES, NEGATIVE_MODES
+from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
+from fflab.supervision import HARD_SCORE_SOURCES, LABEL_CODES, LABEL_MODES, NEGATIVE_MODES
 
 
 def choice(default: str, options: typing.Iterable[str], doc: str = "") -> Any:
@@ -54,7 +56,9 @@ class DataSettings:
 @dataclass
 class ModelSettings:
     kind: str = choice(
-        "ff", ["ff", "recurrent", "backprop"], doc="ff: local FF learners; recurrent: Fig. 3; backprop: baseline"
+        "ff",
+        ["ff", "recurrent", "backprop", "hebbian"],
+        doc="ff: local FF learners; recurrent: Fig. 3; backprop: baseline; hebbian: neo-Hebbian spiking FF",
     )
     hidden: list[int] = field(default_factory=lambda: [500, 500])
     activation: str = choice("relu", ACTIVATIONS)
@@ -80,6 +84,32 @@ class ModelSettings:
     mix: list[float] = field(default_factory=lambda: [0.7, 0.3])  # metalayer: (up + down) and self weights
     top_down_sign: float = 1.0
     source_init: list[str] = field(default_factory=lambda: ["kaiming", "kaiming", "orthogonal"])  # up, down, lateral
+
+
+@dataclass
+class SpikingSettings:
+    """Spiking neurons, spike encoding and, for kind = "hebbian", the neo-Hebbian rule."""
+
+    neuron: str = choice("lif", NEURONS, doc="lif: leaky integrate-and-fire; relu: the analog twin")
+    beta: float = bounded(0.9, 0.0, 1.0, doc="membrane decay per step")
+    threshold: float = bounded(1.0, 1e-6, doc="firing threshold")
+    reset: str = choice("subtract", NEURON_RESETS, doc="after a spike: subtract the threshold, or set to zero")
+    surrogate: str = choice("fast_sigmoid", SURROGATES, doc="the spike's gradient stand-in (surrogate training)")
+    slope: float = bounded(25.0, 0.0, doc="surrogate sharpness")
+    encoder: str = choice("rate", ENCODERS)
+    steps: int = bounded(24, 1, doc="simulation steps per sample")
+    rest_steps: int = bounded(0, 0, doc="silent steps appended to each sample")
+    gain: float = bounded(1.0, 0.0, doc="rate code: spike probability = gain * pixel")
+    trace: str = choice("leaky", TRACES, doc="the output trace goodness is computed from")
+    trace_decay: float = bounded(0.9, 0.0, 1.0)
+    third_factor: str = choice("sigmoid", THIRD_FACTORS, doc="P = sigmoid(scale (G - theta)), or G+ / (G+ + G-)")
+    scale: float = bounded(1.0, 0.0, doc="sigmoid third factor: slope s")
+    eligibility_decay: float = bounded(1.0, 0.0, 1.0, doc="weight of step t: rate * decay^(T-1-t) / T")
+    eligibility_rate: float = bounded(1.0, 0.0)
+    top_k: int = bounded(0, 0, doc="update only the k most active units per sample (0: all)")
+    label_code: str = choice("onehot", LABEL_CODES, doc="label input: one-hot, or a random binary code per class")
+    code_bits: int = bounded(100, 1, doc="bits of the binary label code")
+    init_scale: float = bounded(1.0, 0.0, doc="weights start at N(0, init_scale^2 * 2 / fan_in)")
 
 
 @dataclass
@@ -130,6 +160,7 @@ class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     readout: ReadoutSettings = field(default_factory=ReadoutSettings)
+    spiking: SpikingSettings = field(default_factory=SpikingSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +285,16 @@ def validate(cfg: Config) -> Config:
             )
         if unsupervised and cfg.eval.predict != "readout":
             raise ConfigError("eval.predict: unsupervised FF (model.label = 'none') can only predict with 'readout'")
+    if m.kind == "hebbian":
+        if t.negatives != "random" or cfg.readout.enabled or cfg.eval.predict != "goodness":
+            raise ConfigError(
+                "model.kind = 'hebbian' trains on random wrong labels and predicts by goodness: set "
+                "train.negatives = 'random', readout.enabled = false, eval.predict = 'goodness'"
+            )
+        if m.goodness not in ("sum_squares", "mean_squares"):
+            raise ConfigError(f"model.goodness: Hebbian layers use a squared norm, got {m.goodness!r}")
+        if isinstance(m.theta, list):
+            raise ConfigError("model.theta: Hebbian layers share one threshold; give a number")
     if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind == "ff":
         raise ConfigError("eval.predict = 'readout' needs readout.enabled = true")
     return cfg

@@ -17,6 +17,22 @@ import torch.nn.functional as F
 LABEL_MODES = ("overlay", "concat", "none")
 NEGATIVE_MODES = ("random", "hard", "hardest", "hybrid")
 HARD_SCORE_SOURCES = ("first_layer", "prediction", "refreshed", "readout")
+LABEL_CODES = ("onehot", "binary")  # label inputs of Hebbian networks, concatenated to the image
+
+
+def label_codes(kind: str, num_classes: int, bits: int, seed: int = 0) -> torch.Tensor:
+    """One code row per class [C, bits]: the identity (onehot; bits = C) or random distinct bit patterns."""
+    if kind == "onehot":
+        return torch.eye(num_classes)
+    if kind != "binary":
+        raise ValueError(f"unknown label code {kind!r}; expected one of {list(LABEL_CODES)}")
+    if 2**bits < num_classes:
+        raise ValueError(f"{bits} code bits cannot give {num_classes} classes distinct codes")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        codes = torch.randint(0, 2, (num_classes, bits), generator=gen).float()
+        if len(torch.unique(codes, dim=0)) == num_classes:
+            return codes
 
 
 class LabelEmbedding:

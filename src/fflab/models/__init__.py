@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from fflab.config import ModelSettings, ReadoutSettings
+from fflab.config import ModelSettings, ReadoutSettings, SpikingSettings
 from fflab.layers import FFDense
+from fflab.layers.hebbian import HebbianFFLayer
 from fflab.layers.recurrent import RecurrentLayer
 from fflab.models.backprop import BackpropNetwork
 from fflab.models.feedforward import FFNetwork, LocalResult, all_but_first, predict_from_scores
+from fflab.models.hebbian import HebbianFFNetwork
 from fflab.models.readout import LinearReadout
 from fflab.models.recurrent import RecurrentFFNetwork
-from fflab.supervision import LabelEmbedding
+from fflab.supervision import LabelEmbedding, label_codes
 
 __all__ = [
     "BackpropNetwork",
     "FFNetwork",
+    "HebbianFFNetwork",
     "LinearReadout",
     "LocalResult",
     "RecurrentFFNetwork",
@@ -54,7 +57,7 @@ def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
 
 
 def build_ff(
-    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
+    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None, **_
 ) -> FFNetwork:
     """Hinton's FF network: dense learners on label-embedded (or, unsupervised, plain) inputs."""
     embedding = LabelEmbedding(settings.label, num_classes, input_dim, settings.label_value)
@@ -67,14 +70,14 @@ def build_ff(
 
 
 def build_backprop(
-    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
+    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None, **_
 ) -> BackpropNetwork:
     """The same dense layers with a classifier head, for end-to-end backprop."""
     return BackpropNetwork(dense_stack(settings, input_dim), num_classes)
 
 
 def build_recurrent(
-    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
+    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None, **_
 ) -> RecurrentFFNetwork:
     """Hinton's recurrent FF network (Fig. 3): layers fed from below, above and themselves over time."""
     widths = settings.hidden
@@ -109,11 +112,56 @@ def build_recurrent(
     )
 
 
-MODEL_BUILDERS = {"ff": build_ff, "recurrent": build_recurrent, "backprop": build_backprop}
+def build_hebbian(
+    settings: ModelSettings,
+    input_dim: int,
+    num_classes: int,
+    readout: ReadoutSettings | None = None,
+    *,
+    spiking: SpikingSettings | None = None,
+    seed: int = 0,
+) -> HebbianFFNetwork:
+    """Neo-Hebbian FF (arXiv 2406.16479): LIF (or analog ReLU) layers on the image and a label code."""
+    s = spiking or SpikingSettings()
+    codes = label_codes(s.label_code, num_classes, s.code_bits, seed)
+    widths = [input_dim + codes.shape[1], *settings.hidden]
+    layers = [
+        HebbianFFLayer(
+            widths[i],
+            widths[i + 1],
+            neuron=s.neuron,
+            beta=s.beta,
+            threshold=s.threshold,
+            reset=s.reset,
+            trace_kind=s.trace,
+            trace_decay=s.trace_decay,
+            third_factor=s.third_factor,
+            goodness=settings.goodness,
+            scale=s.scale,
+            theta=settings.theta,
+            eligibility_decay=s.eligibility_decay,
+            eligibility_rate=s.eligibility_rate,
+            top_k=s.top_k,
+            init_scale=s.init_scale,
+        )
+        for i in range(len(settings.hidden))
+    ]
+    return HebbianFFNetwork(
+        layers, codes, encoder=s.encoder, steps=s.steps, rest_steps=s.rest_steps, gain=s.gain, seed=seed
+    )
+
+
+MODEL_BUILDERS = {"ff": build_ff, "recurrent": build_recurrent, "backprop": build_backprop, "hebbian": build_hebbian}
 
 
 def build_model(
-    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None
-) -> FFNetwork | RecurrentFFNetwork | BackpropNetwork:
-    """Create the network named by `settings.kind` (a registry, as in timm)."""
-    return MODEL_BUILDERS[settings.kind](settings, input_dim, num_classes, readout)
+    settings: ModelSettings,
+    input_dim: int,
+    num_classes: int,
+    readout: ReadoutSettings | None = None,
+    spiking: SpikingSettings | None = None,
+    seed: int = 0,
+) -> FFNetwork | RecurrentFFNetwork | BackpropNetwork | HebbianFFNetwork:
+    """Create the network named by `settings.kind` (a registry, as in timm). Every builder takes the same
+    arguments; `spiking` and `seed` (which fixes random label codes) matter only to spiking networks."""
+    return MODEL_BUILDERS[settings.kind](settings, input_dim, num_classes, readout, spiking=spiking, seed=seed)

@@ -118,7 +118,7 @@ def train_run(
     threads = set_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     ds = load_for_config(cfg, data_dir, progress)
-    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout)
+    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed)
     trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
     write_text_atomic(run_dir / "config.toml", to_toml(cfg))
     schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fflab.config import ReadoutSettings, TrainSettings
-from fflab.models import BackpropNetwork, FFNetwork, LocalResult, RecurrentFFNetwork
+from fflab.models import BackpropNetwork, FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import hard_wrong_labels, make_pair_source, random_wrong_labels
 
 
@@ -82,6 +82,7 @@ class Trainer(abc.ABC):
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.optimizers = self.make_optimizers()
         self.phase_steps = 0  # steps taken in the current schedule phase (the lr schedule's clock)
+        self.lr = settings.lr  # the scheduled learning rate of the current step
 
     @abc.abstractmethod
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -99,7 +100,7 @@ class Trainer(abc.ABC):
         """Hook before each epoch (e.g. refreshing model-generated negatives); nothing by default."""
 
     def _set_lr(self, progress: float) -> float:
-        lr = self.settings.lr * lr_factor(self.settings.lr_decay, progress)
+        lr = self.lr = self.settings.lr * lr_factor(self.settings.lr_decay, progress)
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -356,12 +357,37 @@ class RecurrentTrainer(Trainer):
         return int(flops)
 
 
+class HebbianTrainer(Trainer):
+    """Neo-Hebbian FF: every layer applies its own three-factor rule; no optimiser, no gradient.
+
+    Negatives are the same images with uniformly random wrong labels. batch_size = 1 is the online
+    mode; larger batches average the update over the batch.
+    """
+
+    def __init__(self, model: HebbianFFNetwork, settings: TrainSettings, *, progress: bool = True) -> None:
+        super().__init__(model, settings, progress=progress)
+        self.n_slots = len(model.layers)
+
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        return []
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
+        wrong = random_wrong_labels(y, self.model.num_classes, self.generator)
+        return self.model.local_updates(x, y, wrong, self.lr, self.generator)
+
+    def flops_per_sample(self) -> int:
+        """Input products of the positive and negative runs, plus the update's outer products (as large)."""
+        return 4 * self.model.forward_flops()
+
+
 def make_trainer(
     model, settings: TrainSettings, *, progress: bool = True, image_shape=None, readout: ReadoutSettings | None = None
 ) -> Trainer:
     """The trainer that fits the model: local FF updates (feed-forward or recurrent) or end-to-end backprop."""
     if isinstance(model, BackpropNetwork):
         return BackpropTrainer(model, settings, progress=progress)
+    if isinstance(model, HebbianFFNetwork):
+        return HebbianTrainer(model, settings, progress=progress)
     if isinstance(model, RecurrentFFNetwork):
         return RecurrentTrainer(model, settings, progress=progress, readout=readout)
     return FFTrainer(model, settings, progress=progress, image_shape=image_shape)

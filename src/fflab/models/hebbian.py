@@ -1,0 +1,122 @@
+"""A stack of neo-Hebbian FF layers on rate-coded (or, analog twin, direct) image-and-label inputs.
+
+The label enters as a code concatenated to the image: a one-hot vector, or a fixed random binary
+code per class (drawn from a seed, so a checkpoint reproduces it). Positive data carry the true
+label's code, negative data a wrong label's. Each layer learns from its own traces only; the layer
+above is fed this layer's spikes (for analog units, its activity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fflab.layers.hebbian import HebbianFFLayer
+from fflab.models.feedforward import LocalResult, predict_from_scores
+from fflab.spiking import encode
+
+
+class HebbianFFNetwork(nn.Module):
+    """Layers of HebbianFFLayer; predicts the label whose code makes the layers' P highest."""
+
+    def __init__(
+        self,
+        layers: Sequence[HebbianFFLayer],
+        codes: torch.Tensor,
+        *,
+        encoder: str = "rate",
+        steps: int = 24,
+        rest_steps: int = 0,
+        gain: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.register_buffer("codes", codes)
+        self.encoder, self.steps, self.rest_steps, self.gain = encoder, steps, rest_steps, gain
+        self.eval_seed = seed  # evaluation encodes with its own fixed seed, so predictions are reproducible
+
+    @property
+    def num_classes(self) -> int:
+        return self.codes.shape[0]
+
+    def _encode(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return encode(x, self.encoder, self.steps, gain=self.gain, rest=self.rest_steps, generator=generator)
+
+    def input_train(
+        self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """[T, N, D + bits]: the encoded image next to the encoded label code (all zeros without a label)."""
+        x = x.flatten(1)
+        codes = self.codes[labels] if labels is not None else x.new_zeros(len(x), self.codes.shape[1])
+        return torch.cat([self._encode(x, generator), self._encode(codes, generator)], dim=2)
+
+    def simulate(self, train: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(presynaptic trace, postsynaptic trace) of every layer for an input train."""
+        out = []
+        for layer in self.layers:
+            post, spikes, pre = layer.simulate(train)
+            out.append((pre, post))
+            train = spikes
+        return out
+
+    @torch.no_grad()
+    def local_updates(
+        self, x: torch.Tensor, y: torch.Tensor, wrong: torch.Tensor, lr: float, generator: torch.Generator
+    ) -> list[LocalResult]:
+        """One Hebbian step of every layer on positives (x, y) and negatives (x, wrong) together."""
+        n = len(x)
+        train = self.input_train(torch.cat([x, x]), torch.cat([y, wrong]), generator)
+        target = torch.cat([x.new_ones(n), x.new_zeros(n)])
+        results = []
+        for layer, (pre, post) in zip(self.layers, self.simulate(train), strict=True):
+            results.append(LocalResult(layer.loss(post, target), layer.probability(post)))
+            layer.update(pre, post, target, lr)
+        return results
+
+    @torch.no_grad()
+    def label_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Each layer's P for every candidate label [N, C, L]. The image is encoded once and shared by all
+        candidates, so they differ only in the label code."""
+        gen = torch.Generator().manual_seed(self.eval_seed)
+        n, c = len(x), self.num_classes
+        image = self._encode(x.flatten(1), gen).repeat_interleave(c, 1)
+        codes = self._encode(self.codes.repeat(n, 1), gen)
+        sims = self.simulate(torch.cat([image, codes], dim=2))
+        probs = [layer.probability(post) for layer, (_, post) in zip(self.layers, sims, strict=True)]
+        return torch.stack(probs, 1).view(n, c, -1)
+
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Time-averaged traces (firing activity) of all layers with no label code [N, sum of widths]."""
+        gen = torch.Generator().manual_seed(self.eval_seed)
+        return torch.cat([post.mean(0) for _, post in self.simulate(self.input_train(x, None, gen))], 1)
+
+    @torch.no_grad()
+    def spike_counts(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Spikes per sample and unit of every layer, no label code [N, H] (analog units: summed activity)."""
+        gen = torch.Generator().manual_seed(self.eval_seed)
+        train, counts = self.input_train(x, None, gen), []
+        for layer in self.layers:
+            _, spikes, _ = layer.simulate(train)
+            counts.append(spikes.sum(0))
+            train = spikes
+        return counts
+
+    @torch.no_grad()
+    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+        """Predicted labels by the summed P of all layers ("goodness") and by each layer alone."""
+        self.eval()
+        batch_size = min(batch_size, 200)  # T steps x C candidates per sample: bound the memory
+        scores = torch.cat([self.label_scores(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        out = {"goodness": predict_from_scores(scores, range(len(self.layers)))}
+        if len(self.layers) > 1:
+            for j in range(len(self.layers)):
+                out[f"goodness_layer{j}"] = predict_from_scores(scores, [j])
+        return out
+
+    def forward_flops(self) -> int:
+        """Input-product FLOPs of one sample's simulation (spike inputs counted as dense products)."""
+        return sum(layer.forward_flops(self.steps + self.rest_steps) for layer in self.layers)

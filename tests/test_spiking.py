@@ -1,0 +1,99 @@
+"""Spiking building blocks: LIF dynamics by hand, surrogate gradients, encoders and traces."""
+
+import pytest
+import torch
+
+from fflab.spiking import LIF, encode, spike, trace
+
+
+def test_lif_matches_hand_stepped_example_with_subtractive_reset():
+    lif = LIF(beta=0.5, threshold=1.0, reset="subtract")
+    currents = torch.tensor([0.6, 0.6, 0.6, 0.0, 1.2]).view(5, 1, 1)
+    # mem: 0.6 -> 0.9 -> 1.05 (spike, -1 -> 0.05) -> 0.025 -> 1.2125 (spike)
+    spikes = lif.run(currents).flatten().tolist()
+    assert spikes == [0.0, 0.0, 1.0, 0.0, 1.0]
+    lif.reset_state()
+    for c in currents[:3]:
+        lif(c)
+    assert lif.mem.item() == pytest.approx(0.05, abs=1e-6)
+
+
+def test_lif_reset_to_zero_and_state_reset():
+    lif = LIF(beta=0.5, threshold=1.0, reset="zero")
+    for c in (0.6, 0.6, 0.6):
+        lif(torch.tensor([[c]]))
+    assert lif.mem.item() == 0.0  # fired at the third step and was reset to zero
+    lif.reset_state()
+    assert lif.mem is None
+
+
+def test_lif_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="beta"):
+        LIF(beta=1.5)
+    with pytest.raises(ValueError, match="surrogate"):
+        LIF(surrogate="sigmoid-ish")
+
+
+@pytest.mark.parametrize(
+    "name, derivative",
+    [
+        ("fast_sigmoid", lambda x, k: 1 / (1 + k * x.abs()) ** 2),
+        ("atan", lambda x, k: k / 2 / (1 + (torch.pi / 2 * k * x) ** 2)),
+        ("straight_through", lambda x, k: torch.ones_like(x)),
+    ],
+)
+def test_spike_is_a_step_forward_and_the_surrogate_backward(name, derivative):
+    x = torch.tensor([-1.0, -0.1, 0.05, 2.0], requires_grad=True)
+    s = spike(x, name, slope=5.0)
+    assert s.tolist() == [0.0, 0.0, 1.0, 1.0]
+    s.sum().backward()
+    torch.testing.assert_close(x.grad, derivative(x.detach(), 5.0))
+
+
+def test_rate_code_fires_with_the_pixel_probability():
+    x = torch.tensor([[0.0, 0.2, 0.5, 1.0]])
+    train = encode(x, "rate", 20000, gain=0.8, generator=torch.Generator().manual_seed(0))
+    assert set(train.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(train.mean(0), (0.8 * x).clamp(max=1), atol=0.01, rtol=0)
+
+
+def test_rate_code_is_reproducible_from_a_seed():
+    x = torch.rand(3, 10)
+    a = encode(x, "rate", 5, generator=torch.Generator().manual_seed(1))
+    b = encode(x, "rate", 5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_latency_code_fires_once_earlier_for_brighter_inputs_and_rest_steps_are_silent():
+    x = torch.tensor([[1.0, 0.5, 0.0]])
+    train = encode(x, "latency", 5, rest=2)
+    assert train.shape == (7, 1, 3)
+    assert train[:, 0, 0].tolist() == [1, 0, 0, 0, 0, 0, 0]  # value 1 at step 0
+    assert train[:, 0, 1].tolist() == [0, 0, 1, 0, 0, 0, 0]  # value 0.5 at step round(0.5 * 4) = 2
+    assert train[:, 0, 2].sum() == 0  # zeros never fire
+
+
+def test_direct_code_repeats_the_input_and_rejects_unknown_encoders():
+    x = torch.rand(2, 3)
+    train = encode(x, "direct", 4)
+    assert train.shape == (4, 2, 3) and torch.equal(train[3], x)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        encode(x, "phase", 4)
+
+
+def test_traces_follow_their_recurrences():
+    spikes = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(4, 1, 1)
+    assert trace(spikes, "count").flatten().tolist() == [1, 1, 2, 2]
+    leaky = trace(spikes, "leaky", 0.5).flatten()
+    torch.testing.assert_close(leaky, torch.tensor([1.0, 0.5, 1.25, 0.625]))
+    hard = trace(spikes, "hard_leaky", 0.5).flatten()
+    torch.testing.assert_close(hard, torch.tensor([1.0, 0.5, 1.0, 0.5]))
+
+
+def test_leaky_trace_product_equals_the_stepwise_loop():
+    spikes = (torch.rand(24, 5, 7, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    ref, tr = [], torch.zeros(5, 7)
+    for s in spikes:
+        tr = 0.9 * tr + s
+        ref.append(tr)
+    torch.testing.assert_close(trace(spikes, "leaky", 0.9), torch.stack(ref))
