@@ -1,4 +1,4 @@
-"""Command line: fflab train | eval | data."""
+"""Command line: fflab train | eval | analyze | data."""
 
 from __future__ import annotations
 
@@ -54,6 +54,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from fflab.analysis.compare import analyze_runs
+
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]).parent / f"analysis-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = analyze_runs(
+        args.run_dirs, out, data_dir=args.data_dir, samples=args.samples, progress=not args.no_progress
+    )
+    print(json.dumps(result, indent=2))
+    print(f"analysis written to {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from fflab import data
 
@@ -94,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     common(ev)
     ev.set_defaults(func=cmd_eval)
+
+    an = sub.add_parser("analyze", help="latents, sparsity, separability, CKA and cost of trained runs")
+    an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    an.add_argument("--out", help="output folder (default: analysis-<time> beside the first run)")
+    an.add_argument("--samples", type=int, default=10000, help="test samples to analyse (default 10000)")
+    common(an)
+    an.set_defaults(func=cmd_analyze)
 
     d = sub.add_parser("data", help="list, download or verify data sets")
     d.add_argument("action", choices=["list", "download", "verify"])

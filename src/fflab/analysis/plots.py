@@ -114,3 +114,36 @@ def plot_activity_over_time(activities: Sequence[Sequence], path: str | Path, un
             if s == 0:
                 ax.set_title(f"layer {j}")
     _save(fig, Path(path))
+
+
+def plot_latent_pca(runs: Sequence[tuple[str, Sequence, Sequence]], path: str | Path) -> None:
+    """Side by side, each run's latents projected on their first two principal components, coloured by
+    class: runs = [(name, points [N, 2], labels [N])]."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.5), squeeze=False)
+    for ax, (name, points, labels) in zip(axes[0], runs, strict=True):
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=3, alpha=0.6)
+        ax.set(xlabel="PC 1", ylabel="PC 2")
+        ax.set_title(f"{name}: latent PCA", fontsize=9)
+    fig.colorbar(sc, ax=axes[0].tolist(), label="class")
+    _save(fig, Path(path))
+
+
+def plot_unit_activity_histograms(runs: Sequence[tuple[str, Sequence, str]], path: str | Path) -> None:
+    """Side by side, the distribution over units of each run's mean activity on the test samples:
+    runs = [(name, per-unit values, what the values are, e.g. "firing rate (spikes/step)")]."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
+    for ax, (name, values, what) in zip(axes[0], runs, strict=True):
+        ax.hist(values, bins=40, color="tab:purple", alpha=0.8)
+        ax.set(title=name, xlabel=what, ylabel="units")
+    _save(fig, Path(path))
+
+
+def plot_spike_raster(spikes: Sequence, path: str | Path, title: str = "spike raster") -> None:
+    """Spike raster of one sample: spikes [T, units] as dots (unit against time step)."""
+    import numpy as np
+
+    t, unit = np.nonzero(np.asarray(spikes))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.scatter(t, unit, marker="|", s=30, color="black")
+    ax.set(xlabel="time step", ylabel="unit", title=title, xlim=(-0.5, len(spikes) - 0.5))
+    _save(fig, Path(path))

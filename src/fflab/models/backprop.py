@@ -29,6 +29,15 @@ class BackpropNetwork(nn.Module):
             h = layer(h)  # no detach: this is backprop
         return self.head(h)
 
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Every hidden layer's activity, concatenated [N, sum H]."""
+        h, out = x.flatten(1), []
+        for layer in self.layers:
+            h = layer(h)
+            out.append(h)
+        return torch.cat(out, dim=1)
+
     def forward_flops(self) -> int:
         """Matrix-multiply FLOPs of one forward pass (training costs about 3x: forward, input and weight
         gradients)."""

@@ -143,6 +143,11 @@ class FFNetwork(nn.Module):
         return torch.cat(features, dim=1)
 
     @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Every layer's activity for a neutral label (the plain input, unsupervised), concatenated [N, sum H]."""
+        return torch.cat(self.activities(self.embedding.neutral(x)), dim=1)
+
+    @torch.no_grad()
     def scores_in_batches(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """label_scores over a large input, a chunk at a time to bound memory."""
         return torch.cat([self.label_scores(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

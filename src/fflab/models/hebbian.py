@@ -95,15 +95,13 @@ class HebbianFFNetwork(nn.Module):
         return torch.cat([post.mean(0) for _, post in self.simulate(self.input_train(x, None, gen))], 1)
 
     @torch.no_grad()
-    def spike_counts(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Spikes per sample and unit of every layer, no label code [N, H] (analog units: summed activity)."""
+    def spikes(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The input train and every layer's output train [T, N, .] with no label code (analog units: activity)."""
         gen = torch.Generator().manual_seed(self.eval_seed)
-        train, counts = self.input_train(x, None, gen), []
+        trains = [self.input_train(x, None, gen)]
         for layer in self.layers:
-            _, spikes, _ = layer.simulate(train)
-            counts.append(spikes.sum(0))
-            train = spikes
-        return counts
+            trains.append(layer.simulate(trains[-1])[1])
+        return trains
 
     @torch.no_grad()
     def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:

@@ -213,11 +213,8 @@ class RecurrentFFNetwork(nn.Module):
         self.run(rows, labels, on_step=on_step, static_up=up, state=state, start=self.hidden_steps + 1)
         return (total / (last - first + 1)).t().reshape(n, c, len(self.layers))
 
-    @torch.no_grad()
-    def readout_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Activity averaged over the window with a neutral label throughout, each layer at unit RMS,
-        concatenated over the readout's layers: what the linear readout (and hard negatives) use."""
-        layers = self.readout.layers
+    def window_means(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Each chosen layer's activity averaged over the counted window, with a neutral label throughout."""
         first, last = self.window
         sums = [None] * len(self.layers)
 
@@ -227,7 +224,18 @@ class RecurrentFFNetwork(nn.Module):
                     sums[i] = s[i] if sums[i] is None else sums[i] + s[i]
 
         self.run(x, None, on_step=on_step, static_up=self.static_up(x))
-        return torch.cat([rms_normalize(sums[i] / (last - first + 1)) for i in layers], 1)
+        return [sums[i] / (last - first + 1) for i in layers]
+
+    @torch.no_grad()
+    def readout_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Window-averaged activity of the readout's layers, each at unit RMS, concatenated: what the
+        linear readout (and hard negatives) use."""
+        return torch.cat([rms_normalize(h) for h in self.window_means(x, self.readout.layers)], 1)
+
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Window-averaged activity of every layer (neutral label), concatenated [N, sum H]."""
+        return torch.cat(self.window_means(x, list(range(len(self.layers)))), 1)
 
     @torch.no_grad()
     def trace(self, x: torch.Tensor, labels: torch.Tensor | None, keep_activities: bool = False) -> Dynamics:

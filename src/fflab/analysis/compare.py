@@ -1,0 +1,121 @@
+"""`fflab analyze`: test-set latents of trained runs, their statistics, similarity and cost, and plots.
+
+Works on any run directory: latents are each model's own (`model.latents`: activities for a neutral
+label, averaged over time for recurrent and spiking networks). For two or more runs on the same data,
+linear CKA compares their representations sample by sample.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca_2d
+from fflab.analysis.plots import plot_latent_pca, plot_spike_raster, plot_unit_activity_histograms
+from fflab.checkpoint import load_checkpoint
+from fflab.errors import FFLabError
+from fflab.io import atomic_path, write_json_atomic
+from fflab.models import HebbianFFNetwork
+from fflab.training.evaluate import evaluate, primary_method
+from fflab.training.run import load_for_config, set_threads
+
+LATENTS = "latents.safetensors"
+
+
+def in_batches(fn, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def is_spiking(model) -> bool:
+    return isinstance(model, HebbianFFNetwork) and model.layers[0].neuron == "lif"
+
+
+def inference_cost(model, x: torch.Tensor) -> dict:
+    """Cost of one forward pass of one input (neutral label): multiply-accumulates for analog networks;
+    for spiking ones the spikes emitted and the synaptic operations (each input spike reaches every unit
+    of the layer it feeds), beside the MACs a dense analog pass of the same shape would need."""
+    if not isinstance(model, HebbianFFNetwork):
+        return {"macs_per_sample": model.forward_flops() // 2}
+    steps = model.steps + model.rest_steps
+    dense = sum(layer.in_features * layer.out_features * steps for layer in model.layers)
+    if not is_spiking(model):
+        return {"macs_per_sample": dense}
+    trains = model.spikes(x)
+    synops = sum(trains[i].sum().item() * layer.out_features for i, layer in enumerate(model.layers)) / len(x)
+    fired = sum(t.sum().item() for t in trains[1:]) / len(x)
+    return {"spikes_per_sample": fired, "synops_per_sample": synops, "dense_macs_per_sample": dense}
+
+
+def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: bool) -> dict:
+    """Latents (saved into the run directory) and their statistics for one run's test set."""
+    model, cfg, _ = load_checkpoint(run_dir)
+    set_threads(cfg.train.threads)
+    ds = load_for_config(cfg, data_dir, progress)
+    x, y = ds.test_x[:samples], ds.test_y[:samples]
+    model.eval()
+    start = time.perf_counter()
+    accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
+    z = in_batches(model.latents, x, 200 if isinstance(model, HebbianFFNetwork) else 1000)
+    with atomic_path(run_dir / LATENTS) as tmp:
+        save_file({"latents": z.contiguous(), "labels": y.contiguous()}, str(tmp))
+    stats = {
+        "run": str(run_dir),
+        "name": run_dir.name,
+        "model": cfg.model.kind + (" (spiking)" if is_spiking(model) else ""),
+        "dataset": ds.name,
+        "samples": len(x),
+        "accuracy": accuracy,
+        "latent_units": z.shape[1],
+        "hoyer_sparsity": hoyer_sparsity(z),
+        "knn5_accuracy": knn_accuracy(z, y, 5),
+        "silent_fraction": (z == 0).float().mean().item(),
+        **inference_cost(model, x[:1000]),
+        "seconds": 0.0,
+    }
+    stats["seconds"] = round(time.perf_counter() - start, 2)
+    return {"stats": stats, "latents": z, "labels": y, "model": model, "x": x}
+
+
+def analyze_runs(
+    run_dirs: list[str | Path], out: str | Path, *, data_dir: str | None = None, samples: int = 10000, progress=True
+) -> dict:
+    """Analyse each run, compare every pair by CKA, write out/analysis.json and out/plots/*.png."""
+    if not run_dirs:
+        raise FFLabError("fflab analyze needs at least one run directory")
+    out = Path(out)
+    runs = [analyze_run(Path(d), data_dir, samples, progress) for d in run_dirs]
+    similarity = []
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            a, b = runs[i], runs[j]
+            n = min(len(a["labels"]), len(b["labels"]))  # runs on test subsets share their first rows
+            if a["stats"]["dataset"] != b["stats"]["dataset"] or not torch.equal(a["labels"][:n], b["labels"][:n]):
+                raise FFLabError(
+                    f"{a['stats']['run']} and {b['stats']['run']} were not tested on the same samples; "
+                    "CKA compares representations of the same inputs"
+                )
+            cka = linear_cka(a["latents"][:n], b["latents"][:n])
+            similarity.append({"a": a["stats"]["name"], "b": b["stats"]["name"], "samples": n, "linear_cka": cka})
+    result = {"runs": [r["stats"] for r in runs], "similarity": similarity}
+    plots = out / "plots"
+    n_plot = min(2000, samples)
+    plot_latent_pca(
+        [(r["stats"]["name"], pca_2d(r["latents"][:n_plot]), r["labels"][:n_plot]) for r in runs],
+        plots / "latent_pca.png",
+    )
+    histograms = []
+    for r in runs:
+        model, name = r["model"], r["stats"]["name"]
+        if is_spiking(model):
+            rates = model.spikes(r["x"][:1000])[1].mean((0, 1))  # first layer's spikes per step, per unit
+            histograms.append((name, rates, "firing rate (spikes per step)"))
+            sample = model.spikes(r["x"][:1])[1][:, 0]
+            plot_spike_raster(sample, plots / f"spike_raster_{name}.png", f"{name}: first layer, one test sample")
+        else:
+            histograms.append((name, r["latents"].mean(0), "mean activity"))
+    plot_unit_activity_histograms(histograms, plots / "unit_activity.png")
+    write_json_atomic(out / "analysis.json", result)
+    return result

@@ -1,0 +1,77 @@
+"""Latent statistics (CKA, Hoyer sparsity, kNN separability) and `fflab analyze` on real runs."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca_2d
+from fflab.cli import main
+from fflab.config import load_config
+from fflab.training.run import train_run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_cka_of_a_representation_with_itself_is_one_and_invariant_to_rotation_and_scale():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 20, generator=gen)
+    q, _ = torch.linalg.qr(torch.randn(20, 20, generator=gen))
+    assert linear_cka(a, a) == pytest.approx(1.0)
+    assert linear_cka(a, 3.0 * a @ q) == pytest.approx(1.0)
+    assert linear_cka(a, torch.randn(300, 20, generator=gen)) < 0.2  # unrelated representations
+    with pytest.raises(ValueError, match="same samples"):
+        linear_cka(a, a[:10])
+
+
+def test_hoyer_sparsity_is_zero_for_flat_and_one_for_one_hot_rows():
+    assert hoyer_sparsity(torch.ones(4, 9)) == pytest.approx(0.0, abs=1e-6)
+    assert hoyer_sparsity(torch.eye(9)) == pytest.approx(1.0)
+    assert hoyer_sparsity(torch.cat([torch.eye(9), torch.zeros(3, 9)])) == pytest.approx(1.0)  # silent rows left out
+
+
+def test_knn_accuracy_separates_clusters_and_excludes_the_sample_itself():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.eye(3) * 10
+    y = torch.arange(3).repeat_interleave(20)
+    z = centres[y] + torch.randn(60, 3, generator=gen)
+    assert knn_accuracy(z, y, k=5) == 1.0
+    # With itself excluded, a sample whose only same-class neighbour is itself gets voted away.
+    assert knn_accuracy(torch.tensor([[1.0, 0], [0.9, 0.1], [0.95, 0.05]]), torch.tensor([1, 0, 0]), k=2) == 2 / 3
+
+
+def test_pca_2d_finds_the_direction_of_largest_variance():
+    z = torch.zeros(100, 5)
+    z[:, 3] = torch.linspace(-10, 10, 100)
+    z[:, 1] = torch.linspace(-1, 1, 100).flip(0) * 0.01
+    p = pca_2d(z)
+    assert p.shape == (100, 2) and p[:, 0].abs().max().item() == pytest.approx(10, rel=1e-3)
+
+
+def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, capsys):
+    def run(name, *overrides):
+        cfg = load_config(os.path.join(REPO, "configs", "digits-ff.toml"), ["train.epochs=2", *overrides])
+        train_run(cfg, tmp_path / name, progress=False, log=lambda s: None)
+        return str(tmp_path / name)
+
+    analog = run("analog")
+    spiking = run("spiking", "model.kind=hebbian", "model.hidden=[40]", "model.theta=5.0", "train.batch_size=10")
+    out = tmp_path / "analysis"
+    assert main(["analyze", analog, spiking, "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert json.loads(capsys.readouterr().out) == result
+    by_name = {r["name"]: r for r in result["runs"]}
+    assert "macs_per_sample" in by_name["analog"]
+    assert by_name["spiking"]["model"] == "hebbian (spiking)" and by_name["spiking"]["synops_per_sample"] > 0
+    assert 0 < result["similarity"][0]["linear_cka"] <= 1
+    latents = load_file(os.path.join(spiking, "latents.safetensors"))
+    assert latents["latents"].shape == (by_name["spiking"]["samples"], 40)
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert {"latent_pca.png", "unit_activity.png", "spike_raster_spiking.png"} <= plots
+
+
+def test_analyze_names_a_missing_run_without_a_traceback(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nope"), "--no-progress"]) == 2
+    assert "not a checkpoint" in capsys.readouterr().err
