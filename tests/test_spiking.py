@@ -97,3 +97,49 @@ def test_leaky_trace_product_equals_the_stepwise_loop():
         tr = 0.9 * tr + s
         ref.append(tr)
     torch.testing.assert_close(trace(spikes, "leaky", 0.9), torch.stack(ref))
+
+
+def spiking_net(**model):
+    from fflab.config import ModelSettings, SpikingSettings
+    from fflab.models import build_model
+
+    settings = ModelSettings(kind="spiking", hidden=[12, 10], label="concat", **model)
+    return build_model(settings, 20, 4, spiking=SpikingSettings(encoder="direct", steps=5, slope=0.3))
+
+
+def test_spiking_ff_layers_emit_spike_trains_and_score_goodness_from_their_trace():
+    net = spiking_net()
+    x = torch.rand(6, 20)
+    h0, h1 = net.activities(net.embedding.embed(x, torch.zeros(6, dtype=torch.long)))
+    assert h0.shape == (6, 5, 12) and h1.shape == (6, 5, 10)
+    assert set(h1.unique().tolist()) <= {0.0, 1.0}
+    layer = net.layers[1]
+    expected = trace(h1.transpose(0, 1), "leaky", 0.9).mean(0).pow(2).mean(1)  # mean square of the mean trace
+    torch.testing.assert_close(layer.goodness(h1), expected)
+
+
+def test_spiking_ff_local_losses_reach_only_their_own_layer():
+    torch.manual_seed(0)
+    net = spiking_net()
+    x = torch.rand(8, 20)
+    both = torch.cat([net.embedding.embed(x, torch.zeros(8, dtype=torch.long))] * 2)
+    results = net.local_losses(both, n_pos=8)
+    grads = torch.autograd.grad(results[1].loss, list(net.layers[0].parameters()), allow_unused=True)
+    assert all(g is None for g in grads)  # the upper layer's loss does not reach the lower layer
+    own = torch.autograd.grad(results[1].loss, net.layers[1].linear.weight)[0]
+    assert own.abs().sum() > 0  # but it does train its own weights through the surrogate
+
+
+def test_spiking_ff_digits_run_learns(tmp_path):
+    import os
+
+    from fflab.config import load_config
+    from fflab.training.run import train_run
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_config(
+        os.path.join(repo, "configs", "digits-ff.toml"),
+        ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3", "train.epochs=6"],
+    )
+    summary = train_run(cfg, tmp_path / "spk", progress=False, log=lambda s: None)
+    assert summary["model"] == "spiking" and summary["test_accuracy"] >= 0.8

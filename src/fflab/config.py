@@ -57,8 +57,9 @@ class DataSettings:
 class ModelSettings:
     kind: str = choice(
         "ff",
-        ["ff", "recurrent", "backprop", "hebbian"],
-        doc="ff: local FF learners; recurrent: Fig. 3; backprop: baseline; hebbian: neo-Hebbian spiking FF",
+        ["ff", "spiking", "recurrent", "backprop", "hebbian"],
+        doc="ff: local FF learners; spiking: LIF learners (surrogate gradient); recurrent: Fig. 3; "
+        "backprop: baseline; hebbian: neo-Hebbian spiking FF",
     )
     hidden: list[int] = field(default_factory=lambda: [500, 500])
     activation: str = choice("relu", ACTIVATIONS)
@@ -276,7 +277,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError("train.hard_scores = 'readout' needs readout.enabled = true")
     elif t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
         raise ConfigError("train.hard_scores = 'readout' is for recurrent networks (the online readout)")
-    if m.kind == "ff":
+    if m.kind in ("ff", "spiking"):
         unsupervised = m.label == "none"
         if unsupervised != (t.negatives == "hybrid"):
             raise ConfigError(
@@ -295,7 +296,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.goodness: Hebbian layers use a squared norm, got {m.goodness!r}")
         if isinstance(m.theta, list):
             raise ConfigError("model.theta: Hebbian layers share one threshold; give a number")
-    if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind == "ff":
+    if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind in ("ff", "spiking"):
         raise ConfigError("eval.predict = 'readout' needs readout.enabled = true")
     return cfg
 

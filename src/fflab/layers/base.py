@@ -56,6 +56,10 @@ class FFLearner(nn.Module):
             loss = loss + self.peer_weight * self.peer_normalization_loss(h[:n_pos])
         return loss, g
 
+    def latent(self, h: torch.Tensor) -> torch.Tensor:
+        """The activity as one vector per sample [N, D] (spiking layers: firing rates)."""
+        return h.flatten(1)
+
     def register_peer_mean(self, units: int) -> None:
         """The running mean activity of each unit on positive data, for peer normalisation."""
         self.register_buffer("peer_mean", torch.full((units,), 0.5))

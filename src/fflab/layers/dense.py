@@ -85,6 +85,10 @@ class FFDense(FFLearner):
     def out_features(self) -> int:
         return self.linear.out_features
 
+    def forward_flops(self) -> int:
+        """Multiply-add FLOPs of one input's forward product."""
+        return 2 * self.in_features * self.out_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._act(self.linear(normalize_direction(x.flatten(1), self.input_norm)))
 

@@ -6,6 +6,7 @@ from fflab.config import ModelSettings, ReadoutSettings, SpikingSettings
 from fflab.layers import FFDense
 from fflab.layers.hebbian import HebbianFFLayer
 from fflab.layers.recurrent import RecurrentLayer
+from fflab.layers.spiking import SpikingFFDense
 from fflab.models.backprop import BackpropNetwork
 from fflab.models.feedforward import FFNetwork, LocalResult, all_but_first, predict_from_scores
 from fflab.models.hebbian import HebbianFFNetwork
@@ -56,12 +57,48 @@ def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
     ]
 
 
+def spiking_stack(settings: ModelSettings, input_dim: int, spiking: SpikingSettings) -> list[SpikingFFDense]:
+    """Spiking hidden layers (surrogate-gradient FF): the first encodes its analog input, the others take spikes."""
+    widths = [input_dim, *settings.hidden]
+    s = spiking
+    return [
+        SpikingFFDense(
+            widths[i],
+            widths[i + 1],
+            steps=s.steps,
+            encoder=s.encoder,
+            gain=s.gain,
+            beta=s.beta,
+            threshold=s.threshold,
+            reset=s.reset,
+            surrogate=s.surrogate,
+            slope=s.slope,
+            trace_kind=s.trace,
+            trace_decay=s.trace_decay,
+            input_norm=settings.input_norm,
+            spike_input=i > 0,
+            **options,
+        )
+        for i, options in enumerate(learner_options(settings))
+    ]
+
+
 def build_ff(
-    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None, **_
+    settings: ModelSettings,
+    input_dim: int,
+    num_classes: int,
+    readout: ReadoutSettings | None = None,
+    *,
+    spiking: SpikingSettings | None = None,
+    **_,
 ) -> FFNetwork:
-    """Hinton's FF network: dense learners on label-embedded (or, unsupervised, plain) inputs."""
+    """Hinton's FF network: dense learners on label-embedded (or, unsupervised, plain) inputs; with
+    kind = "spiking", LIF learners trained through surrogate gradients."""
     embedding = LabelEmbedding(settings.label, num_classes, input_dim, settings.label_value)
-    layers = dense_stack(settings, embedding.input_dim)
+    if settings.kind == "spiking":
+        layers = spiking_stack(settings, embedding.input_dim, spiking or SpikingSettings())
+    else:
+        layers = dense_stack(settings, embedding.input_dim)
     head = None
     if readout is not None and readout.enabled:
         chosen = readout.layers or all_but_first(len(layers))
@@ -151,7 +188,13 @@ def build_hebbian(
     )
 
 
-MODEL_BUILDERS = {"ff": build_ff, "recurrent": build_recurrent, "backprop": build_backprop, "hebbian": build_hebbian}
+MODEL_BUILDERS = {
+    "ff": build_ff,
+    "spiking": build_ff,
+    "recurrent": build_recurrent,
+    "backprop": build_backprop,
+    "hebbian": build_hebbian,
+}
 
 
 def build_model(

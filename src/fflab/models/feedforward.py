@@ -66,7 +66,7 @@ class FFNetwork(nn.Module):
         Training costs 4x this per sample: a positive and a negative row, each with a forward
         product and a weight-gradient product (inputs are detached, so no input gradient).
         """
-        return sum(2 * layer.in_features * layer.out_features for layer in self.layers)
+        return sum(layer.forward_flops() for layer in self.layers)
 
     def activities(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's activity for embedded inputs `x`; no gradient crosses layers."""
@@ -115,7 +115,7 @@ class FFNetwork(nn.Module):
             h = first.forward_label_candidates(blank, emb.label_offset, c, emb.value).reshape(n * c, -1)
         else:
             labels = torch.arange(c, device=x.device).repeat(n)
-            h = first(emb.embed(blank.repeat_interleave(c, 0), labels))
+            h = first(emb.embed(x.flatten(1).repeat_interleave(c, 0), labels))
         scores = [first.positive_score(first.goodness(h))]
         for layer in self.layers[1:depth]:
             h = layer(h)
@@ -139,13 +139,14 @@ class FFNetwork(nn.Module):
         for i, layer in enumerate(self.layers[: max(layers) + 1]):
             h = layer(h)
             if i in layers:
-                features.append(normalize_direction(h, "rms"))
+                features.append(normalize_direction(layer.latent(h), "rms"))
         return torch.cat(features, dim=1)
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> torch.Tensor:
         """Every layer's activity for a neutral label (the plain input, unsupervised), concatenated [N, sum H]."""
-        return torch.cat(self.activities(self.embedding.neutral(x)), dim=1)
+        hs = self.activities(self.embedding.neutral(x))
+        return torch.cat([layer.latent(h) for layer, h in zip(self.layers, hs, strict=True)], dim=1)
 
     @torch.no_grad()
     def scores_in_batches(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

@@ -245,7 +245,7 @@ class FFTrainer(Trainer):
     def flops_per_sample(self) -> int:
         """Matrix-multiply FLOPs one training sample costs, averaged over the schedule: the local
         updates (4 forward passes' worth per trained layer) plus scoring labels for hard negatives."""
-        dense = [2 * layer.in_features * layer.out_features for layer in self.model.layers]
+        dense = [layer.forward_flops() for layer in self.model.layers]
         if self.settings.schedule == "greedy":
             # Layer k trains (4x) on top of frozen layers below it (2 forward rows each).
             flops = sum(4 * dense[k] + 2 * sum(dense[:k]) for k in range(len(dense))) / len(dense)
