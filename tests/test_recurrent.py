@@ -14,22 +14,25 @@ from fflab.training.evaluate import evaluate
 from fflab.training.trainer import RecurrentTrainer, make_trainer
 
 
-def tiny_net(hidden_steps=0, damping=0.3, window=(3, 5), steps=6, wiring="sum", layers=(3, 4)):
+def tiny_net(
+    hidden_steps=0, damping=0.3, window=(3, 5), steps=6, wiring="sum", layers=(3, 4), kind="recurrent", spiking=None
+):
     torch.manual_seed(0)
     cfg = config_from_dict(
         {
             "model": {
-                "kind": "recurrent",
+                "kind": kind,
                 "hidden": list(layers),
                 "steps": steps,
                 "damping": damping,
                 "window": list(window),
                 "hidden_steps": hidden_steps,
                 "wiring": wiring,
-            }
+            },
+            "spiking": spiking or {},
         }
     )
-    return build_model(cfg.model, input_dim=5, num_classes=3)
+    return build_model(cfg.model, input_dim=5, num_classes=3, spiking=cfg.spiking)
 
 
 def test_one_layer_dynamics_match_a_hand_computation():
@@ -84,9 +87,11 @@ def test_window_averages_goodness_over_the_counted_steps():
         assert torch.allclose(r.goodness[6:], trace_neg[2:5, j].mean(0), atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["recurrent", "spiking-recurrent"])
 @pytest.mark.parametrize("wiring", ["sum", "metalayer"])
-def test_no_gradient_crosses_layers_or_time_steps(wiring):
-    net = tiny_net(wiring=wiring, layers=(3, 4, 2))
+def test_no_gradient_crosses_layers_or_time_steps(wiring, kind):
+    # Spiking units must fire (a silent unit's squared spike has zero gradient): a low threshold.
+    net = tiny_net(wiring=wiring, layers=(3, 4, 2), kind=kind, spiking={"threshold": 0.01, "slope": 1.0})
     x, labels = torch.rand(5, 5), torch.randint(0, 3, (5,))
     states = []
     net.run(x, labels, until=4, on_step=lambda t, s: states.append(s))
@@ -203,3 +208,55 @@ def test_clock_appends_a_one_hot_step_code_to_each_frame():
     for c in range(2):
         g = net.trace(seq, torch.full((2,), c)).goodness[1:4].mean(0)
         assert torch.allclose(scores[:, c, :], g.t(), atol=1e-5)
+
+
+def test_spiking_recurrent_layer_integrates_leaks_fires_and_resets_by_hand():
+    """mem = d * settle(mem) + (1 - d) * (W [rms(x); rms(label); rms(spikes)] + b); spikes = H(mem - 1);
+    settle subtracts the threshold where a unit fired."""
+    net = tiny_net(damping=0.5, layers=(3,), window=(1, 4), steps=4, kind="spiking-recurrent")
+    layer = net.layers[0]
+    with torch.no_grad():
+        layer.linear.weight.mul_(4.0)  # make it fire
+    w, b = layer.linear.weight.detach(), layer.linear.bias.detach()
+    x, label = torch.tensor([[1.0, 0.0, 2.0, 0.0, 1.0]]), torch.tensor([1])
+
+    def rms(v):
+        return v / math.sqrt((v**2).mean().item() + 1e-8) if v.abs().sum() > 0 else v
+
+    u_x, u_label = rms(x[0]), torch.tensor([0.0, math.sqrt(3.0), 0.0])
+    mem, spikes, expected = torch.zeros(3), torch.zeros(3), []
+    for _ in range(4):
+        current = w @ torch.cat([u_x, u_label, rms(spikes)]) + b
+        mem = 0.5 * (mem - (mem > 1).float()) + 0.5 * current
+        spikes = (mem > 1).float()
+        expected.append(spikes)
+    got = net.trace(x, label, keep_activities=True).activities
+    assert torch.stack(expected).sum() > 0
+    for t in range(4):
+        assert torch.equal(got[t][0][0], expected[t]), t
+
+
+def test_spiking_recurrent_training_learns_toy_data():
+    x, y = toy_data(400, 20, 4)
+    cfg = config_from_dict(
+        {
+            "model": {
+                "kind": "spiking-recurrent",
+                "hidden": [64, 64],
+                "wiring": "metalayer",
+                "steps": 6,
+                "damping": 0.5,
+                "window": [3, 6],
+                "loss": "symba",
+            },
+            "spiking": {"slope": 0.3, "threshold": 0.5},
+            "train": {"epochs": 10, "batch_size": 50, "lr": 3e-3, "negatives": "hard", "hard_scores": "readout"},
+            "readout": {"enabled": True, "lr": 0.01},
+        }
+    )
+    torch.manual_seed(0)
+    net = build_model(cfg.model, 20, 4, cfg.readout, cfg.spiking)
+    make_trainer(net, cfg.train, progress=False, readout=cfg.readout).fit(x, y)
+    result = evaluate(net, x, y)
+    # Measured when written: goodness 78.8% (layer 0 alone 94.2%), readout 100%; chance is 25%.
+    assert result["accuracy_by_method"]["goodness"] > 0.7 and result["accuracy_by_method"]["readout"] > 0.95, result

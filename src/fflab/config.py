@@ -57,9 +57,9 @@ class DataSettings:
 class ModelSettings:
     kind: str = choice(
         "ff",
-        ["ff", "spiking", "recurrent", "backprop", "hebbian"],
+        ["ff", "spiking", "recurrent", "spiking-recurrent", "backprop", "hebbian"],
         doc="ff: local FF learners; spiking: LIF learners (surrogate gradient); recurrent: Fig. 3; "
-        "backprop: baseline; hebbian: neo-Hebbian spiking FF",
+        "spiking-recurrent: Fig. 3 with LIF layers; backprop: baseline; hebbian: neo-Hebbian spiking FF",
     )
     hidden: list[int] = field(default_factory=lambda: [500, 500])
     activation: str = choice("relu", ACTIVATIONS)
@@ -250,7 +250,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: layer indices {bad} out of range 0..{len(m.hidden) - 1} (0-based)")
     if isinstance(m.theta, list) and len(m.theta) != len(m.hidden):
         raise ConfigError(f"model.theta: expected one threshold per layer ({len(m.hidden)}), got {len(m.theta)}")
-    if m.kind == "recurrent":
+    if m.kind in ("recurrent", "spiking-recurrent"):
         if len(m.window) != 2 or not 1 <= m.window[0] <= m.window[1] <= m.steps:
             raise ConfigError(
                 f"model.window: expected [first, last] with 1 <= first <= last <= steps ({m.steps}), got {m.window}"

@@ -9,6 +9,7 @@ from torch import nn
 
 from fflab.layers.base import FFLearner
 from fflab.layers.dense import ACTIVATIONS
+from fflab.spiking import spike
 
 WIRINGS = ("sum", "metalayer")
 SOURCE_INITS = ("kaiming", "xavier", "orthogonal", "identity", "zeros")
@@ -48,6 +49,12 @@ class RecurrentLayer(FFLearner):
     wiring "metalayer": computed = m_ud * (unit_up(u_up) + unit_down(u_down)) + m_self * unit_lat(u_lat),
                         each unit its own linear map and activation.
     u_* are the RMS-normalised sources; s is `top_down_sign` (negative in the inverted variant).
+
+    With `spiking` settings (threshold, surrogate, slope) the layer is a population of LIF neurons:
+    its state is the membrane potential, the activation is dropped (the wirings compute input
+    currents; a metalayer mixes its units' currents), the damping is the membrane's leak
+    (mem = d * mem + (1 - d) * current) and the activity it emits is its spikes, with a surrogate
+    derivative for its own loss and reset by subtraction.
     """
 
     def __init__(
@@ -61,15 +68,17 @@ class RecurrentLayer(FFLearner):
         inits: tuple[str, str, str] = ("kaiming", "kaiming", "orthogonal"),
         top_down_sign: float = 1.0,
         mix: tuple[float, float] = (0.7, 0.3),
+        spiking: tuple[float, str, float] | None = None,
         **learner_options,
     ) -> None:
         super().__init__(**learner_options)
+        self.spiking = spiking  # (threshold, surrogate, slope) of LIF neurons; None: analog units
         if wiring not in WIRINGS:
             raise ValueError(f"unknown wiring {wiring!r}; expected one of {list(WIRINGS)}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         self.wiring, self.activation = wiring, activation
-        self._act = ACTIVATIONS[activation]
+        self._act = ACTIVATIONS[activation] if spiking is None else (lambda v: v)  # LIF: currents, no activation
         self.dims = (up_dim, down_dim, width)
         self.width = width
         self.top_down_sign = float(top_down_sign)
@@ -119,6 +128,20 @@ class RecurrentLayer(FFLearner):
         up = self._act(self.bottom_up(u_up) if up_term is None else up_term)
         down, lat = self._act(self.units[1](u_down)), self._act(self.units[2](u_lat))
         return self.mix[0] * (up + down) + self.mix[1] * lat
+
+    def emit(self, state: torch.Tensor) -> torch.Tensor:
+        """The activity this layer shows its neighbours and its loss: the state itself, or the spikes of a
+        membrane potential (Heaviside forward, surrogate derivative backward)."""
+        if self.spiking is None:
+            return state
+        threshold, surrogate, slope = self.spiking
+        return spike(state - threshold, surrogate, slope)
+
+    def settle(self, state: torch.Tensor) -> torch.Tensor:
+        """The state carried into the next step: spiking units subtract the threshold where they fired."""
+        if self.spiking is None:
+            return state
+        return state - (state > self.spiking[0]).to(state.dtype) * self.spiking[0]
 
     def flops(self) -> int:
         """Matrix-multiply FLOPs of one step for one input row."""

@@ -114,9 +114,17 @@ def build_backprop(
 
 
 def build_recurrent(
-    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None, **_
+    settings: ModelSettings,
+    input_dim: int,
+    num_classes: int,
+    readout: ReadoutSettings | None = None,
+    *,
+    spiking: SpikingSettings | None = None,
+    **_,
 ) -> RecurrentFFNetwork:
-    """Hinton's recurrent FF network (Fig. 3): layers fed from below, above and themselves over time."""
+    """Hinton's recurrent FF network (Fig. 3): layers fed from below, above and themselves over time;
+    with kind = "spiking-recurrent", LIF populations whose membrane leak is the damping."""
+    s = spiking or SpikingSettings()
     widths = settings.hidden
     layers = [
         RecurrentLayer(
@@ -128,6 +136,7 @@ def build_recurrent(
             inits=tuple(settings.source_init),
             top_down_sign=settings.top_down_sign,
             mix=tuple(settings.mix),
+            spiking=(s.threshold, s.surrogate, s.slope) if settings.kind == "spiking-recurrent" else None,
             **options,
         )
         for i, (width, options) in enumerate(zip(widths, learner_options(settings), strict=True))
@@ -192,6 +201,7 @@ MODEL_BUILDERS = {
     "ff": build_ff,
     "spiking": build_ff,
     "recurrent": build_recurrent,
+    "spiking-recurrent": build_recurrent,
     "backprop": build_backprop,
     "hebbian": build_hebbian,
 }

@@ -101,7 +101,7 @@ class RecurrentFFNetwork(nn.Module):
         static_up: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """One synchronous update of every layer from the (detached) previous state."""
-        prev = [rms_normalize(h.detach()) for h in state]
+        prev = [rms_normalize(layer.emit(h.detach())) for layer, h in zip(self.layers, state, strict=True)]
         rows = prev[0].shape[0]
         u_frame = None if static_up is not None else rms_normalize(self.frame(x, t))
         top = self.label_input(labels, rows, t, prev[0].device)
@@ -112,7 +112,7 @@ class RecurrentFFNetwork(nn.Module):
             u_down = top if i == last else prev[i + 1]
             computed = layer(u_up, u_down, prev[i], up_term=static_up if i == 0 else None)
             if t > self.hidden_steps and self.damping > 0:
-                computed = self.damping * state[i].detach() + (1 - self.damping) * computed
+                computed = self.damping * layer.settle(state[i].detach()) + (1 - self.damping) * computed
             new.append(computed)
         return new
 
@@ -136,7 +136,8 @@ class RecurrentFFNetwork(nn.Module):
     ) -> list[torch.Tensor]:
         """Run steps start..until (default: the window's end) and return the final state.
 
-        `on_step(t, state)` sees every step's new activities (with their graphs, for local losses).
+        `on_step(t, activities)` sees every step's new activities (with their graphs, for local losses; for
+        spiking layers the spikes, while the returned state holds membrane potentials).
         `static_up` is a precomputed first-layer bottom-up term for a static input.
         """
         until = self.window[1] if until is None else until
@@ -145,7 +146,7 @@ class RecurrentFFNetwork(nn.Module):
         for t in range(start, until + 1):
             state = self.advance(state, x, labels, t, static_up)
             if on_step is not None:
-                on_step(t, state)
+                on_step(t, [layer.emit(h) for layer, h in zip(self.layers, state, strict=True)])
         return state
 
     # --- learning -------------------------------------------------------------------------------
