@@ -38,8 +38,10 @@ def test_knn_accuracy_separates_clusters_and_excludes_the_sample_itself():
     y = torch.arange(3).repeat_interleave(20)
     z = centres[y] + torch.randn(60, 3, generator=gen)
     assert knn_accuracy(z, y, k=5) == 1.0
-    # With itself excluded, a sample whose only same-class neighbour is itself gets voted away.
-    assert knn_accuracy(torch.tensor([[1.0, 0], [0.9, 0.1], [0.95, 0.05]]), torch.tensor([1, 0, 0]), k=2) == 2 / 3
+    # k = 1: with itself excluded, each point's nearest neighbour is the other cluster's point here, so all
+    # are wrong; counting itself would make all right.
+    pairs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+    assert knn_accuracy(pairs, torch.tensor([0, 0, 1, 1]), k=1) == 0.0
 
 
 def test_pca_2d_finds_the_direction_of_largest_variance():
@@ -48,6 +50,11 @@ def test_pca_2d_finds_the_direction_of_largest_variance():
     z[:, 1] = torch.linspace(-1, 1, 100).flip(0) * 0.01
     p = pca_2d(z)
     assert p.shape == (100, 2) and p[:, 0].abs().max().item() == pytest.approx(10, rel=1e-3)
+
+
+def test_silent_latents_count_as_wrong_in_knn():
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    assert knn_accuracy(z, torch.tensor([0, 0, 0, 1, 1]), k=1) == 4 / 5
 
 
 def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, capsys):
@@ -64,7 +71,8 @@ def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, 
     assert json.loads(capsys.readouterr().out) == result
     by_name = {r["name"]: r for r in result["runs"]}
     assert "macs_per_sample" in by_name["analog"]
-    assert by_name["spiking"]["model"] == "hebbian (spiking)" and by_name["spiking"]["synops_per_sample"] > 0
+    assert by_name["spiking"]["model"] == "hebbian" and by_name["spiking"]["spiking"]
+    assert by_name["spiking"]["synops_per_sample"] > 0 and by_name["spiking"]["spikes_per_sample"] > 0
     assert 0 < result["similarity"][0]["linear_cka"] <= 1
     latents = load_file(os.path.join(spiking, "latents.safetensors"))
     assert latents["latents"].shape == (by_name["spiking"]["samples"], 40)

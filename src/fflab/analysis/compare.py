@@ -18,7 +18,8 @@ from fflab.analysis.plots import plot_latent_pca, plot_spike_raster, plot_unit_a
 from fflab.checkpoint import load_checkpoint
 from fflab.errors import FFLabError
 from fflab.io import atomic_path, write_json_atomic
-from fflab.models import HebbianFFNetwork
+from fflab.layers.spiking import SpikingFFDense
+from fflab.models import FFNetwork, HebbianFFNetwork
 from fflab.training.evaluate import evaluate, primary_method
 from fflab.training.run import load_for_config, set_threads
 
@@ -29,24 +30,53 @@ def in_batches(fn, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def latents_of(model, x: torch.Tensor) -> torch.Tensor:
+    """The model's latents for x, a chunk at a time (Hebbian encodings from one seeded stream)."""
+    if isinstance(model, HebbianFFNetwork):
+        gen = model.eval_generator()
+        return in_batches(lambda b: model.latents(b, gen), x, 200)
+    return in_batches(model.latents, x)
+
+
 def is_spiking(model) -> bool:
-    return isinstance(model, HebbianFFNetwork) and model.layers[0].neuron == "lif"
+    if isinstance(model, HebbianFFNetwork):
+        return model.layers[0].neuron == "lif"
+    return isinstance(model, FFNetwork) and isinstance(model.layers[0], SpikingFFDense)
+
+
+def spike_trains(model, x: torch.Tensor) -> tuple[list, list] | None:
+    """(each layer's input train or None where the input is analog, each layer's output spikes), all
+    [T, N, .], for a neutral label; None for networks that do not spike."""
+    if not is_spiking(model):
+        return None
+    if isinstance(model, HebbianFFNetwork):
+        trains = model.spikes(x)
+        return trains[:-1], trains[1:]
+    outputs = [h.transpose(0, 1) for h in model.activities(model.embedding.neutral(x))]
+    return [None, *outputs[:-1]], outputs
 
 
 def inference_cost(model, x: torch.Tensor) -> dict:
     """Cost of one forward pass of one input (neutral label): multiply-accumulates for analog networks;
     for spiking ones the spikes emitted and the synaptic operations (each input spike reaches every unit
-    of the layer it feeds), beside the MACs a dense analog pass of the same shape would need."""
-    if not isinstance(model, HebbianFFNetwork):
-        return {"macs_per_sample": model.forward_flops() // 2}
-    steps = model.steps + model.rest_steps
-    dense = sum(layer.in_features * layer.out_features * steps for layer in model.layers)
-    if not is_spiking(model):
+    of the layer it feeds; a layer fed analog values costs its MACs), beside the MACs of a dense pass."""
+    dense = model.forward_flops() // 2
+    trains = spike_trains(model, x)
+    if trains is None:
         return {"macs_per_sample": dense}
-    trains = model.spikes(x)
-    synops = sum(trains[i].sum().item() * layer.out_features for i, layer in enumerate(model.layers)) / len(x)
-    fired = sum(t.sum().item() for t in trains[1:]) / len(x)
-    return {"spikes_per_sample": fired, "synops_per_sample": synops, "dense_macs_per_sample": dense}
+    inputs, outputs = trains
+    synops = macs = 0.0
+    for layer, train in zip(model.layers, inputs, strict=True):
+        if train is None:
+            macs += layer.forward_flops() / 2
+        else:
+            synops += (train != 0).sum().item() * layer.out_features / len(x)
+    return {
+        "spikes_per_sample": sum(o.sum().item() for o in outputs) / len(x),
+        "synops_per_sample": synops,
+        "analog_macs_per_sample": macs,
+        "dense_macs_per_sample": dense,
+    }
 
 
 def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: bool) -> dict:
@@ -58,13 +88,14 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
     model.eval()
     start = time.perf_counter()
     accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
-    z = in_batches(model.latents, x, 200 if isinstance(model, HebbianFFNetwork) else 1000)
+    z = latents_of(model, x)
     with atomic_path(run_dir / LATENTS) as tmp:
         save_file({"latents": z.contiguous(), "labels": y.contiguous()}, str(tmp))
     stats = {
         "run": str(run_dir),
         "name": run_dir.name,
-        "model": cfg.model.kind + (" (spiking)" if is_spiking(model) else ""),
+        "model": cfg.model.kind,
+        "spiking": is_spiking(model),
         "dataset": ds.name,
         "samples": len(x),
         "accuracy": accuracy,
@@ -110,10 +141,11 @@ def analyze_runs(
     for r in runs:
         model, name = r["model"], r["stats"]["name"]
         if is_spiking(model):
-            rates = model.spikes(r["x"][:1000])[1].mean((0, 1))  # first layer's spikes per step, per unit
-            histograms.append((name, rates, "firing rate (spikes per step)"))
-            sample = model.spikes(r["x"][:1])[1][:, 0]
-            plot_spike_raster(sample, plots / f"spike_raster_{name}.png", f"{name}: first layer, one test sample")
+            first_layer = spike_trains(model, r["x"][:1000])[1][0]  # [T, N, H]
+            histograms.append((name, first_layer.mean((0, 1)), "firing rate (spikes per step)"))
+            plot_spike_raster(
+                first_layer[:, 0], plots / f"spike_raster_{name}.png", f"{name}: first layer, one test sample"
+            )
         else:
             histograms.append((name, r["latents"].mean(0), "mean activity"))
     plot_unit_activity_histograms(histograms, plots / "unit_activity.png")

@@ -26,7 +26,8 @@ def hoyer_sparsity(z: torch.Tensor) -> float:
 
 def knn_accuracy(z: torch.Tensor, y: torch.Tensor, k: int = 5, chunk: int = 1000) -> float:
     """Leave-one-out k-nearest-neighbour accuracy of labels y from latents z by cosine similarity:
-    how well the classes separate without training anything on top."""
+    how well the classes separate without training anything on top. A silent (all-zero) latent has
+    no direction and counts as wrong."""
     if not 1 <= k < len(z):
         raise ValueError(f"k must be in 1..{len(z) - 1} for {len(z)} samples, got {k}")
     unit = torch.nn.functional.normalize(z.float(), dim=1)
@@ -40,7 +41,8 @@ def knn_accuracy(z: torch.Tensor, y: torch.Tensor, k: int = 5, chunk: int = 1000
         votes = torch.zeros(len(sim), classes).scatter_add_(
             1, neighbours, torch.ones_like(neighbours, dtype=torch.float)
         )
-        correct += (votes.argmax(1) == y[start : start + chunk]).sum().item()
+        silent = unit[start : start + chunk].abs().sum(1) == 0
+        correct += ((votes.argmax(1) == y[start : start + chunk]) & ~silent).sum().item()
     return correct / len(z)
 
 

@@ -4,7 +4,7 @@ With a squared-norm goodness G = sum_i h_i^2 and the FF probability P = sigmoid(
 gradient of the FF loss (binary cross-entropy of P against target 1 for positive and 0 for negative
 data) through a ReLU unit h = relu(W x) is
 
-    -dL/dW = 2 s (target - P) h x^T,
+    -dL/dW = 2 s (target - P) h x^T          (divided by H for the mean-square goodness),
 
 a Hebbian outer product of postsynaptic activity h and presynaptic activity x, gated by a third
 factor m = target - P that is one scalar per sample. A spiking layer uses the same rule with
@@ -80,8 +80,11 @@ class HebbianFFLayer(nn.Module):
             sign[out_features // 2 :] = -1.0
         self.register_buffer("half_sign", sign)
 
-    def simulate(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(postsynaptic trace, output spikes, presynaptic trace), each [T, N, .], for the input train `pre`.
+    def simulate(
+        self, pre: torch.Tensor, learning: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(postsynaptic trace, output spikes, presynaptic trace), each [T, N, .], for the input train `pre`;
+        the presynaptic trace only when `learning` (scoring does not need it, and it is the largest tensor).
 
         The analog twin has no dynamics: its activity relu(W x_t) is both its trace and its output.
         """
@@ -90,7 +93,8 @@ class HebbianFFLayer(nn.Module):
             h = torch.relu(current)
             return h, h, pre
         spikes = self.lif.run(current)
-        return trace(spikes, self.trace_kind, self.trace_decay), spikes, trace(pre, self.trace_kind, self.trace_decay)
+        pre_trace = trace(pre, self.trace_kind, self.trace_decay) if learning else None
+        return trace(spikes, self.trace_kind, self.trace_decay), spikes, pre_trace
 
     def _per_step_goodness(self, post: torch.Tensor) -> torch.Tensor:
         sq = post.pow(2)
@@ -124,7 +128,9 @@ class HebbianFFLayer(nn.Module):
         # The exact gradient would also scale it by 1 / (P G) or 1 / ((1 - P) G), which explodes when a
         # layer falls silent (G -> 0); dropping that positive per-sample gain keeps the direction of every
         # sample's update and is the neo-Hebbian rule's form.
-        return per_unit * 2 * m.unsqueeze(1) * self.half_sign  # the 2: each half's goodness averages H/2 units
+        if self.goodness_name == "mean_squares":
+            per_unit *= 2  # each half's goodness is a mean over H/2 units, not H
+        return per_unit * m.unsqueeze(1) * self.half_sign
 
     def loss(self, post: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The FF loss the rule descends: binary cross-entropy of P against the targets (a report, not a graph)."""

@@ -70,12 +70,12 @@ class SpikingFFDense(FFLearner):
 
     def currents(self, x: torch.Tensor) -> torch.Tensor:
         """Input currents [T, N, H] for analog input [N, D] or a spike train [N, T, D]."""
+        if x.dim() == 2 and self.encoder != "direct":  # spike codes read raw values in [0, 1]
+            x = encode(x.flatten(1).clamp(0.0, 1.0), self.encoder, self.steps, gain=self.gain).transpose(0, 1)
         x = self._normalize(x.flatten(1) if x.dim() == 2 else x)
         if x.dim() == 3:
             return self.linear(x.transpose(0, 1))
-        if self.encoder == "direct":  # the same current at every step: one product
-            return self.linear(x).unsqueeze(0).expand(self.steps, -1, -1)
-        return self.linear(encode(x.clamp(min=0), self.encoder, self.steps, gain=self.gain))
+        return self.linear(x).unsqueeze(0).expand(self.steps, -1, -1)  # direct: one product for every step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lif.run(self.currents(x)).transpose(0, 1)  # [N, T, H]

@@ -53,11 +53,11 @@ class HebbianFFNetwork(nn.Module):
         codes = self.codes[labels] if labels is not None else x.new_zeros(len(x), self.codes.shape[1])
         return torch.cat([self._encode(x, generator), self._encode(codes, generator)], dim=2)
 
-    def simulate(self, train: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(presynaptic trace, postsynaptic trace) of every layer for an input train."""
+    def simulate(self, train: torch.Tensor, learning: bool = False) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+        """(presynaptic trace if `learning`, postsynaptic trace) of every layer for an input train."""
         out = []
         for layer in self.layers:
-            post, spikes, pre = layer.simulate(train)
+            post, spikes, pre = layer.simulate(train, learning)
             out.append((pre, post))
             train = spikes
         return out
@@ -71,16 +71,20 @@ class HebbianFFNetwork(nn.Module):
         train = self.input_train(torch.cat([x, x]), torch.cat([y, wrong]), generator)
         target = torch.cat([x.new_ones(n), x.new_zeros(n)])
         results = []
-        for layer, (pre, post) in zip(self.layers, self.simulate(train), strict=True):
+        for layer, (pre, post) in zip(self.layers, self.simulate(train, learning=True), strict=True):
             results.append(LocalResult(layer.loss(post, target), layer.probability(post)))
             layer.update(pre, post, target, lr)
         return results
 
+    def eval_generator(self) -> torch.Generator:
+        """The random source of evaluation encodings: fixed, so predictions are reproducible."""
+        return torch.Generator().manual_seed(self.eval_seed)
+
     @torch.no_grad()
-    def label_scores(self, x: torch.Tensor) -> torch.Tensor:
+    def label_scores(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Each layer's P for every candidate label [N, C, L]. The image is encoded once and shared by all
         candidates, so they differ only in the label code."""
-        gen = torch.Generator().manual_seed(self.eval_seed)
+        gen = generator or self.eval_generator()
         n, c = len(x), self.num_classes
         image = self._encode(x.flatten(1), gen).repeat_interleave(c, 1)
         codes = self._encode(self.codes.repeat(n, 1), gen)
@@ -89,18 +93,17 @@ class HebbianFFNetwork(nn.Module):
         return torch.stack(probs, 1).view(n, c, -1)
 
     @torch.no_grad()
-    def latents(self, x: torch.Tensor) -> torch.Tensor:
+    def latents(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Time-averaged traces (firing activity) of all layers with no label code [N, sum of widths]."""
-        gen = torch.Generator().manual_seed(self.eval_seed)
+        gen = generator or self.eval_generator()
         return torch.cat([post.mean(0) for _, post in self.simulate(self.input_train(x, None, gen))], 1)
 
     @torch.no_grad()
     def spikes(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The input train and every layer's output train [T, N, .] with no label code (analog units: activity)."""
-        gen = torch.Generator().manual_seed(self.eval_seed)
-        trains = [self.input_train(x, None, gen)]
+        trains = [self.input_train(x, None, self.eval_generator())]
         for layer in self.layers:
-            trains.append(layer.simulate(trains[-1])[1])
+            trains.append(layer.simulate(trains[-1], learning=False)[1])
         return trains
 
     @torch.no_grad()
@@ -108,7 +111,8 @@ class HebbianFFNetwork(nn.Module):
         """Predicted labels by the summed P of all layers ("goodness") and by each layer alone."""
         self.eval()
         batch_size = min(batch_size, 200)  # T steps x C candidates per sample: bound the memory
-        scores = torch.cat([self.label_scores(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        gen = self.eval_generator()  # one stream for the whole set: a sample's draws do not depend on batching
+        scores = torch.cat([self.label_scores(x[i : i + batch_size], gen) for i in range(0, len(x), batch_size)])
         out = {"goodness": predict_from_scores(scores, range(len(self.layers)))}
         if len(self.layers) > 1:
             for j in range(len(self.layers)):

@@ -2,7 +2,7 @@
 
 Written small rather than taken from snnTorch: fflab needs one neuron model, its state and three
 surrogates, and a dependency would bring its own training conventions. The dynamics per step are
-snnTorch's Leaky neuron:
+snnTorch's Leaky neuron with reset_delay=False (the reset applies in the step that fired):
 
     mem = beta * mem + input
     spk = H(mem - threshold)                  (H: Heaviside step)
