@@ -83,3 +83,18 @@ def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, 
 def test_analyze_names_a_missing_run_without_a_traceback(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope"), "--no-progress"]) == 2
     assert "not a checkpoint" in capsys.readouterr().err
+
+
+def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
+    cfg = load_config(
+        os.path.join(REPO, "configs", "digits-ff.toml"),
+        ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3", "train.epochs=2"],
+    )
+    train_run(cfg, tmp_path / "spk", progress=False, log=lambda s: None)
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(tmp_path / "spk"), "--out", str(out), "--no-progress"]) == 0
+    (run,) = json.loads((out / "analysis.json").read_text())["runs"]
+    assert run["spiking"] and run["spikes_per_sample"] > 0
+    # The first layer takes analog pixels (direct code): it costs MACs; the second layer costs synaptic ops.
+    assert run["analog_macs_per_sample"] == 74 * 256 and run["synops_per_sample"] > 0
+    assert (out / "plots" / "spike_raster_spk.png").is_file()

@@ -44,6 +44,7 @@ def is_spiking(model) -> bool:
     return isinstance(model, FFNetwork) and isinstance(model.layers[0], SpikingFFDense)
 
 
+@torch.no_grad()
 def spike_trains(model, x: torch.Tensor) -> tuple[list, list] | None:
     """(each layer's input train or None where the input is analog, each layer's output spikes), all
     [T, N, .], for a neutral label; None for networks that do not spike."""
@@ -56,6 +57,7 @@ def spike_trains(model, x: torch.Tensor) -> tuple[list, list] | None:
     return [None, *outputs[:-1]], outputs
 
 
+@torch.no_grad()
 def inference_cost(model, x: torch.Tensor) -> dict:
     """Cost of one forward pass of one input (neutral label): multiply-accumulates for analog networks;
     for spiking ones the spikes emitted and the synaptic operations (each input spike reaches every unit
