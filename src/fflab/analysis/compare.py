@@ -84,7 +84,6 @@ def inference_cost(model, x: torch.Tensor) -> dict:
 def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: bool) -> dict:
     """Latents (saved into the run directory) and their statistics for one run's test set."""
     model, cfg, _ = load_checkpoint(run_dir)
-    set_threads(cfg.train.threads)
     ds = load_for_config(cfg, data_dir, progress)
     x, y = ds.test_x[:samples], ds.test_y[:samples]
     model.eval()
@@ -113,11 +112,18 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
 
 
 def analyze_runs(
-    run_dirs: list[str | Path], out: str | Path, *, data_dir: str | None = None, samples: int = 10000, progress=True
+    run_dirs: list[str | Path],
+    out: str | Path,
+    *,
+    data_dir: str | None = None,
+    samples: int = 10000,
+    threads: int = 0,
+    progress=True,
 ) -> dict:
     """Analyse each run, compare every pair by CKA, write out/analysis.json and out/plots/*.png."""
     if not run_dirs:
         raise FFLabError("fflab analyze needs at least one run directory")
+    set_threads(threads)
     out = Path(out)
     runs = [analyze_run(Path(d), data_dir, samples, progress) for d in run_dirs]
     similarity = []
