@@ -142,3 +142,17 @@ def test_short_spiking_hebbian_mnist_run_clears_accuracy_bar(tmp_path):
     )
     summary = train_run(cfg, tmp_path / "hebb", progress=False, log=lambda s: None)
     assert summary["model"] == "hebbian" and summary["test_accuracy"] >= 0.6  # measured when written: 70.8%
+
+
+def test_hard_negatives_for_hebbian_networks_are_wrong_labels_ranked_by_the_model():
+    from fflab.config import TrainSettings
+    from fflab.training.trainer import HebbianTrainer
+
+    net = hebbian_net(neuron="lif", init_scale=3.0, encoder="direct")
+    x, y = torch.rand(30, 20), torch.randint(0, 4, (30,))
+    trainer = HebbianTrainer(net, TrainSettings(negatives="hardest"), progress=False)
+    wrong = trainer.wrong_labels(x, y)
+    assert (wrong != y).all()
+    scores = net.label_scores(x).sum(2)
+    scores[torch.arange(30), y] = -float("inf")
+    assert torch.equal(wrong, scores.argmax(1))  # the wrong label with the highest P

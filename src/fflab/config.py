@@ -287,10 +287,10 @@ def validate(cfg: Config) -> Config:
         if unsupervised and cfg.eval.predict != "readout":
             raise ConfigError("eval.predict: unsupervised FF (model.label = 'none') can only predict with 'readout'")
     if m.kind == "hebbian":
-        if t.negatives != "random" or cfg.readout.enabled or cfg.eval.predict != "goodness":
+        if t.negatives not in ("random", "hard", "hardest") or cfg.readout.enabled or cfg.eval.predict != "goodness":
             raise ConfigError(
-                "model.kind = 'hebbian' trains on random wrong labels and predicts by goodness: set "
-                "train.negatives = 'random', readout.enabled = false, eval.predict = 'goodness'"
+                "model.kind = 'hebbian' trains on wrong labels and predicts by goodness: set train.negatives to "
+                "'random', 'hard' or 'hardest', readout.enabled = false, eval.predict = 'goodness'"
             )
         if m.goodness not in ("sum_squares", "mean_squares"):
             raise ConfigError(f"model.goodness: Hebbian layers use a squared norm, got {m.goodness!r}")

@@ -360,8 +360,8 @@ class RecurrentTrainer(Trainer):
 class HebbianTrainer(Trainer):
     """Neo-Hebbian FF: every layer applies its own three-factor rule; no optimiser, no gradient.
 
-    Negatives are the same images with uniformly random wrong labels. batch_size = 1 is the online
-    mode; larger batches average the update over the batch.
+    Negatives are the same images with wrong labels, uniformly random or hard. batch_size = 1 is the
+    online mode; larger batches average the update over the batch.
     """
 
     def __init__(self, model: HebbianFFNetwork, settings: TrainSettings, *, progress: bool = True) -> None:
@@ -371,13 +371,23 @@ class HebbianTrainer(Trainer):
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
         return []
 
+    def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Uniformly random wrong labels, or hard ones ranked by the layers' summed P for every label
+        (which costs a forward pass per label)."""
+        if self.settings.negatives == "random":
+            return random_wrong_labels(y, self.model.num_classes, self.generator)
+        scores = self.model.label_scores(x, self.generator).sum(2)
+        gen = self.generator if self.settings.negatives == "hard" else None
+        return hard_wrong_labels(scores, y, gen, self.settings.hard_temperature)
+
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
-        wrong = random_wrong_labels(y, self.model.num_classes, self.generator)
-        return self.model.local_updates(x, y, wrong, self.lr, self.generator)
+        return self.model.local_updates(x, y, self.wrong_labels(x, y), self.lr, self.generator)
 
     def flops_per_sample(self) -> int:
-        """Input products of the positive and negative runs, plus the update's outer products (as large)."""
-        return 4 * self.model.forward_flops()
+        """Input products of the positive and negative runs, plus the update's outer products (as large),
+        plus one run per label when hard negatives are scored."""
+        scoring = self.model.num_classes if self.settings.negatives != "random" else 0
+        return (4 + scoring) * self.model.forward_flops()
 
 
 def make_trainer(
