@@ -40,6 +40,15 @@ class FFLearner(nn.Module):
         self.objective = objective
         self.theta = float(theta)
 
+    @property
+    def in_features(self) -> int:
+        """Input width (of the layer's `linear` map; layers with another structure override this)."""
+        return self.linear.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
     def goodness(self, h: torch.Tensor) -> torch.Tensor:
         """One goodness score per sample of the activity `h`."""
         return self._goodness(h)

@@ -77,14 +77,6 @@ class FFDense(FFLearner):
         if init != "torch" and self.linear.bias is not None:
             nn.init.zeros_(self.linear.bias)
 
-    @property
-    def in_features(self) -> int:
-        return self.linear.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.linear.out_features
-
     def forward_flops(self) -> int:
         """Multiply-add FLOPs of one input's forward product."""
         return 2 * self.in_features * self.out_features

@@ -52,14 +52,6 @@ class SpikingFFDense(FFLearner):
         self.spike_input = spike_input  # fed by a spiking layer (else by analog data it encodes itself)
         self.register_peer_mean(out_features)
 
-    @property
-    def in_features(self) -> int:
-        return self.linear.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.linear.out_features
-
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Scale each sample's input to unit RMS (or length) over all its values: the layer above sees
         the pattern of activity, not how much of it there was (which is this layer's goodness)."""

@@ -57,6 +57,17 @@ def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
     ]
 
 
+def neuron_options(s: SpikingSettings) -> dict:
+    """The LIF neuron and output-trace settings every spiking layer takes."""
+    return {
+        "beta": s.beta,
+        "threshold": s.threshold,
+        "reset": s.reset,
+        "trace_kind": s.trace,
+        "trace_decay": s.trace_decay,
+    }
+
+
 def spiking_stack(settings: ModelSettings, input_dim: int, spiking: SpikingSettings) -> list[SpikingFFDense]:
     """Spiking hidden layers (surrogate-gradient FF): the first encodes its analog input, the others take spikes."""
     widths = [input_dim, *settings.hidden]
@@ -68,15 +79,11 @@ def spiking_stack(settings: ModelSettings, input_dim: int, spiking: SpikingSetti
             steps=s.steps,
             encoder=s.encoder,
             gain=s.gain,
-            beta=s.beta,
-            threshold=s.threshold,
-            reset=s.reset,
             surrogate=s.surrogate,
             slope=s.slope,
-            trace_kind=s.trace,
-            trace_decay=s.trace_decay,
             input_norm=settings.input_norm,
             spike_input=i > 0,
+            **neuron_options(s),
             **options,
         )
         for i, options in enumerate(learner_options(settings))
@@ -176,11 +183,6 @@ def build_hebbian(
             widths[i],
             widths[i + 1],
             neuron=s.neuron,
-            beta=s.beta,
-            threshold=s.threshold,
-            reset=s.reset,
-            trace_kind=s.trace,
-            trace_decay=s.trace_decay,
             third_factor=s.third_factor,
             goodness=settings.goodness,
             scale=s.scale,
@@ -189,6 +191,7 @@ def build_hebbian(
             eligibility_rate=s.eligibility_rate,
             top_k=s.top_k,
             init_scale=s.init_scale,
+            **neuron_options(s),
         )
         for i in range(len(settings.hidden))
     ]
