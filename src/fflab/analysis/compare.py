@@ -57,24 +57,24 @@ def spike_trains(model, x: torch.Tensor) -> tuple[list, list] | None:
     return [None, *outputs[:-1]], outputs
 
 
-@torch.no_grad()
-def inference_cost(model, x: torch.Tensor) -> dict:
+def inference_cost(model, trains: tuple[list, list] | None) -> dict:
     """Cost of one forward pass of one input (neutral label): multiply-accumulates for analog networks;
-    for spiking ones the spikes emitted and the synaptic operations (each input spike reaches every unit
-    of the layer it feeds; a layer fed analog values costs its MACs), beside the MACs of a dense pass."""
+    for spiking ones (given their `spike_trains`) the spikes emitted and the synaptic operations (each
+    input spike reaches every unit of the layer it feeds; a layer fed analog values costs its MACs),
+    beside the MACs of a dense pass."""
     dense = model.forward_flops() // 2
-    trains = spike_trains(model, x)
     if trains is None:
         return {"macs_per_sample": dense}
     inputs, outputs = trains
+    n = outputs[0].shape[1]
     synops = macs = 0.0
     for layer, train in zip(model.layers, inputs, strict=True):
         if train is None:
             macs += layer.forward_flops() / 2
         else:
-            synops += (train != 0).sum().item() * layer.out_features / len(x)
+            synops += (train != 0).sum().item() * layer.out_features / n
     return {
-        "spikes_per_sample": sum(o.sum().item() for o in outputs) / len(x),
+        "spikes_per_sample": sum(o.sum().item() for o in outputs) / n,
         "synops_per_sample": synops,
         "analog_macs_per_sample": macs,
         "dense_macs_per_sample": dense,
@@ -90,13 +90,14 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
     start = time.perf_counter()
     accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
     z = latents_of(model, x)
+    trains = spike_trains(model, x[:1000])  # for cost, firing rates and a raster
     with atomic_path(run_dir / LATENTS) as tmp:
         save_file({"latents": z.contiguous(), "labels": y.contiguous()}, str(tmp))
     stats = {
         "run": str(run_dir),
         "name": run_dir.name,
         "model": cfg.model.kind,
-        "spiking": is_spiking(model),
+        "spiking": trains is not None,
         "dataset": ds.name,
         "samples": len(x),
         "accuracy": accuracy,
@@ -104,11 +105,12 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
         "hoyer_sparsity": hoyer_sparsity(z),
         "knn5_accuracy": knn_accuracy(z, y, 5),
         "silent_fraction": (z == 0).float().mean().item(),
-        **inference_cost(model, x[:1000]),
+        **inference_cost(model, trains),
         "seconds": 0.0,
     }
     stats["seconds"] = round(time.perf_counter() - start, 2)
-    return {"stats": stats, "latents": z, "labels": y, "model": model, "x": x}
+    first_layer_spikes = trains[1][0] if trains is not None else None  # [T, N, H]
+    return {"stats": stats, "latents": z, "labels": y, "first_layer_spikes": first_layer_spikes}
 
 
 def analyze_runs(
@@ -147,9 +149,8 @@ def analyze_runs(
     )
     histograms = []
     for r in runs:
-        model, name = r["model"], r["stats"]["name"]
-        if is_spiking(model):
-            first_layer = spike_trains(model, r["x"][:1000])[1][0]  # [T, N, H]
+        name, first_layer = r["stats"]["name"], r["first_layer_spikes"]
+        if first_layer is not None:
             histograms.append((name, first_layer.mean((0, 1)), "firing rate (spikes per step)"))
             plot_spike_raster(
                 first_layer[:, 0], plots / f"spike_raster_{name}.png", f"{name}: first layer, one test sample"

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from fflab.objectives import goodness_fn
 from fflab.spiking import LIF, trace
 
 THIRD_FACTORS = ("sigmoid", "symmetric")
@@ -97,8 +98,8 @@ class HebbianFFLayer(nn.Module):
         return trace(spikes, self.trace_kind, self.trace_decay), spikes, pre_trace
 
     def _per_step_goodness(self, post: torch.Tensor) -> torch.Tensor:
-        sq = post.pow(2)
-        return sq.mean(-1) if self.goodness_name == "mean_squares" else sq.sum(-1)
+        """The configured goodness of each step's trace [T, N, units] -> [T, N]."""
+        return goodness_fn(self.goodness_name)(post.reshape(-1, post.shape[-1])).view(post.shape[:-1])
 
     def goodness(self, post: torch.Tensor) -> torch.Tensor:
         """Goodness per sample [N]: squared norm of the trace averaged over steps ([N, 2] halves if symmetric)."""

@@ -55,10 +55,14 @@ class HebbianFFNetwork(nn.Module):
 
     def simulate(self, train: torch.Tensor, learning: bool = False) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
         """(presynaptic trace if `learning`, postsynaptic trace) of every layer for an input train."""
+        return [(pre, post) for pre, post, _ in self._run_layers(train, learning)]
+
+    def _run_layers(self, train: torch.Tensor, learning: bool) -> list[tuple]:
+        """(presynaptic trace, postsynaptic trace, output train) of every layer; each feeds the next."""
         out = []
         for layer in self.layers:
             post, spikes, pre = layer.simulate(train, learning)
-            out.append((pre, post))
+            out.append((pre, post, spikes))
             train = spikes
         return out
 
@@ -101,10 +105,8 @@ class HebbianFFNetwork(nn.Module):
     @torch.no_grad()
     def spikes(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The input train and every layer's output train [T, N, .] with no label code (analog units: activity)."""
-        trains = [self.input_train(x, None, self.eval_generator())]
-        for layer in self.layers:
-            trains.append(layer.simulate(trains[-1], learning=False)[1])
-        return trains
+        train = self.input_train(x, None, self.eval_generator())
+        return [train, *(spikes for _, _, spikes in self._run_layers(train, learning=False))]
 
     @torch.no_grad()
     def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
