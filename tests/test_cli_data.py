@@ -21,7 +21,7 @@ def test_list_names_every_data_set_and_the_data_dir(tmp_path, capsys):
     assert main(["data", "list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path) in out
-    for name in ("digits", "mnist", "fashion-mnist", "kmnist", "idx"):
+    for name in ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "idx", "image-folder"):
         assert f"  {name} " in out
 
 

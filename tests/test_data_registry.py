@@ -34,7 +34,17 @@ def data_root() -> Path:
 
 def test_registry_lists_all_sets_with_checksums_and_mirrors() -> None:
     specs = {spec.name: spec for spec in available_datasets()}
-    assert list(specs) == ["digits", "mnist", "fashion-mnist", "kmnist", "idx", "seq-mnist", "moving-mnist"]
+    assert list(specs) == [
+        "digits",
+        "mnist",
+        "fashion-mnist",
+        "kmnist",
+        "cifar10",
+        "idx",
+        "image-folder",
+        "seq-mnist",
+        "moving-mnist",
+    ]
     assert specs["seq-mnist"].kind == specs["moving-mnist"].kind == "derived"
     assert specs["seq-mnist"].base == specs["moving-mnist"].base == "mnist"
     for name in ("mnist", "fashion-mnist", "kmnist"):
@@ -54,7 +64,9 @@ def test_registry_lists_all_sets_with_checksums_and_mirrors() -> None:
 
 def test_get_spec_normalises_and_rejects_unknown_names() -> None:
     assert get_spec(" Fashion_MNIST ").name == "fashion-mnist"
-    with pytest.raises(DataError, match=r"Unknown data set 'cifar'.*digits, mnist, fashion-mnist, kmnist, idx"):
+    with pytest.raises(
+        DataError, match=r"Unknown data set 'cifar'.*digits, mnist, fashion-mnist, kmnist, cifar10, idx"
+    ):
         get_spec("cifar")
 
 

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="list, download or verify data sets")
     d.add_argument("action", choices=["list", "download", "verify"])
     d.add_argument("name", nargs="?")
-    d.add_argument("--path", help="folder of the 'idx' data set")
+    d.add_argument("--path", help="folder of the 'idx' or 'image-folder' data set (or of a cifar10 copy)")
     common(d)
     d.set_defaults(func=cmd_data)
     return parser

@@ -1,4 +1,5 @@
-"""Data sets for fflab: IDX reader, registry of named sets, verified downloads, in-memory tensors."""
+"""Data sets for fflab: IDX, CIFAR-10 and image-folder readers, registry of named sets, verified downloads,
+in-memory tensors."""
 
 from fflab.data.dataset import Dataset
 from fflab.data.download import download_dataset

@@ -149,4 +149,8 @@ def download_dataset(
         return []
     if spec.kind == "folder":
         raise DataError(f"Data set {spec.name!r} is your own folder of files; there is nothing to download.")
+    if spec.reader == "cifar":
+        from fflab.data.cifar import download_cifar10  # imported here: fflab.data.cifar imports this module
+
+        return download_cifar10(spec, data_dir, progress=progress, mirrors=mirrors)
     return download_missing(spec, dataset_folder(spec, data_dir, None), progress=progress, mirrors=mirrors)

@@ -7,9 +7,11 @@ import os
 import numpy as np
 import torch
 
+from fflab.data.cifar import load_cifar10
 from fflab.data.dataset import Dataset
 from fflab.data.download import download_missing
 from fflab.data.embedded import load_digits_dataset
+from fflab.data.imagefolder import image_folder_dataset
 from fflab.data.paths import dataset_folder, find_file, missing_message, repair_hint, require_path
 from fflab.data.registry import get_spec
 from fflab.data.verify import inspect_folder
@@ -38,6 +40,8 @@ def load_dataset(
     Files are looked for in `path` if given, else in `<data_dir>/<name>/` (data_dir defaults to
     $FFLAB_DATA, then the user cache). Missing official files are downloaded when `download` is true.
     Every file is checked (IDX structure, shape, official payload SHA-256 where known) before use.
+    'cifar10' accepts several layouts (see fflab.data.cifar); 'image-folder' reads `path`/{train,test}/<class>/,
+    decoding the images once and caching them as tensors under $FFLAB_CACHE.
     """
     spec = get_spec(name)
     if spec.kind == "derived":
@@ -51,6 +55,10 @@ def load_dataset(
         return load_digits_dataset(spec)
     if spec.kind == "folder":
         require_path(spec, path)
+    if spec.reader == "cifar":
+        return load_cifar10(spec, data_dir, path, download=download, progress=progress)
+    if spec.reader == "images":
+        return image_folder_dataset(spec.name, path, progress=progress)
     folder = dataset_folder(spec, data_dir, path)
     missing = [file for file in spec.files if find_file(folder, file) is None]
     if missing:

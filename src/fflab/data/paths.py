@@ -85,7 +85,12 @@ def repair_hint(spec: DatasetSpec, folder: Path) -> str:
 
 
 def require_path(spec: DatasetSpec, path: str | os.PathLike | None) -> None:
-    """A "folder" data set ('idx') has no default location: its folder must be given."""
+    """A "folder" data set ('idx', 'image-folder') has no default location: its folder must be given."""
+    if (path is None or not str(path)) and spec.reader == "images":
+        raise DataError(
+            f"Data set {spec.name!r} reads your own folder of images, but no path was given. Pass path=ROOT, the "
+            "folder holding train/<class>/*.png|jpg|jpeg and test/<class>/... (the same class folders in both)."
+        )
     if path is None or not str(path):
         names = ", ".join(f"{file.name}[.gz]" for file in spec.files)
         raise DataError(

@@ -8,7 +8,8 @@ from typing import Literal
 from fflab.errors import DataError
 
 Kind = Literal["download", "folder", "embedded", "derived"]
-Role = Literal["images", "labels"]
+Role = Literal["images", "labels", "archive"]
+Reader = Literal["idx", "cifar", "images"]
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class FileSpec:
 
     `name` is the published file name; `md5` is that of the published (gzip) file, checked after a
     download; `sha256` is that of the decompressed IDX payload, checked on every load so that
-    re-compressed copies of the official data pass too.
+    re-compressed copies of the official data pass too. An "archive" (CIFAR-10's tar.gz) has only an md5.
     """
 
     name: str
@@ -38,10 +39,11 @@ class FileSpec:
 class DatasetSpec:
     """What `fflab data list` shows and what the loader needs to find and verify a data set.
 
-    kind: "download" (official files fetched from `mirrors`), "folder" (a user's own IDX folder given by
+    kind: "download" (official files fetched from `mirrors`), "folder" (a user's own folder given by
     `path`), "embedded" (shipped with a dependency, never downloaded) or "derived" (built from the set
-    named `base`; loaded by `load_sequence_dataset`). `files` are ordered train images, train labels,
-    test images, test labels.
+    named `base`; loaded by `load_sequence_dataset`). `reader` says which reader loads its files: "idx"
+    (`files` are ordered train images, train labels, test images, test labels), "cifar" (the official
+    CIFAR-10 archive, or an image folder; see fflab.data.cifar) or "images" (an image folder).
     """
 
     name: str
@@ -52,6 +54,7 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     homepage: str = ""
     base: str = ""
+    reader: Reader = "idx"
 
 
 IDX_FILES = (
@@ -61,6 +64,7 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 DIGIT_NAMES = tuple(str(i) for i in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _idx_aliases(stem: str) -> tuple[str, ...]:
@@ -169,6 +173,17 @@ _REGISTRY: dict[str, DatasetSpec] = {
             ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
         ),
         DatasetSpec(
+            "cifar10",
+            "CIFAR-10 photos in 10 classes, 32x32 RGB, 50,000 train / 10,000 test; the official python archive "
+            "(or its extracted folder), or an image folder or a tar of one",
+            "download",
+            files=(FileSpec("cifar-10-python.tar.gz", "archive", md5="c58f30108f718f92721af3b95e74349a"),),
+            mirrors=("https://www.cs.toronto.edu/~kriz/",),
+            class_names=CIFAR10_CLASSES,
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+            reader="cifar",
+        ),
+        DatasetSpec(
             "idx",
             "your own folder of MNIST-format IDX files (gzip or raw), given as path; test-* may replace "
             "t10k-*; classes = max label + 1",
@@ -177,6 +192,13 @@ _REGISTRY: dict[str, DatasetSpec] = {
                 FileSpec(stem, "images" if "images" in stem else "labels", aliases=_idx_aliases(stem))
                 for stem in IDX_FILES
             ),
+        ),
+        DatasetSpec(
+            "image-folder",
+            "your own folder of images, given as path: train/<class>/*.png|jpg and test/<class>/...; classes = "
+            "folder names (sorted); decoded once, then cached as tensors",
+            "folder",
+            reader="images",
         ),
         DatasetSpec(
             "seq-mnist",
@@ -210,6 +232,7 @@ def get_spec(name: str) -> DatasetSpec:
     if key not in _REGISTRY:
         raise DataError(
             f"Unknown data set {name!r}. Available: {', '.join(_REGISTRY)} (see `fflab data list`). "
-            "For your own MNIST-format files use the 'idx' data set with a path to their folder."
+            "For your own MNIST-format files use the 'idx' data set with a path to their folder, for your own "
+            "images the 'image-folder' data set."
         )
     return _REGISTRY[key]

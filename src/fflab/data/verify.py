@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fflab.data.cifar import describe_cifar10
 from fflab.data.embedded import describe_embedded
 from fflab.data.idx import check_images, check_labels, check_pair, parse_idx, read_payload
+from fflab.data.imagefolder import describe_image_folder
 from fflab.data.paths import dataset_folder, find_file, require_path
 from fflab.data.registry import DatasetSpec, FileSpec, get_spec
 from fflab.errors import DataError
@@ -100,7 +102,8 @@ def verify_dataset(
 ) -> list[FileCheck]:
     """Check a data set's files on disk without loading it into torch; one FileCheck per file.
 
-    `path` is the folder holding the files (required for 'idx'; overrides `<data_dir>/<name>` otherwise).
+    `path` is the folder holding the files (required for 'idx' and 'image-folder'; overrides
+    `<data_dir>/<name>` otherwise). For 'cifar10' the first check names the layout found.
     """
     spec = get_spec(name)
     if spec.kind == "derived":
@@ -109,5 +112,9 @@ def verify_dataset(
         return [FileCheck(*describe_embedded(spec))]
     if spec.kind == "folder":
         require_path(spec, path)
+    if spec.reader == "cifar":
+        return [FileCheck(*check) for check in describe_cifar10(spec, data_dir, path)]
+    if spec.reader == "images":
+        return [FileCheck(*check) for check in describe_image_folder(spec.name, path)]
     checks, _ = inspect_folder(spec, dataset_folder(spec, data_dir, path))
     return checks
