@@ -48,8 +48,15 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{settings}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
         cfg = config_from_dict(meta["config"])
+        shape = tuple(int(v) for v in meta["input_shape"]) if "input_shape" in meta else None
         model = build_model(
-            cfg.model, int(meta["input_dim"]), int(meta["num_classes"]), cfg.readout, cfg.spiking, cfg.train.seed
+            cfg.model,
+            int(meta["input_dim"]),
+            int(meta["num_classes"]),
+            cfg.readout,
+            cfg.spiking,
+            cfg.train.seed,
+            input_shape=shape,
         )
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{settings}: unreadable settings ({type(e).__name__}: {e})") from None

@@ -18,6 +18,7 @@ from typing import Any
 
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
+from fflab.layers.conv import CONV_INPUT_NORMS, SCOPES
 from fflab.layers.hebbian import NEURONS, THIRD_FACTORS
 from fflab.layers.recurrent import SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
@@ -61,17 +62,30 @@ class ModelSettings:
         doc="ff: local FF learners; spiking: LIF learners (surrogate gradient); recurrent: Fig. 3; "
         "spiking-recurrent: Fig. 3 with LIF layers; backprop: baseline; hebbian: neo-Hebbian spiking FF",
     )
-    hidden: list[int] = field(default_factory=lambda: [500, 500])
+    hidden: list[int] = field(default_factory=lambda: [500, 500])  # units, or channels of conv/local layers
+    architecture: str = choice(
+        "dense", ["dense", "conv", "local"], doc="layer type: fully connected, convolutional, locally connected"
+    )
     activation: str = choice("relu", ACTIVATIONS)
     init: str = choice("kaiming", INITS)
-    input_norm: str = choice("rms", INPUT_NORMS)
+    input_norm: str = choice("rms", tuple(dict.fromkeys((*INPUT_NORMS, *CONV_INPUT_NORMS))))
     goodness: str = choice("mean_squares", GOODNESS)
+    # Convolutional and locally connected layers (architecture = "conv" or "local"):
+    kernel: int | list[int] = 3  # odd receptive-field side, for all layers or one per layer
+    pool: list[int] = field(default_factory=list)  # max-pool factor after each layer; empty: none
+    groups: list[int] = field(default_factory=list)  # conv channel groups per layer; empty: 1
+    batch_norm: bool = False  # batch-normalise each layer's output (channel-wise competitive FF)
+    goodness_scope: str = choice("sample", SCOPES, doc="goodness of the whole map, of each position or of each channel")
     objective: str = choice("standard", OBJECTIVES)
     theta: float | list[float] = 2.0  # one threshold for all layers, or one per layer
     peer_weight: float = bounded(0.0, 0.0, doc="weight of Hinton's peer normalisation (0: off)")
     peer_momentum: float = bounded(0.9, 0.0, 1.0, doc="momentum of the running mean activity per unit")
-    loss: str = choice("softplus", LOSSES, doc="softplus: Hinton's threshold loss; symba: pairwise margin")
-    alpha: float = bounded(4.0, 0.0, doc="sharpness of the symba loss")
+    loss: str = choice(
+        "softplus",
+        LOSSES,
+        doc="softplus: Hinton's threshold loss; symba: pairwise margin; competitive: softmax over class channel groups",
+    )
+    alpha: float = bounded(4.0, 0.0, doc="sharpness of the symba loss; logit scale of the competitive loss")
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0)
     predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
@@ -129,6 +143,8 @@ class TrainSettings:
     schedule: str = choice("simultaneous", ["simultaneous", "greedy"], doc="all layers per batch, or one at a time")
     update: str = choice("window", ["window", "step"], doc="recurrent: one update per sample, or per time step")
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
+    augment_crop: int = bounded(0, 0, doc="random crops after zero-padding images by this many pixels (0: off)")
+    augment_flip: bool = False  # random horizontal flips of training images
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
@@ -277,7 +293,15 @@ def validate(cfg: Config) -> Config:
             raise ConfigError("train.hard_scores = 'readout' needs readout.enabled = true")
     elif t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
         raise ConfigError("train.hard_scores = 'readout' is for recurrent networks (the online readout)")
-    if m.kind in ("ff", "spiking"):
+    _validate_spatial(cfg)
+    competitive = m.loss == "competitive"
+    if competitive != (t.negatives == "none") or (competitive and (m.label != "none" or m.kind != "ff")):
+        raise ConfigError(
+            "model.loss = 'competitive' (channel-wise competitive FF) needs no negatives and no label input: it "
+            "goes with train.negatives = 'none', model.label = 'none' and model.kind = 'ff'; got "
+            f"loss = {m.loss!r}, negatives = {t.negatives!r}, label = {m.label!r}, kind = {m.kind!r}"
+        )
+    if m.kind in ("ff", "spiking") and not competitive:
         unsupervised = m.label == "none"
         if unsupervised != (t.negatives == "hybrid"):
             raise ConfigError(
@@ -299,6 +323,29 @@ def validate(cfg: Config) -> Config:
     if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind in ("ff", "spiking"):
         raise ConfigError("eval.predict = 'readout' needs readout.enabled = true")
     return cfg
+
+
+def _validate_spatial(cfg: Config) -> None:
+    """Checks of convolutional / locally connected settings and of image augmentation."""
+    m, t, n = cfg.model, cfg.train, len(cfg.model.hidden)
+    spatial = m.architecture != "dense"
+    if spatial and m.kind not in ("ff", "backprop"):
+        raise ConfigError(f"model.architecture = {m.architecture!r} is for kind 'ff' or 'backprop', got {m.kind!r}")
+    if not spatial and (m.label in ("channels", "pattern") or m.input_norm == "none"):
+        raise ConfigError(
+            "model.label = 'channels' or 'pattern' and model.input_norm = 'none' are for images: set "
+            "model.architecture to 'conv' or 'local'"
+        )
+    kernels = m.kernel if isinstance(m.kernel, list) else [m.kernel]
+    if len(kernels) not in (1, n) or any(k < 1 or k % 2 == 0 for k in kernels):
+        raise ConfigError(f"model.kernel: expected an odd size, or one per layer ({n}), got {m.kernel}")
+    for key, values in (("model.pool", m.pool), ("model.groups", m.groups)):
+        if values and (len(values) != n or any(v < 1 for v in values)):
+            raise ConfigError(f"{key}: expected one positive integer per layer ({n}) or an empty list, got {values}")
+    if m.groups and m.architecture != "conv":
+        raise ConfigError("model.groups: channel groups are for convolutional layers (architecture = 'conv')")
+    if (t.augment_crop or t.augment_flip) and m.kind not in ("ff", "backprop"):
+        raise ConfigError("train.augment_crop / augment_flip: image augmentation is for kind 'ff' or 'backprop'")
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:

@@ -28,7 +28,7 @@ def mean_squares(h: torch.Tensor) -> torch.Tensor:
 
 GOODNESS: dict[str, GoodnessFn] = {"sum_squares": sum_squares, "mean_squares": mean_squares}
 OBJECTIVES = ("standard", "inverted")
-LOSSES = ("softplus", "symba")
+LOSSES = ("softplus", "symba", "competitive")
 
 
 def goodness_fn(name: str) -> GoodnessFn:

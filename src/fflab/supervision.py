@@ -4,18 +4,25 @@ Supervised FF shows the network an image together with a label: the true label m
 positive data, a wrong label makes negative data. Label embeddings:
   overlay - the one-hot label replaces the first C pixels of the flattened image (Hinton 2022);
   concat  - the one-hot label is appended to the flattened image;
-  none    - no label (unsupervised FF: negatives are hybrid images, see HybridPairs).
-Both label modes write the label into C input positions that hold nothing else, which is what
-lets prediction share the first layer's work across candidate labels (see FFNetwork).
+  channels - the one-hot label as C extra input channels (constant planes) of an image, for
+            convolutional learners;
+  pattern - a class-specific grating added over the whole image (spatially extended labels,
+            Scodellaro et al. 2023), so that every receptive field of a convolution sees the label;
+  none    - no label (unsupervised FF: negatives are hybrid images, see HybridPairs; or
+            channel-wise competitive FF, which needs no negatives at all).
+Overlay, concat and channels write the label into input positions that hold nothing else, which is
+what lets prediction share the first layer's work across candidate labels (see FFNetwork).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-LABEL_MODES = ("overlay", "concat", "none")
-NEGATIVE_MODES = ("random", "hard", "hardest", "hybrid")
+LABEL_MODES = ("overlay", "concat", "channels", "pattern", "none")
+NEGATIVE_MODES = ("random", "hard", "hardest", "hybrid", "none")
 HARD_SCORE_SOURCES = ("first_layer", "prediction", "refreshed", "readout")
 LABEL_CODES = ("onehot", "binary")  # label inputs of Hebbian networks, concatenated to the image
 
@@ -36,22 +43,51 @@ def label_codes(kind: str, num_classes: int, bits: int, seed: int = 0) -> torch.
 
 
 class LabelEmbedding:
-    """Writes one-hot labels into flattened inputs [N, D] at fixed positions."""
+    """Writes one-hot labels into flattened inputs [N, D] at fixed positions.
 
-    def __init__(self, mode: str, num_classes: int, input_dim: int, value: float = 1.0) -> None:
+    Label c occupies `width` consecutive positions from label_offset + c * width: one position
+    (overlay, concat) or a whole H*W plane (channels). The pattern mode instead adds `value` times
+    a grating to every pixel. Channels and pattern need the `image_shape` (C, H, W).
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        num_classes: int,
+        input_dim: int,
+        value: float = 1.0,
+        image_shape: tuple[int, ...] | None = None,
+    ) -> None:
         if mode not in LABEL_MODES:
             raise ValueError(f"unknown label mode {mode!r}; expected one of {list(LABEL_MODES)}")
         if mode == "overlay" and num_classes > input_dim:
             raise ValueError(f"cannot overlay {num_classes} labels on an input of {input_dim} values")
+        spatial = image_shape is not None and len(image_shape) == 3
+        if mode in ("channels", "pattern") and not spatial:
+            raise ValueError(f"label mode {mode!r} needs images (C, H, W), got input shape {image_shape}")
         self.mode = mode
         self.num_classes = num_classes
         self.data_dim = input_dim
         self.value = value
+        self.width = image_shape[1] * image_shape[2] if mode == "channels" else 1
+        self.patterns = label_gratings(num_classes, image_shape).flatten(1) if mode == "pattern" else None
+
+    @property
+    def shares_first_layer(self) -> bool:
+        """Whether each label sits in one input position of its own (so a dense first layer can share
+        its product across candidate labels)."""
+        return self.mode in ("overlay", "concat")
 
     @property
     def input_dim(self) -> int:
         """Width of the embedded input the first layer sees."""
-        return self.data_dim + (self.num_classes if self.mode == "concat" else 0)
+        appended = self.mode in ("concat", "channels")
+        return self.data_dim + (self.num_classes * self.width if appended else 0)
+
+    @property
+    def extra_channels(self) -> int:
+        """Input channels the label adds to an image (channels mode)."""
+        return self.num_classes if self.mode == "channels" else 0
 
     @property
     def has_label(self) -> bool:
@@ -59,35 +95,53 @@ class LabelEmbedding:
 
     @property
     def label_offset(self) -> int:
-        """Index of the input position that carries label 0; label c sits at offset + c."""
+        """Index of the first input position of label 0; label c starts at offset + c * width."""
         return 0 if self.mode == "overlay" else self.data_dim
 
     def blank(self, x: torch.Tensor) -> torch.Tensor:
         """The input with all label positions zero: [N, input_dim]."""
         x = x.flatten(1)
-        if self.mode == "none":
+        if self.mode in ("none", "pattern"):
             return x
         if self.mode == "overlay":
             out = x.clone()
             out[:, : self.num_classes] = 0.0
             return out
-        return torch.cat([x, x.new_zeros(x.shape[0], self.num_classes)], dim=1)
+        return torch.cat([x, x.new_zeros(x.shape[0], self.num_classes * self.width)], dim=1)
 
     def embed(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The input with the one-hot code of `labels` written into the label positions."""
         if not self.has_label:
             raise ValueError("this network takes no label (label mode 'none')")
+        if self.mode == "pattern":
+            return x.flatten(1) + self.value * self.patterns[labels]
         out = self.blank(x)
-        out[torch.arange(out.shape[0], device=out.device), self.label_offset + labels] = self.value
+        positions = self.label_offset + labels.unsqueeze(1) * self.width + torch.arange(self.width, device=out.device)
+        out[torch.arange(out.shape[0], device=out.device).unsqueeze(1), positions] = self.value
         return out
 
     def neutral(self, x: torch.Tensor) -> torch.Tensor:
         """The input with a uniform label code (value / C everywhere): no label information."""
+        if self.mode == "pattern":
+            return x.flatten(1) + self.value * self.patterns.mean(0)
         out = self.blank(x)
         if not self.has_label:
             return out
-        out[:, self.label_offset : self.label_offset + self.num_classes] = self.value / self.num_classes
+        span = self.num_classes * self.width
+        out[:, self.label_offset : self.label_offset + span] = self.value / self.num_classes
         return out
+
+
+def label_gratings(num_classes: int, image_shape: tuple[int, ...], cycles: float = 3.0) -> torch.Tensor:
+    """One zero-mean cosine grating per class [C, channels, H, W], in every channel: class c has
+    orientation pi * c / C and `cycles` periods across the image, so any patch shows which class it is."""
+    _, h, w = image_shape
+    yy, xx = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij")
+    angles = torch.arange(num_classes) * math.pi / num_classes
+    phase = xx * angles.cos().view(-1, 1, 1) + yy * angles.sin().view(-1, 1, 1)
+    waves = torch.cos(2 * math.pi * cycles * phase)
+    waves = waves - waves.mean((1, 2), keepdim=True)
+    return waves.unsqueeze(1).expand(-1, image_shape[0], -1, -1).contiguous()
 
 
 def random_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -222,10 +276,24 @@ class HybridPairs:
         return torch.cat([images.flatten(1), hybrid.flatten(1)])
 
 
+class PositiveOnly:
+    """No negative data: the batch as it is (channel-wise competitive FF, whose loss compares the
+    goodness of each class's channel group on positive data alone)."""
+
+    needs_scores = False
+
+    def make(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return x.flatten(1)
+
+
 def make_pair_source(
     embedding: LabelEmbedding, image_shape: tuple[int, ...], settings
-) -> SupervisedPairs | HybridPairs:
+) -> SupervisedPairs | HybridPairs | PositiveOnly:
     """The positive/negative data maker the train settings ask for."""
+    if settings.negatives == "none":
+        return PositiveOnly()
     if settings.negatives == "hybrid":
         return HybridPairs(image_shape, settings.hybrid_blur_steps)
     return SupervisedPairs(embedding, settings.negatives, settings.hard_temperature)

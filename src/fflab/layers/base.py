@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fflab.objectives import LOSSES, goodness_fn, positive_sign, softplus_loss, symba_loss
@@ -26,13 +27,18 @@ class FFLearner(nn.Module):
         alpha: float = 4.0,
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
+        num_classes: int = 0,
     ) -> None:
+        """`num_classes` is needed by the competitive loss only: unit (or channel) groups, one per class."""
         super().__init__()
         self.peer_weight = float(peer_weight)
         self.peer_momentum = float(peer_momentum)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
+        if loss == "competitive" and num_classes < 2:
+            raise ValueError("the competitive loss needs num_classes >= 2 (one group of units per class)")
         self.loss_name = loss
+        self.num_classes = num_classes
         self.alpha = float(alpha)
         self.goodness_name = goodness
         self._goodness = goodness_fn(goodness)
@@ -49,21 +55,53 @@ class FFLearner(nn.Module):
     def out_features(self) -> int:
         return self.linear.out_features
 
-    def goodness(self, h: torch.Tensor) -> torch.Tensor:
-        """One goodness score per sample of the activity `h`."""
-        return self._goodness(h)
+    def unit_goodness(self, h: torch.Tensor) -> torch.Tensor:
+        """Goodness of each part of the activity that the loss judges separately: [N, K].
 
-    def local_loss(self, h: torch.Tensor, n_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, goodness) for activity `h` whose first `n_pos` rows come from positive data."""
-        g = self.goodness(h)
-        g_pos, g_neg = g[:n_pos], g[n_pos:]
+        Dense layers judge the whole activity (K = 1); spatial layers may judge each position or
+        channel on its own.
+        """
+        return self._goodness(h).unsqueeze(1)
+
+    def goodness(self, h: torch.Tensor) -> torch.Tensor:
+        """One goodness score per sample of the activity `h` (the mean over its judged parts)."""
+        return self.unit_goodness(h).mean(1)
+
+    def class_goodness(self, h: torch.Tensor) -> torch.Tensor:
+        """Goodness of each class's group of units [N, num_classes] (channel-wise competitive FF).
+
+        The units (channels of a feature map) are split into `num_classes` consecutive groups.
+        """
+        n = h.shape[0]
+        return self._goodness(h.reshape(n * self.num_classes, -1)).view(n, self.num_classes)
+
+    def local_loss(
+        self, h: torch.Tensor, n_pos: int, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, goodness) for activity `h` whose first `n_pos` rows come from positive data.
+
+        The competitive loss needs no negative rows but the `labels` of the positive ones: it is the
+        cross-entropy of softmax(alpha * class_goodness) (Papachristodoulou et al. 2024). Its returned
+        goodness is that of the true class's group, then the mean of the other groups (2N values), so
+        statistics still compare "positive" with "negative" goodness.
+        """
+        if self.loss_name == "competitive":
+            if labels is None:
+                raise ValueError("the competitive loss needs the labels of the batch")
+            g = self.class_goodness(h)
+            loss = F.cross_entropy(self.alpha * g, labels)
+            own = g.gather(1, labels.unsqueeze(1)).squeeze(1)
+            others = (g.sum(1) - own) / (self.num_classes - 1)
+            return loss, torch.cat([own, others])
+        units = self.unit_goodness(h)
+        g_pos, g_neg = units[:n_pos], units[n_pos:]
         if self.loss_name == "symba":
             loss = symba_loss(g_pos, g_neg, self.alpha, self.objective)
         else:
             loss = softplus_loss(g_pos, g_neg, self.theta, self.objective)
         if self.peer_weight > 0 and self.training:
             loss = loss + self.peer_weight * self.peer_normalization_loss(h[:n_pos])
-        return loss, g
+        return loss, units.mean(1)
 
     def latent(self, h: torch.Tensor) -> torch.Tensor:
         """The activity as one vector per sample [N, D] (spiking layers: firing rates)."""

@@ -76,8 +76,8 @@ class SpikingFFDense(FFLearner):
         """Firing rate of each unit (spikes per step) [N, H]."""
         return h.mean(1)
 
-    def goodness(self, h: torch.Tensor) -> torch.Tensor:
-        return self._goodness(trace(h.transpose(0, 1), self.trace_kind, self.trace_decay).mean(0))
+    def unit_goodness(self, h: torch.Tensor) -> torch.Tensor:
+        return self._goodness(trace(h.transpose(0, 1), self.trace_kind, self.trace_decay).mean(0)).unsqueeze(1)
 
     def unit_activity(self, h: torch.Tensor) -> torch.Tensor:
         return h.mean((0, 1))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fflab.config import ModelSettings, ReadoutSettings, SpikingSettings
-from fflab.layers import FFDense
+from fflab.errors import ConfigError
+from fflab.layers import FFDense, FFLearner
+from fflab.layers.conv import FFConv2d, FFLocal2d
 from fflab.layers.hebbian import HebbianFFLayer
 from fflab.layers.recurrent import RecurrentLayer
 from fflab.layers.spiking import SpikingFFDense
@@ -26,10 +28,23 @@ __all__ = [
 ]
 
 
-def learner_options(settings: ModelSettings) -> list[dict]:
+def per_layer(value, n: int) -> list:
+    """A setting given once for all `n` layers, or as a list with one entry per layer."""
+    if isinstance(value, list):
+        return value if len(value) == n else [value[0]] * n
+    return [value] * n
+
+
+def learner_options(settings: ModelSettings, num_classes: int = 0) -> list[dict]:
     """Each layer's goodness, threshold and objective options (the learner part of a layer's settings)."""
     n = len(settings.hidden)
-    thetas = settings.theta if isinstance(settings.theta, list) else [settings.theta] * n
+    if settings.loss == "competitive":
+        bad = [w for w in settings.hidden if w % num_classes]
+        if bad:
+            raise ConfigError(
+                f"model.hidden: the competitive loss gives each of the {num_classes} classes an equal group of "
+                f"units (channels), so every width must be a multiple of {num_classes}; got {settings.hidden}"
+            )
     common = {
         "goodness": settings.goodness,
         "objective": settings.objective,
@@ -37,12 +52,64 @@ def learner_options(settings: ModelSettings) -> list[dict]:
         "alpha": settings.alpha,
         "peer_weight": settings.peer_weight,
         "peer_momentum": settings.peer_momentum,
+        "num_classes": num_classes,
     }
-    return [{**common, "theta": theta} for theta in thetas]
+    return [{**common, "theta": theta} for theta in per_layer(settings.theta, n)]
 
 
-def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
-    """The hidden layers the settings describe."""
+def spatial_stack(
+    settings: ModelSettings, in_shape: tuple[int, int, int], num_classes: int = 0
+) -> list[FFConv2d | FFLocal2d]:
+    """Convolutional or locally connected learners; each layer's output shape is the next one's input."""
+    n = len(settings.hidden)
+    kernels, pools = per_layer(settings.kernel, n), settings.pool or [1] * n
+    groups = settings.groups or [1] * n
+    layers: list[FFConv2d | FFLocal2d] = []
+    shape = in_shape
+    for i, options in enumerate(learner_options(settings, num_classes)):
+        common = {
+            "kernel": kernels[i],
+            "pool": pools[i],
+            "batch_norm": settings.batch_norm,
+            "scope": settings.goodness_scope,
+            "activation": settings.activation,
+            "input_norm": settings.input_norm,
+            "init": settings.init,
+            **options,
+        }
+        try:
+            if settings.architecture == "conv":
+                layer = FFConv2d(shape, settings.hidden[i], groups=groups[i], **common)
+            else:
+                layer = FFLocal2d(shape, settings.hidden[i], **common)
+        except ValueError as err:
+            raise ConfigError(f"model layer {i} (input {shape[0]}x{shape[1]}x{shape[2]}): {err}") from None
+        layers.append(layer)
+        shape = layer.out_shape
+    return layers
+
+
+def hidden_stack(
+    settings: ModelSettings,
+    input_dim: int,
+    input_shape: tuple[int, ...] | None,
+    num_classes: int = 0,
+    extra_channels: int = 0,
+) -> list[FFLearner]:
+    """The hidden layers the settings describe: dense ones see `input_dim` values; convolutional and
+    locally connected ones see images of `input_shape` (C, H, W) with `extra_channels` label planes."""
+    if settings.architecture == "dense":
+        return dense_stack(settings, input_dim, num_classes)
+    if input_shape is None or len(input_shape) != 3:
+        raise ConfigError(
+            f"model.architecture = {settings.architecture!r} needs image inputs (C, H, W), got {input_shape}"
+        )
+    c, h, w = input_shape
+    return spatial_stack(settings, (c + extra_channels, h, w), num_classes)
+
+
+def dense_stack(settings: ModelSettings, input_dim: int, num_classes: int = 0) -> list[FFDense]:
+    """Fully connected hidden layers."""
     widths = [input_dim, *settings.hidden]
     return [
         FFDense(
@@ -53,7 +120,7 @@ def dense_stack(settings: ModelSettings, input_dim: int) -> list[FFDense]:
             input_norm=settings.input_norm,
             **options,
         )
-        for i, options in enumerate(learner_options(settings))
+        for i, options in enumerate(learner_options(settings, num_classes))
     ]
 
 
@@ -97,27 +164,34 @@ def build_ff(
     readout: ReadoutSettings | None = None,
     *,
     spiking: SpikingSettings | None = None,
+    input_shape: tuple[int, ...] | None = None,
     **_,
 ) -> FFNetwork:
-    """Hinton's FF network: dense learners on label-embedded (or, unsupervised, plain) inputs; with
-    kind = "spiking", LIF learners trained through surrogate gradients."""
-    embedding = LabelEmbedding(settings.label, num_classes, input_dim, settings.label_value)
+    """Hinton's FF network: dense, convolutional or locally connected learners on label-embedded (or
+    plain) inputs; with kind = "spiking", LIF learners trained through surrogate gradients."""
+    embedding = LabelEmbedding(settings.label, num_classes, input_dim, settings.label_value, input_shape)
     if settings.kind == "spiking":
         layers = spiking_stack(settings, embedding.input_dim, spiking or SpikingSettings())
     else:
-        layers = dense_stack(settings, embedding.input_dim)
+        layers = hidden_stack(settings, embedding.input_dim, input_shape, num_classes, embedding.extra_channels)
     head = None
     if readout is not None and readout.enabled:
         chosen = readout.layers or all_but_first(len(layers))
-        head = LinearReadout(sum(settings.hidden[i] for i in chosen), num_classes, chosen)
+        head = LinearReadout(sum(layers[i].out_features for i in chosen), num_classes, chosen)
     return FFNetwork(layers, embedding, settings.predict_layers, head)
 
 
 def build_backprop(
-    settings: ModelSettings, input_dim: int, num_classes: int, readout: ReadoutSettings | None = None, **_
+    settings: ModelSettings,
+    input_dim: int,
+    num_classes: int,
+    readout: ReadoutSettings | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    **_,
 ) -> BackpropNetwork:
-    """The same dense layers with a classifier head, for end-to-end backprop."""
-    return BackpropNetwork(dense_stack(settings, input_dim), num_classes)
+    """The same layers with a classifier head, for end-to-end backprop."""
+    return BackpropNetwork(hidden_stack(settings, input_dim, input_shape), num_classes)
 
 
 def build_recurrent(
@@ -217,7 +291,11 @@ def build_model(
     readout: ReadoutSettings | None = None,
     spiking: SpikingSettings | None = None,
     seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
 ) -> FFNetwork | RecurrentFFNetwork | BackpropNetwork | HebbianFFNetwork:
     """Create the network named by `settings.kind` (a registry, as in timm). Every builder takes the same
-    arguments; `spiking` and `seed` (which fixes random label codes) matter only to spiking networks."""
-    return MODEL_BUILDERS[settings.kind](settings, input_dim, num_classes, readout, spiking=spiking, seed=seed)
+    arguments; `spiking` and `seed` (which fixes random label codes) matter only to spiking networks,
+    `input_shape` (C, H, W) to convolutional and locally connected ones and to label channels."""
+    return MODEL_BUILDERS[settings.kind](
+        settings, input_dim, num_classes, readout, spiking=spiking, seed=seed, input_shape=input_shape
+    )

@@ -1,7 +1,8 @@
 """Backprop baseline: the FF network's layers trained end to end with cross-entropy.
 
-The hidden layers are the same FFDense modules (same input normalisation, activation and
-initialisation) so that FF and backprop rows in a benchmark differ only in how they learn.
+The hidden layers are the same FF layer modules (dense, convolutional or locally connected, with the
+same input normalisation, activation and initialisation) so that FF and backprop rows in a
+benchmark differ only in how they learn.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fflab.layers import FFDense
+from fflab.layers import FFLearner
 
 
 class BackpropNetwork(nn.Module):
-    """A chain of dense layers and a linear classifier head; gradients flow through everything."""
+    """A chain of layers and a linear classifier head; gradients flow through everything."""
 
-    def __init__(self, layers: Sequence[FFDense], num_classes: int) -> None:
+    def __init__(self, layers: Sequence[FFLearner], num_classes: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.head = nn.Linear(layers[-1].out_features, num_classes)
@@ -27,7 +28,7 @@ class BackpropNetwork(nn.Module):
         h = x.flatten(1)
         for layer in self.layers:
             h = layer(h)  # no detach: this is backprop
-        return self.head(h)
+        return self.head(h.flatten(1))
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,14 +36,14 @@ class BackpropNetwork(nn.Module):
         h, out = x.flatten(1), []
         for layer in self.layers:
             h = layer(h)
-            out.append(h)
+            out.append(h.flatten(1))
         return torch.cat(out, dim=1)
 
     def forward_flops(self) -> int:
         """Matrix-multiply FLOPs of one forward pass (training costs about 3x: forward, input and weight
         gradients)."""
-        dense = sum(2 * layer.in_features * layer.out_features for layer in self.layers)
-        return dense + 2 * self.head.in_features * self.head.out_features
+        layers = sum(layer.forward_flops() for layer in self.layers)
+        return layers + 2 * self.head.in_features * self.head.out_features
 
     @torch.no_grad()
     def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:

@@ -31,7 +31,9 @@ class FFNetwork(nn.Module):
 
     Two ways to predict (Hinton 2022, section 3.3):
       goodness - write each candidate label into the input, run the stack, and pick the label
-                 whose positive-signed goodness summed over `predict_layers` is best;
+                 whose positive-signed goodness summed over `predict_layers` is best (for
+                 channel-wise competitive learners: one pass, and each class's channel group's
+                 goodness is that label's score);
       readout  - one pass with a neutral label, then a linear softmax on the normalised
                  activities of the readout's layers (the only way for unsupervised FF).
     """
@@ -60,6 +62,15 @@ class FFNetwork(nn.Module):
     def num_classes(self) -> int:
         return self.embedding.num_classes
 
+    @property
+    def competitive(self) -> bool:
+        """Whether the learners score labels by class channel groups (no label input, no negatives)."""
+        return self.layers[0].loss_name == "competitive"
+
+    @property
+    def predicts_by_goodness(self) -> bool:
+        return self.embedding.has_label or self.competitive
+
     def forward_flops(self) -> int:
         """Matrix-multiply FLOPs of one forward pass of one input (2 per multiply-add).
 
@@ -77,8 +88,15 @@ class FFNetwork(nn.Module):
             out.append(h)
         return out
 
-    def local_losses(self, x: torch.Tensor, n_pos: int, layers: Sequence[int] | None = None) -> list[LocalResult]:
-        """Each learner's own loss on a batch whose first `n_pos` rows are positive data.
+    def local_losses(
+        self,
+        x: torch.Tensor,
+        n_pos: int,
+        layers: Sequence[int] | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> list[LocalResult]:
+        """Each learner's own loss on a batch whose first `n_pos` rows are positive data (with
+        `labels`, which competitive learners need).
 
         With `layers`, only those learners get a loss (the greedy schedule); the layers below them
         run without gradient and the layers above them do not run at all.
@@ -89,7 +107,7 @@ class FFNetwork(nn.Module):
         for i, layer in enumerate(self.layers[: max(active) + 1]):
             if i in active:
                 h = layer(h.detach())
-                loss, g = layer.local_loss(h, n_pos)
+                loss, g = layer.local_loss(h, n_pos, labels)
                 results.append(LocalResult(loss, g.detach()))
             else:
                 with torch.no_grad():
@@ -105,13 +123,16 @@ class FFNetwork(nn.Module):
         forward pass of the first layer.
         """
         emb = self.embedding
+        depth = len(self.layers) if depth is None else depth
+        if self.competitive:
+            hs = self.activities(x)[:depth]
+            return torch.stack([layer.class_goodness(h) for layer, h in zip(self.layers, hs, strict=False)], 2)
         if not emb.has_label:
             raise ValueError("this network takes no label input (unsupervised); predict with its readout")
-        depth = len(self.layers) if depth is None else depth
         n, c = x.shape[0], self.num_classes
         first = self.layers[0]
         blank = emb.blank(x)
-        if isinstance(first, FFDense):
+        if isinstance(first, FFDense) and emb.shares_first_layer:
             h = first.forward_label_candidates(blank, emb.label_offset, c, emb.value).reshape(n * c, -1)
         else:
             labels = torch.arange(c, device=x.device).repeat(n)
@@ -159,7 +180,7 @@ class FFNetwork(nn.Module):
         each layer alone) when it takes labels, "readout" when it has one."""
         self.eval()
         out = {}
-        if self.embedding.has_label:
+        if self.predicts_by_goodness:
             scores = self.scores_in_batches(x, batch_size)
             out["goodness"] = predict_from_scores(scores, self.predict_layers)
             for j in range(scores.shape[2]):

@@ -32,8 +32,11 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, pr
 
 
 @torch.no_grad()
-def goodness_samples(model: FFNetwork, both: torch.Tensor, n_pos: int) -> tuple[list, list]:
-    """Per-layer goodness of the positive rows (the first `n_pos`) and of the negative rows of `both`."""
+def goodness_samples(
+    model: FFNetwork, both: torch.Tensor, n_pos: int, labels: torch.Tensor | None = None
+) -> tuple[list, list]:
+    """Per-layer goodness of the positive rows (the first `n_pos`) and of the negative rows of `both`
+    (competitive learners: of each sample's own class group and of the other groups, given `labels`)."""
     model.eval()
-    results = model.local_losses(both, n_pos=n_pos)
+    results = model.local_losses(both, n_pos=n_pos, labels=labels)
     return [r.goodness[:n_pos] for r in results], [r.goodness[n_pos:] for r in results]

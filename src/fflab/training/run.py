@@ -98,7 +98,7 @@ def _monitor_method(model) -> str | None:
     """What per-epoch monitoring can score before any readout is trained."""
     if isinstance(model, BackpropNetwork):
         return "backprop"
-    if isinstance(model, FFNetwork) and not model.embedding.has_label:
+    if isinstance(model, FFNetwork) and not model.predicts_by_goodness:
         return None
     return "goodness"
 
@@ -118,7 +118,9 @@ def train_run(
     threads = set_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     ds = load_for_config(cfg, data_dir, progress)
-    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed)
+    model = build_model(
+        cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=ds.input_shape
+    )
     trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
     write_text_atomic(run_dir / "config.toml", to_toml(cfg))
     schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
@@ -234,6 +236,6 @@ def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], 
             model.trace(x[:4], y[:4], keep_activities=True).activities, plots / "activity_over_time.png"
         )
     elif isinstance(model, FFNetwork):
-        pos, neg = goodness_samples(model, trainer.make_pairs(x, y, gen), n)
+        pos, neg = goodness_samples(model, trainer.make_pairs(x, y, gen), n, y)
         theta = cfg.model.theta if cfg.model.loss == "softplus" else None  # symba has no threshold
         plot_goodness_histograms(pos, neg, plots / "goodness_histograms.png", theta)

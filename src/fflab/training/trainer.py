@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from fflab.config import ReadoutSettings, TrainSettings
 from fflab.models import BackpropNetwork, FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import hard_wrong_labels, make_pair_source, random_wrong_labels
+from fflab.training.augment import augment_images
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -99,6 +100,13 @@ class Trainer(abc.ABC):
     def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Hook before each epoch (e.g. refreshing model-generated negatives); nothing by default."""
 
+    def batch_inputs(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The batch's inputs, augmented when the settings ask for it."""
+        s = self.settings
+        if s.augment_crop or s.augment_flip:
+            return augment_images(x[idx], s.augment_crop, s.augment_flip, self.generator)
+        return x[idx]
+
     def _set_lr(self, progress: float) -> float:
         lr = self.lr = self.settings.lr * lr_factor(self.settings.lr_decay, progress)
         for opt in self.optimizers:
@@ -128,7 +136,7 @@ class Trainer(abc.ABC):
         for i in bar:
             lr = self._set_lr(self.phase_steps / phase_total)
             idx = order[i * bs : (i + 1) * bs]
-            results = self.step(x[idx], y[idx], idx)
+            results = self.step(self.batch_inputs(x, idx), y[idx], idx)
             self.phase_steps += 1
             k = len(idx)
             for j, r in enumerate(results):
@@ -218,7 +226,7 @@ class FFTrainer(Trainer):
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
         """One local update of the active learners on the batch (x, y)."""
         both = self.make_pairs(x, y, idx=idx)
-        results = self.model.local_losses(both, n_pos=len(x), layers=self.active)
+        results = self.model.local_losses(both, n_pos=len(x), layers=self.active, labels=y)
         active = self.active if self.active is not None else range(len(self.model.layers))
         opts = [self.optimizers[i] for i in active]
         for opt in opts:
@@ -244,13 +252,15 @@ class FFTrainer(Trainer):
 
     def flops_per_sample(self) -> int:
         """Matrix-multiply FLOPs one training sample costs, averaged over the schedule: the local
-        updates (4 forward passes' worth per trained layer) plus scoring labels for hard negatives."""
+        updates (4 forward passes' worth per trained layer: a forward and a weight-gradient product for
+        each of the positive and negative rows; 2 without negatives) plus scoring labels for hard negatives."""
         dense = [layer.forward_flops() for layer in self.model.layers]
+        rows = 1 if self.settings.negatives == "none" else 2
         if self.settings.schedule == "greedy":
-            # Layer k trains (4x) on top of frozen layers below it (2 forward rows each).
-            flops = sum(4 * dense[k] + 2 * sum(dense[:k]) for k in range(len(dense))) / len(dense)
+            # Layer k trains on top of frozen layers below it (a forward product per row each).
+            flops = sum(2 * rows * dense[k] + rows * sum(dense[:k]) for k in range(len(dense))) / len(dense)
         else:
-            flops = 4 * sum(dense)
+            flops = 2 * rows * sum(dense)
         if self.pairs.needs_scores and self.settings.hard_scores != "refreshed":
             depth = 1 if self.settings.hard_scores == "first_layer" else max(self.model.predict_layers) + 1
             flops += dense[0] + self.model.num_classes * sum(dense[1:depth])
@@ -273,8 +283,7 @@ class BackpropTrainer(Trainer):
 
     def flops_per_sample(self) -> int:
         """Forward, input-gradient and weight-gradient products (the first layer needs no input gradient)."""
-        first = self.model.layers[0]
-        return 3 * self.model.forward_flops() - 2 * first.in_features * first.out_features
+        return 3 * self.model.forward_flops() - self.model.layers[0].forward_flops()
 
 
 class RecurrentTrainer(Trainer):

@@ -1,0 +1,256 @@
+"""Convolutional and locally connected FF: goodness maths, locality, competitive loss, label channels."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fflab.config import ConfigError, ModelSettings, TrainSettings, config_from_dict
+from fflab.layers.conv import FFConv2d, FFLocal2d
+from fflab.models import build_model
+from fflab.supervision import LabelEmbedding, label_gratings
+from fflab.training.augment import augment_images
+from fflab.training.run import train_run
+from fflab.training.trainer import FFTrainer
+
+H = torch.tensor(
+    [
+        [[[1.0, 2.0], [0.0, 3.0]], [[4.0, 0.0], [1.0, 1.0]]],
+    ]
+)  # [1, 2 channels, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("scope", "goodness", "expected"),
+    [
+        ("sample", "sum_squares", [[1 + 4 + 0 + 9 + 16 + 0 + 1 + 1]]),
+        ("sample", "mean_squares", [[32 / 8]]),
+        # per position (row-major): channel vectors (1,4), (2,0), (0,1), (3,1)
+        ("position", "sum_squares", [[17, 4, 1, 10]]),
+        ("position", "mean_squares", [[8.5, 2, 0.5, 5]]),
+        # per channel: (1,2,0,3) and (4,0,1,1)
+        ("channel", "sum_squares", [[14, 18]]),
+        ("channel", "mean_squares", [[3.5, 4.5]]),
+    ],
+)
+def test_conv_goodness_equals_hand_computation(scope, goodness, expected):
+    layer = FFConv2d((1, 2, 2), 2, scope=scope, goodness=goodness)
+    assert torch.equal(layer.unit_goodness(H), torch.tensor(expected))
+    assert layer.goodness(H).item() == pytest.approx(sum(expected[0]) / len(expected[0]))
+
+
+def test_per_unit_loss_separates_each_position():
+    """With scope = position, the softplus loss is the mean over positions of each position's own loss."""
+    layer = FFConv2d((1, 2, 2), 2, scope="position", goodness="sum_squares", theta=5.0)
+    h = torch.cat([H, H * 0.5])
+    loss, g = layer.local_loss(h, n_pos=1)
+    units = layer.unit_goodness(h)
+    expected = 0.5 * (F.softplus(5.0 - units[0]).mean() + F.softplus(units[1] - 5.0).mean())
+    assert loss.item() == pytest.approx(expected.item())
+    assert torch.allclose(g, units.mean(1))
+
+
+def test_class_goodness_groups_consecutive_channels():
+    layer = FFConv2d((1, 4, 4), 4, loss="competitive", num_classes=2, goodness="mean_squares")
+    h = torch.zeros(1, 4, 3, 3)
+    h[0, 0] = 1.0  # group 0 = channels 0, 1
+    h[0, 3] = 3.0  # group 1 = channels 2, 3
+    assert torch.allclose(layer.class_goodness(h), torch.tensor([[0.5, 4.5]]))
+
+
+def test_competitive_loss_is_cross_entropy_over_group_goodness():
+    torch.manual_seed(0)
+    layer = FFConv2d((1, 6, 6), 4, loss="competitive", num_classes=2, alpha=2.0)
+    h = layer(torch.rand(3, 36))
+    labels = torch.tensor([0, 1, 1])
+    loss, g = layer.local_loss(h, n_pos=3, labels=labels)
+    groups = layer.class_goodness(h)
+    assert loss.item() == pytest.approx(F.cross_entropy(2.0 * groups, labels).item(), rel=1e-6)
+    own = groups[torch.arange(3), labels]
+    assert torch.allclose(g, torch.cat([own, groups.sum(1) - own]))  # 2 groups: "others" is the other one
+
+
+def test_locally_connected_equals_convolution_when_every_position_shares_its_filters():
+    torch.manual_seed(0)
+    local = FFLocal2d((3, 5, 5), 4, kernel=3, input_norm="none")
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    with torch.no_grad():
+        local.weight.copy_(conv.weight.reshape(4, -1).t().expand(25, -1, -1))
+        local.bias.copy_(conv.bias.view(4, 1, 1).expand(4, 5, 5))
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.allclose(local(x), torch.relu(conv(x)), atol=1e-5)
+    assert local.forward_flops() == 2 * 25 * 27 * 4
+
+
+def test_locally_connected_positions_have_their_own_weights():
+    local = FFLocal2d((1, 4, 4), 2, kernel=3, input_norm="none")
+    x = torch.randn(1, 1, 4, 4)
+    with torch.no_grad():
+        local.weight[5].zero_()
+        local.bias.zero_()
+    out = local.pre_activation(x)
+    assert torch.all(out[0, :, 1, 1] == 0)  # position 5 = row 1, column 1
+    assert out[0, :, 2, 2].abs().sum() > 0
+
+
+def test_conv_layer_output_shape_pool_and_bad_options():
+    layer = FFConv2d((3, 8, 8), 10, kernel=5, pool=2, groups=1, batch_norm=True)
+    assert layer(torch.rand(4, 3 * 64)).shape == (4, 10, 4, 4) and layer.out_features == 160
+    with pytest.raises(ValueError, match="pool"):
+        FFConv2d((3, 9, 9), 4, pool=2)
+    with pytest.raises(ValueError, match="groups"):
+        FFConv2d((3, 8, 8), 10, groups=2)
+    with pytest.raises(ValueError, match="odd"):
+        FFConv2d((3, 8, 8), 4, kernel=4)
+
+
+def conv_settings(**kw) -> ModelSettings:
+    base = {"architecture": "conv", "hidden": [6, 8], "kernel": 3, "pool": [2, 1], "label": "channels"}
+    return ModelSettings(**{**base, **kw})
+
+
+def test_no_gradient_crosses_conv_learners():
+    torch.manual_seed(0)
+    net = build_model(conv_settings(), 64, 3, input_shape=(1, 8, 8))
+    x = torch.rand(4, 1, 8, 8)
+    both = torch.cat([net.embedding.embed(x, torch.tensor([0, 1, 2, 0])), net.embedding.embed(x, torch.ones(4).long())])
+    results = net.local_losses(both, n_pos=4)
+    for k, r in enumerate(results):
+        for j, layer in enumerate(net.layers):
+            grads = torch.autograd.grad(r.loss, list(layer.parameters()), retain_graph=True, allow_unused=True)
+            if j == k:
+                assert all(g is not None for g in grads), f"layer {k} must learn from its loss"
+            else:
+                assert all(g is None for g in grads), f"loss of layer {k} reached layer {j}"
+
+
+def test_label_channels_are_constant_planes_after_the_image():
+    emb = LabelEmbedding("channels", 3, 2 * 4, value=1.0, image_shape=(2, 2, 2))  # 2-channel 2x2 images, 3 classes
+    x = torch.rand(2, 2, 2, 2)
+    out = emb.embed(x, torch.tensor([2, 0])).view(2, 5, 2, 2)
+    assert torch.equal(out[:, :2], x)
+    assert torch.equal(out[0, 2:], torch.stack([torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2, 2)]))
+    assert torch.equal(out[1, 2:], torch.stack([torch.ones(2, 2), torch.zeros(2, 2), torch.zeros(2, 2)]))
+    neutral = emb.neutral(x).view(2, 5, 2, 2)
+    assert torch.allclose(neutral[:, 2:], torch.full((2, 3, 2, 2), 1 / 3))
+
+
+def test_label_pattern_is_a_class_grating_added_to_every_pixel():
+    emb = LabelEmbedding("pattern", 4, 3 * 6 * 6, value=0.5, image_shape=(3, 6, 6))
+    x = torch.rand(2, 3, 6, 6)
+    labels = torch.tensor([1, 3])
+    added = (emb.embed(x, labels) - x.flatten(1)).view(2, 3, 6, 6)
+    gratings = label_gratings(4, (3, 6, 6))
+    assert torch.allclose(added, 0.5 * gratings[labels], atol=1e-6)
+    assert torch.allclose(gratings.mean((2, 3)), torch.zeros(4, 3), atol=1e-6)  # zero mean: no brightness cue
+    assert all(not torch.allclose(gratings[a], gratings[b]) for a in range(4) for b in range(a))
+
+
+def test_negatives_never_carry_the_true_label_in_label_channels():
+    torch.manual_seed(0)
+    net = build_model(conv_settings(), 64, 4, input_shape=(1, 8, 8))
+    trainer = FFTrainer(net, TrainSettings(batch_size=50))
+    y = torch.randint(0, 4, (50,))
+    both = trainer.make_pairs(torch.rand(50, 1, 8, 8), y).view(100, 5, 8, 8)
+    shown = both[:, 1:, 0, 0].argmax(1)
+    assert torch.equal(shown[:50], y) and not (shown[50:] == y).any()
+
+
+@pytest.mark.parametrize("architecture", ["conv", "local"])
+def test_goodness_prediction_is_one_label_per_image(architecture):
+    torch.manual_seed(0)
+    net = build_model(conv_settings(architecture=architecture), 64, 3, input_shape=(1, 8, 8))
+    x = torch.rand(7, 1, 8, 8)
+    scores = net.label_scores(x)
+    assert scores.shape == (7, 3, 2)
+    for i in range(7):  # each image scored alone gives the same scores as in the batch
+        assert torch.allclose(net.label_scores(x[i : i + 1])[0], scores[i], atol=1e-5)
+
+
+def test_competitive_network_predicts_from_group_goodness_in_one_pass():
+    torch.manual_seed(0)
+    settings = conv_settings(label="none", loss="competitive", hidden=[6, 9], batch_norm=True)
+    net = build_model(settings, 64, 3, input_shape=(1, 8, 8)).eval()
+    x = torch.rand(5, 1, 8, 8)
+    scores = net.label_scores(x)
+    hs = net.activities(x)
+    assert torch.allclose(scores[:, :, 1], net.layers[1].class_goodness(hs[1]))
+    assert set(net.predictions(x)) == {"goodness", "goodness_layer0", "goodness_layer1"}
+
+
+def test_augmentation_is_a_seeded_shift_or_mirror_of_each_image():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    a = augment_images(x, 2, True, torch.Generator().manual_seed(1))
+    b = augment_images(x, 2, True, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape
+    for i in range(2):  # every output is some shift (with zero fill) of the image or of its mirror
+        found = False
+        for img in (x[i], x[i].flip(2)):
+            padded = F.pad(img, (2, 2, 2, 2))
+            for dy in range(5):
+                for dx in range(5):
+                    found |= torch.equal(padded[:, dy : dy + 4, dx : dx + 4], a[i])
+        assert found
+    assert torch.equal(augment_images(x, 0, False, torch.Generator()), x)
+
+
+def test_config_checks_for_conv_and_competitive_settings():
+    ok = {"model": {"architecture": "conv", "label": "none", "loss": "competitive"}, "train": {"negatives": "none"}}
+    config_from_dict(ok)
+    with pytest.raises(ConfigError, match="competitive"):
+        config_from_dict({"model": {"loss": "competitive"}})
+    with pytest.raises(ConfigError, match="channels"):
+        config_from_dict({"model": {"label": "channels"}})
+    with pytest.raises(ConfigError, match="model.pool"):
+        config_from_dict({"model": {"architecture": "conv", "hidden": [4, 4], "pool": [2]}})
+    with pytest.raises(ConfigError, match="model.kernel"):
+        config_from_dict({"model": {"architecture": "conv", "kernel": 4}})
+    with pytest.raises(ConfigError, match="multiple of 10"):
+        cfg = config_from_dict({**ok, "model": {**ok["model"], "hidden": [15]}})
+        build_model(cfg.model, 784, 10, input_shape=(1, 28, 28))
+
+
+@pytest.mark.parametrize("kind", ["ff", "backprop"])
+def test_short_conv_run_on_digits_clears_accuracy_bar(tmp_path, kind):
+    cfg = config_from_dict(
+        {
+            "data": {"name": "digits"},
+            "model": {
+                "kind": kind,
+                "architecture": "conv",
+                "hidden": [20, 40],
+                "pool": [2, 1],
+                "batch_norm": True,
+                "input_norm": "none",
+                "label": "none",
+                "loss": "competitive" if kind == "ff" else "softplus",
+            },
+            "train": {"epochs": 6, "lr": 0.01, "negatives": "none" if kind == "ff" else "random", "monitor_size": 0},
+        }
+    )
+    summary = train_run(cfg, tmp_path / kind, progress=False, log=lambda s: None)
+    assert summary["test_accuracy"] >= 0.9
+
+
+@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+def test_short_label_pattern_conv_run_on_mnist_clears_accuracy_bar(tmp_path):
+    """Conv FF with a label written into the image and wrong-label negatives (measured: 72.5%)."""
+    cfg = config_from_dict(
+        {
+            "data": {"name": "mnist", "train_subset": 10000, "test_subset": 1000},
+            "model": {
+                "architecture": "conv",
+                "hidden": [16, 32],
+                "kernel": 5,
+                "pool": [2, 2],
+                "label": "pattern",
+                "label_value": 0.3,
+                "loss": "symba",
+            },
+            "train": {"epochs": 3, "lr": 0.01, "negatives": "random", "monitor_size": 0},
+            "eval": {"train_accuracy": False},
+        }
+    )
+    summary = train_run(cfg, tmp_path / "mnist", progress=False, log=lambda s: None)
+    assert summary["test_accuracy"] >= 0.6
