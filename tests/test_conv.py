@@ -76,22 +76,40 @@ def test_locally_connected_equals_convolution_when_every_position_shares_its_fil
     local = FFLocal2d((3, 5, 5), 4, kernel=3, input_norm="none")
     conv = torch.nn.Conv2d(3, 4, 3, padding=1)
     with torch.no_grad():
-        local.weight.copy_(conv.weight.reshape(4, -1).t().expand(25, -1, -1))
+        local.weight.zero_()
+        w = local.weight.view(4, 5, 5, 3, 5, 5)  # (o, y, x) <- (c, y', x')
+        for y in range(5):
+            for x in range(5):
+                for dy in range(3):
+                    for dx in range(3):
+                        yy, xx = y + dy - 1, x + dx - 1
+                        if 0 <= yy < 5 and 0 <= xx < 5:
+                            w[:, y, x, :, yy, xx] = conv.weight[:, :, dy, dx]
         local.bias.copy_(conv.bias.view(4, 1, 1).expand(4, 5, 5))
     x = torch.randn(2, 3, 5, 5)
     assert torch.allclose(local(x), torch.relu(conv(x)), atol=1e-5)
-    assert local.forward_flops() == 2 * 25 * 27 * 4
 
 
-def test_locally_connected_positions_have_their_own_weights():
-    local = FFLocal2d((1, 4, 4), 2, kernel=3, input_norm="none")
-    x = torch.randn(1, 1, 4, 4)
+def test_locally_connected_units_see_only_their_field_and_have_their_own_weights():
+    torch.manual_seed(0)
+    local = FFLocal2d((1, 6, 6), 2, kernel=3, input_norm="none")
+    x = torch.randn(1, 1, 6, 6, requires_grad=True)
+    local.pre_activation(x)[0, 1, 2, 3].backward()  # unit (o=1, y=2, x=3)
+    seen = x.grad[0, 0] != 0
+    assert seen[1:4, 2:5].all() and seen.sum() == 9  # its 3x3 field, nothing else
     with torch.no_grad():
-        local.weight[5].zero_()
+        local.weight.view(2, 6, 6, -1)[:, 1, 1].zero_()
         local.bias.zero_()
-    out = local.pre_activation(x)
-    assert torch.all(out[0, :, 1, 1] == 0)  # position 5 = row 1, column 1
-    assert out[0, :, 2, 2].abs().sum() > 0
+    out = local.pre_activation(torch.randn(1, 1, 6, 6))
+    assert torch.all(out[0, :, 1, 1] == 0) and out[0, :, 2, 2].abs().sum() > 0
+    loss, _ = local.local_loss(local(torch.rand(4, 36)), 2)
+    loss.backward()
+    assert torch.all(local.weight.grad[~local.mask] == 0)  # weights outside the fields never learn
+
+
+def test_locally_connected_layer_too_large_for_its_dense_form_is_refused():
+    with pytest.raises(ValueError, match="fewer channels or a smaller map"):
+        FFLocal2d((64, 32, 32), 64, kernel=3)
 
 
 def test_conv_layer_output_shape_pool_and_bad_options():

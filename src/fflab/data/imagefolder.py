@@ -34,7 +34,7 @@ from fflab.io import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
-CACHE_VERSION = 1  # part of every cache key; bump it when decoding changes
+CACHE_VERSION = 2  # part of every cache key; bump it when decoding changes
 SHOW_FILES = 5  # how many offending files an error lists before "... and N more"
 LAYOUT = "ROOT/train/<class>/*.png|jpg|jpeg and ROOT/test/<class>/... (the same class folders in both)"
 
@@ -109,7 +109,11 @@ def _class_order(root: Path, classes: Sequence[str] | None, name: str) -> tuple[
 
 
 def _scan(root: Path, class_names: tuple[str, ...], name: str) -> tuple[dict[str, list[tuple[str, int]]], str]:
-    """Every image file per split as (path relative to root, label), sorted, and the folder's fingerprint."""
+    """Every image file per split as (path relative to root, label), and the folder's fingerprint.
+
+    Folders list images class by class; each split is put in one fixed pseudo-random order (seed 0) so that
+    its first N samples (a config's train_subset / test_subset) hold every class in proportion.
+    """
     digest = hashlib.sha256(f"fflab image folder v{CACHE_VERSION}\n{class_names!r}\n".encode())
     files: dict[str, list[tuple[str, int]]] = {}
     empty: list[str] = []
@@ -136,6 +140,8 @@ def _scan(root: Path, class_names: tuple[str, ...], name: str) -> tuple[dict[str
             f"{name}: {len(empty)} class folders in {root}/ hold no .png/.jpg/.jpeg images: {_listing(empty)}. "
             "Every class needs images in both train/ and test/."
         )
+    rng = np.random.default_rng(0)
+    files = {split: [entries[i] for i in rng.permutation(len(entries))] for split, entries in files.items()}
     return files, digest.hexdigest()
 
 
