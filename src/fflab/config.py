@@ -295,7 +295,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.hard_scores = 'readout' is for recurrent networks (the online readout)")
     _validate_spatial(cfg)
     competitive = m.loss == "competitive"
-    if competitive != (t.negatives == "none") or (competitive and (m.label != "none" or m.kind != "ff")):
+    local_learning = m.kind != "backprop"  # the baseline ignores the FF loss and negatives
+    if local_learning and (
+        competitive != (t.negatives == "none") or (competitive and (m.label != "none" or m.kind != "ff"))
+    ):
         raise ConfigError(
             "model.loss = 'competitive' (channel-wise competitive FF) needs no negatives and no label input: it "
             "goes with train.negatives = 'none', model.label = 'none' and model.kind = 'ff'; got "
