@@ -26,9 +26,15 @@ from PIL import Image
 import fflab.data.imagefolder as imagefolder
 import fflab.data.registry as registry
 from fflab.cli import main
+from fflab.config import load_config
 from fflab.data import download_dataset, get_spec, load_dataset, verify_dataset
 from fflab.data.cifar import parse_batch
 from fflab.errors import DataError
+from fflab.models import build_model
+from fflab.training.evaluate import evaluate
+from fflab.training.trainer import FFTrainer
+
+REPO = Path(__file__).resolve().parent.parent
 
 CLASSES = get_spec("cifar10").class_names
 REFUSED = "http://127.0.0.1:1/"  # nothing listens on port 1: connection refused at once
@@ -486,7 +492,9 @@ def real_data_root() -> Path:
 
 
 @pytest.mark.slow
-def test_real_cifar10(real_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_cifar10_and_a_short_conv_run(
+    real_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     monkeypatch.setenv("FFLAB_CACHE", str(cache))
     try:
@@ -505,3 +513,20 @@ def test_real_cifar10(real_data_root: Path, tmp_path: Path, monkeypatch: pytest.
     assert torch.bincount(data.test_y).tolist() == [1000] * 10
     assert 0.0 <= data.train_x.min() and data.train_x.max() <= 1.0
     assert torch.equal(data.test_x, again.test_x) and torch.equal(data.train_y, again.train_y)
+    # A subset (the first N) holds every class, and a short channel-wise competitive conv run learns from it.
+    assert torch.bincount(data.train_y[:10000]).min() >= 900
+    cfg = load_config(
+        REPO / "configs" / "cifar10-conv.toml",
+        [
+            "model.hidden=[20, 40]",
+            "model.pool=[2, 2]",
+            "model.groups=[1, 10]",
+            "model.predict_layers=[1]",
+            "train.epochs=2",
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 3072, 10, input_shape=(3, 32, 32))
+    FFTrainer(model, cfg.train, progress=False).fit(data.train_x[:10000], data.train_y[:10000])
+    accuracy = evaluate(model, data.test_x[:1000], data.test_y[:1000])["accuracy"]
+    assert accuracy >= 0.3  # chance is 0.1
