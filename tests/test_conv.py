@@ -6,11 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fflab.checkpoint import load_checkpoint
 from fflab.config import ConfigError, ModelSettings, TrainSettings, config_from_dict
+from fflab.data import load_dataset
 from fflab.layers.conv import FFConv2d, FFLocal2d
 from fflab.models import build_model
 from fflab.supervision import LabelEmbedding, label_gratings
 from fflab.training.augment import augment_images
+from fflab.training.evaluate import evaluate
 from fflab.training.run import train_run
 from fflab.training.trainer import FFTrainer
 
@@ -249,6 +252,10 @@ def test_short_conv_run_on_digits_clears_accuracy_bar(tmp_path, kind):
     )
     summary = train_run(cfg, tmp_path / kind, progress=False, log=lambda s: None)
     assert summary["test_accuracy"] >= 0.9
+    model, _, meta = load_checkpoint(tmp_path / kind)  # rebuilt from its settings and the input shape
+    assert meta["input_shape"] == [1, 8, 8]
+    ds = load_dataset("digits")
+    assert evaluate(model, ds.test_x, ds.test_y)["accuracy"] == summary["test_accuracy"]
 
 
 @pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
