@@ -9,6 +9,12 @@ from torch import nn
 from fflab.objectives import LOSSES, goodness_fn, positive_sign, softplus_loss, symba_loss
 
 
+def require_choice(option: str, value: str, choices) -> None:
+    """ValueError naming the option and its valid values unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"unknown {option} {value!r}; expected one of {sorted(choices)}")
+
+
 class FFLearner(nn.Module):
     """Base class of every FF layer.
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fflab.layers.base import FFLearner
+from fflab.layers.base import FFLearner, require_choice
 from fflab.layers.dense import ACTIVATIONS, INITS, normalize_direction
 
 SCOPES = ("sample", "position", "channel")
@@ -41,12 +41,9 @@ class SpatialFFLearner(FFLearner):
         **learner_options,
     ) -> None:
         super().__init__(**learner_options)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
-        if scope not in SCOPES:
-            raise ValueError(f"unknown goodness scope {scope!r}; expected one of {list(SCOPES)}")
-        if input_norm not in CONV_INPUT_NORMS:
-            raise ValueError(f"unknown input_norm {input_norm!r}; expected one of {list(CONV_INPUT_NORMS)}")
+        require_choice("activation", activation, ACTIVATIONS)
+        require_choice("goodness scope", scope, SCOPES)
+        require_choice("input_norm", input_norm, CONV_INPUT_NORMS)
         c, h, w = in_shape
         if kernel % 2 == 0 or kernel < 1:
             raise ValueError(f"kernel must be an odd size (padding keeps the map size), got {kernel}")
@@ -111,8 +108,7 @@ class SpatialFFLearner(FFLearner):
 
 def _init_weight(weight: torch.Tensor, init: str, activation: str, fan_in: int) -> None:
     """Kaiming (He) or Xavier scaling for a weight whose rows see `fan_in` inputs each."""
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; expected one of {list(INITS)}")
+    require_choice("init", init, INITS)
     gain = nn.init.calculate_gain(activation if activation in ("relu", "tanh", "sigmoid") else "linear")
     if init == "kaiming":
         nn.init.normal_(weight, 0.0, gain / math.sqrt(fan_in))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fflab.layers.base import FFLearner
+from fflab.layers.base import FFLearner, require_choice
 
 ACTIVATIONS = {
     "relu": torch.relu,
@@ -55,12 +55,9 @@ class FFDense(FFLearner):
     ) -> None:
         """`learner_options` are FFLearner's: goodness, theta, objective, loss, alpha, peer_weight, peer_momentum."""
         super().__init__(**learner_options)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; expected one of {list(INITS)}")
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"unknown input_norm {input_norm!r}; expected one of {list(INPUT_NORMS)}")
+        require_choice("activation", activation, ACTIVATIONS)
+        require_choice("init", init, INITS)
+        require_choice("input_norm", input_norm, INPUT_NORMS)
         self.activation = activation
         self.input_norm = input_norm
         self.linear = nn.Linear(in_features, out_features, bias=bias)
