@@ -191,7 +191,7 @@ def build_backprop(
     **_,
 ) -> BackpropNetwork:
     """The same layers with a classifier head, for end-to-end backprop."""
-    return BackpropNetwork(hidden_stack(settings, input_dim, input_shape), num_classes)
+    return BackpropNetwork(hidden_stack(settings, input_dim, input_shape, num_classes), num_classes)
 
 
 def build_recurrent(
