@@ -247,6 +247,7 @@ def build_hebbian(
     *,
     spiking: SpikingSettings | None = None,
     seed: int = 0,
+    **_,
 ) -> HebbianFFNetwork:
     """Neo-Hebbian FF (arXiv 2406.16479): LIF (or analog ReLU) layers on the image and a label code."""
     s = spiking or SpikingSettings()
