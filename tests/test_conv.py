@@ -221,6 +221,8 @@ def test_config_checks_for_conv_and_competitive_settings():
     config_from_dict(ok)
     with pytest.raises(ConfigError, match="competitive"):
         config_from_dict({"model": {"loss": "competitive"}})
+    with pytest.raises(ConfigError, match="data.path"):
+        config_from_dict({"data": {"name": "image-folder"}})
     with pytest.raises(ConfigError, match="channels"):
         config_from_dict({"model": {"label": "channels"}})
     with pytest.raises(ConfigError, match="model.pool"):

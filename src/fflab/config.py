@@ -258,6 +258,8 @@ def validate(cfg: Config) -> Config:
     m, t = cfg.model, cfg.train
     if cfg.data.name == "idx" and not cfg.data.path:
         raise ConfigError("data.path: the 'idx' data set needs the folder of its IDX files in data.path")
+    if cfg.data.name == "image-folder" and not cfg.data.path:
+        raise ConfigError("data.path: the 'image-folder' data set needs its folder (holding train/ and test/)")
     if not m.hidden or any(h < 1 for h in m.hidden):
         raise ConfigError(f"model.hidden: expected a non-empty list of positive layer widths, got {m.hidden}")
     for key, layers in (("model.predict_layers", m.predict_layers), ("readout.layers", cfg.readout.layers)):
