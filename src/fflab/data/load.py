@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import torch
-
 from fflab.data.cifar import load_cifar10
 from fflab.data.dataset import Dataset
 from fflab.data.download import download_missing
 from fflab.data.embedded import load_digits_dataset
-from fflab.data.imagefolder import image_folder_dataset
+from fflab.data.imagefolder import image_folder_dataset, uint8_dataset
 from fflab.data.paths import dataset_folder, find_file, missing_message, repair_hint, require_path
 from fflab.data.registry import get_spec
 from fflab.data.verify import inspect_folder
 from fflab.errors import DataError
-
-
-def _images(array: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W] -> float32 [N, 1, H, W] in [0, 1], in one vectorised pass."""
-    return torch.from_numpy(np.divide(array, 255, dtype=np.float32)).unsqueeze(1)
-
-
-def _labels(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array.astype(np.int64))
 
 
 def load_dataset(
@@ -77,12 +65,5 @@ def load_dataset(
     train_x, train_y, test_x, test_y = (array for array in arrays if array is not None)
     num_classes = len(spec.class_names) or int(max(train_y.max(), test_y.max())) + 1
     class_names = spec.class_names or tuple(str(i) for i in range(num_classes))
-    return Dataset(
-        spec.name,
-        _images(train_x),
-        _labels(train_y),
-        _images(test_x),
-        _labels(test_y),
-        num_classes,
-        class_names,
-    )
+    # IDX images are [N, H, W]: one grey channel.
+    return uint8_dataset(spec.name, train_x[:, None], train_y, test_x[:, None], test_y, class_names)

@@ -11,6 +11,7 @@ data at every position or channel separately, and the layer's score is the mean 
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -18,13 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fflab.layers.base import FFLearner, require_choice
-from fflab.layers.dense import ACTIVATIONS, INITS, normalize_direction
+from fflab.layers.dense import ACTIVATIONS, INIT_GAIN, INITS, normalize_direction
 
 SCOPES = ("sample", "position", "channel")
 CONV_INPUT_NORMS = ("length", "rms", "none")
 
 
-class SpatialFFLearner(FFLearner):
+class SpatialFFLearner(FFLearner, abc.ABC):
     """What convolutional and locally connected learners share; subclasses define `pre_activation`."""
 
     def __init__(
@@ -73,9 +74,9 @@ class SpatialFFLearner(FFLearner):
     def out_features(self) -> int:
         return math.prod(self.out_shape)
 
+    @abc.abstractmethod
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """[N, C, H, W] -> [N, out_channels, H, W] (same-size padding)."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -109,7 +110,7 @@ class SpatialFFLearner(FFLearner):
 def _init_weight(weight: torch.Tensor, init: str, activation: str, fan_in: int) -> None:
     """Kaiming (He) or Xavier scaling for a weight whose rows see `fan_in` inputs each."""
     require_choice("init", init, INITS)
-    gain = nn.init.calculate_gain(activation if activation in ("relu", "tanh", "sigmoid") else "linear")
+    gain = nn.init.calculate_gain(INIT_GAIN.get(activation, "linear"))
     if init == "kaiming":
         nn.init.normal_(weight, 0.0, gain / math.sqrt(fan_in))
     elif init == "xavier":

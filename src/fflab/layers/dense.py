@@ -22,7 +22,7 @@ INITS = ("kaiming", "xavier", "torch")
 INPUT_NORMS = ("length", "rms")
 
 # Gain names torch.nn.init understands, per activation (for Kaiming and Xavier scaling).
-_INIT_GAIN = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+INIT_GAIN = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}
 
 
 def normalize_direction(x: torch.Tensor, mode: str = "length", eps: float = 1e-8) -> torch.Tensor:
@@ -66,7 +66,7 @@ class FFDense(FFLearner):
         self.register_peer_mean(out_features)
 
     def _init(self, init: str) -> None:
-        gain_name = _INIT_GAIN.get(self.activation, "linear")
+        gain_name = INIT_GAIN.get(self.activation, "linear")
         if init == "kaiming":
             nn.init.kaiming_normal_(self.linear.weight, nonlinearity=gain_name)
         elif init == "xavier":

@@ -125,8 +125,11 @@ class FFNetwork(nn.Module):
         emb = self.embedding
         depth = len(self.layers) if depth is None else depth
         if self.competitive:
-            hs = self.activities(x)[:depth]
-            return torch.stack([layer.class_goodness(h) for layer, h in zip(self.layers, hs, strict=False)], 2)
+            scores, h = [], x
+            for layer in self.layers[:depth]:
+                h = layer(h)
+                scores.append(layer.class_goodness(h))
+            return torch.stack(scores, 2)
         if not emb.has_label:
             raise ValueError("this network takes no label input (unsupervised); predict with its readout")
         n, c = x.shape[0], self.num_classes
