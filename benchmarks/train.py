@@ -20,8 +20,8 @@ import torch
 
 from fflab.config import load_config
 from fflab.io import write_json_atomic
-from fflab.perf import matmul_peak_gflops
-from fflab.training.run import set_threads, train_run
+from fflab.perf import matmul_peak_gflops, set_threads
+from fflab.training.run import train_run
 
 RESULTS = Path(__file__).parent / "results"
 

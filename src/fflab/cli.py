@@ -35,8 +35,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from fflab.checkpoint import load_checkpoint
     from fflab.io import write_json_atomic
+    from fflab.perf import set_threads
     from fflab.training.evaluate import evaluate, primary_method
-    from fflab.training.run import load_for_config, set_threads
+    from fflab.training.run import load_for_config
 
     model, cfg, _ = load_checkpoint(args.run_dir)
     set_threads(cfg.train.threads)

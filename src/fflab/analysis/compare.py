@@ -20,8 +20,9 @@ from fflab.errors import FFLabError
 from fflab.io import atomic_path, write_json_atomic
 from fflab.layers.spiking import SpikingFFDense
 from fflab.models import FFNetwork, HebbianFFNetwork
+from fflab.perf import set_threads
 from fflab.training.evaluate import evaluate, primary_method
-from fflab.training.run import load_for_config, set_threads
+from fflab.training.run import load_for_config
 
 LATENTS = "latents.safetensors"
 

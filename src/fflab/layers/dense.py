@@ -96,12 +96,11 @@ class FFDense(FFLearner):
         if self.input_norm == "rms":
             inv = inv * math.sqrt(blank.shape[1])
         w = self.linear.weight
-        shared = blank @ w.t()  # [N, H]
+        shared = F.linear(blank * inv, w, self.linear.bias)  # [N, H], bias included
         label_cols = label_value * w[:, label_offset : label_offset + num_classes].t()  # [C, H]
-        pre = (shared.unsqueeze(1) + label_cols.unsqueeze(0)) * inv.unsqueeze(2)
-        if self.linear.bias is not None:
-            pre = pre + self.linear.bias
-        return self._act(pre)
+        # One pass over the [N, C, H] result (it is C times larger than anything else here).
+        pre = torch.addcmul(shared.unsqueeze(1), inv.unsqueeze(2), label_cols.unsqueeze(0))
+        return torch.relu_(pre) if self.activation == "relu" else self._act(pre)
 
     def extra_repr(self) -> str:
         return (

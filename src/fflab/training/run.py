@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,19 +26,13 @@ from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load
 from fflab.errors import FFLabError
 from fflab.io import write_json_atomic, write_text_atomic
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
+from fflab.perf import set_threads
 from fflab.supervision import random_wrong_labels
 from fflab.training.evaluate import evaluate, goodness_samples, primary_method
 from fflab.training.readout import train_readout
 from fflab.training.trainer import make_trainer
 
 Log = Callable[[str], None]
-
-
-def set_threads(threads: int) -> int:
-    """Use `threads` torch threads (0: one per core)."""
-    n = threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
