@@ -22,11 +22,25 @@ def _config_path(text: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fflab.config import load_config
-    from fflab.training.run import default_run_dir, train_run
+    from fflab.training.run import default_run_dir, train_parallel, train_run
 
     cfg = load_config(_config_path(args.config), args.set)
     run_dir = Path(args.out) if args.out else default_run_dir(cfg)
-    train_run(cfg, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
+    if args.parallel is None:
+        if args.workers is not None or args.stages is not None:
+            raise FFLabError("--workers and --stages choose how to run --parallel training; add --parallel MODE")
+        train_run(cfg, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
+        return 0
+    train_parallel(
+        cfg,
+        run_dir,
+        args.parallel,
+        workers=args.workers,
+        stages=args.stages,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+        timeout=args.timeout,
+    )
     return 0
 
 
@@ -103,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="config file, or the name of one in ./configs")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
+    par = train.add_argument_group("layer-parallel training (docs/scaling.md)")
+    par.add_argument(
+        "--parallel",
+        choices=["pipeline", "data", "both"],
+        help="pipeline: workers own groups of layers; data: workers split each batch; both: a grid",
+    )
+    par.add_argument("--workers", type=int, help="start this many worker processes here (omit under torchrun)")
+    par.add_argument("--stages", type=int, help="pipeline stages for --parallel both (workers / stages replicas)")
+    par.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds a worker waits on another before failing (default 300)"
+    )
     common(train)
     train.set_defaults(func=cmd_train)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from fflab.analysis.plots import (
     plot_activity_over_time,
@@ -29,6 +30,15 @@ from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_m
 from fflab.perf import set_threads
 from fflab.supervision import random_wrong_labels
 from fflab.training.evaluate import evaluate, goodness_samples, primary_method
+from fflab.training.launch import (
+    DEFAULT_TIMEOUT,
+    join_group,
+    leave_group,
+    run_local_workers,
+    threads_per_worker,
+    torchrun_world,
+)
+from fflab.training.parallel import DistributedFFTrainer, ParallelPlan, check_parallel_support
 from fflab.training.readout import train_readout
 from fflab.training.trainer import make_trainer
 
@@ -103,24 +113,41 @@ def train_run(
     data_dir: str | None = None,
     progress: bool = True,
     log: Log = print,
+    parallel: ParallelPlan | None = None,
 ) -> dict:
-    """Train and evaluate the configured network; write everything to `run_dir`; return the summary."""
+    """Train and evaluate the configured network; write everything to `run_dir`; return the summary.
+
+    With a `parallel` plan this is one worker of a layer-parallel run (torch.distributed initialised):
+    every worker trains its share, and rank 0 alone monitors, evaluates and writes the run directory
+    (the other workers return an empty summary).
+    """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir)
+    lead = parallel is None or dist.get_rank() == 0
+    if lead:
+        _prepare_run_dir(run_dir)
     threads = set_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    ds = load_for_config(cfg, data_dir, progress)
+    ds = load_for_config(cfg, data_dir, progress and lead)
     model = build_model(
         cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=ds.input_shape
     )
-    trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
+    if parallel is None:
+        trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
+    else:
+        trainer = DistributedFFTrainer(
+            model, cfg.train, parallel, progress=progress and lead, image_shape=ds.input_shape
+        )
+        if not lead:
+            trainer.fit(ds.train_x, ds.train_y)
+            return {}
     write_text_atomic(run_dir / "config.toml", to_toml(cfg))
     schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
     total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if cfg.train.schedule == "greedy" else 1)
+    workers = f", {parallel.mode}-parallel on {parallel.world_size} workers" if parallel else ""
     log(
         f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} "
-        f"test), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {threads} threads -> {run_dir}"
+        f"test), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {threads} threads{workers} -> {run_dir}"
     )
 
     m = cfg.train.monitor_size
@@ -203,6 +230,12 @@ def train_run(
         "threads": threads,
         "torch": torch.__version__,
     }
+    if parallel is not None:
+        busy = [h["worker_busy"] for h in history]
+        summary["parallel"] = {
+            **parallel.describe(trainer.layer_groups),
+            "worker_busy": [round(sum(b) / len(busy), 3) for b in zip(*busy, strict=True)],
+        }
     write_json_atomic(run_dir / "summary.json", summary)
     train_text = f", train accuracy {summary['train_accuracy']:.2%}" if train else ""
     methods = ", ".join(f"{k} {v:.2%}" for k, v in test["accuracy_by_method"].items())
@@ -211,6 +244,50 @@ def train_run(
         f"train {train_seconds:.1f}s, eval {eval_seconds:.1f}s -> {run_dir}"
     )
     return summary
+
+
+def train_parallel(
+    cfg: Config,
+    run_dir: str | Path,
+    mode: str,
+    *,
+    workers: int | None = None,
+    stages: int | None = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict:
+    """A layer-parallel training run (see fflab.training.parallel): `workers` new processes on this
+    machine, or, without `workers`, this process as one rank of a torchrun launch. Returns the summary
+    (empty on the ranks of a torchrun launch other than 0)."""
+    launched = torchrun_world()
+    if (workers is None) == (launched is None):
+        raise FFLabError(
+            "parallel training needs either --workers N (processes on this machine) or a start by torchrun, not both"
+            if workers
+            else "parallel training needs --workers N, or a start by torchrun"
+        )
+    world, here = (workers, workers) if workers else (launched[1], launched[2])
+    plan = ParallelPlan.create(mode, world, stages)
+    check_parallel_support(cfg.model, cfg.train, plan)
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, threads=threads_per_worker(cfg.train.threads, here))
+    )
+    run_dir = Path(run_dir)
+    args = (cfg, run_dir, plan, data_dir, progress)
+    if workers:
+        _prepare_run_dir(run_dir)  # fail here, once, rather than in a worker
+        run_local_workers(_parallel_worker, workers, args, timeout)
+        return json.loads((run_dir / "summary.json").read_text())
+    join_group(launched[0], world, timeout=timeout)
+    try:
+        return _parallel_worker(*args)
+    finally:
+        leave_group()
+
+
+def _parallel_worker(cfg: Config, run_dir: Path, plan: ParallelPlan, data_dir: str | None, progress: bool) -> dict:
+    return train_run(cfg, run_dir, data_dir=data_dir, progress=progress, parallel=plan)
 
 
 def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], run_dir: Path) -> None:

@@ -144,15 +144,29 @@ class Trainer(abc.ABC):
                     continue
                 trained[j] = True
                 sums[0, j] += r.loss.item() * k
-                if r.goodness is not None:
-                    sums[1, j] += r.goodness[:k].mean().item() * k
-                    sums[2, j] += r.goodness[k:].mean().item() * k
-            if i % 50 == 0:
+                if r.goodness is not None:  # positive rows, then as many negative (or other-class) rows
+                    half = len(r.goodness) // 2
+                    sums[1, j] += r.goodness[:half].mean().item() * k
+                    sums[2, j] += r.goodness[half:].mean().item() * k
+            if i % 50 == 0 and any(trained):
                 done = sums[0, torch.tensor(trained)].mean().item() / (i * bs + k)
                 bar.set_postfix(loss=f"{done:.4f}")
         seconds = time.perf_counter() - start
-        means = [[v if t else None for v, t in zip(row, trained, strict=True)] for row in (sums / n).tolist()]
-        return EpochStats(epoch, means[0], means[1], means[2], lr, seconds, n / seconds)
+        sums, done_slots = self.combine_epoch_sums(sums, torch.tensor(trained))
+        means = [
+            [v if t else None for v, t in zip(row, done_slots.tolist(), strict=True)] for row in (sums / n).tolist()
+        ]
+        stats = EpochStats(epoch, means[0], means[1], means[2], lr, seconds, n / seconds)
+        self.end_epoch(stats)
+        return stats
+
+    def combine_epoch_sums(self, sums: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hook for trainers that share an epoch's work: the loss and goodness sums [3, slots] and the
+        trained slots, combined with the other workers' (here: as they are)."""
+        return sums, trained
+
+    def end_epoch(self, stats: EpochStats) -> None:  # noqa: B027 (optional hook)
+        """Hook after an epoch's statistics are complete, before anyone sees them; nothing by default."""
 
     def fit(
         self, x: torch.Tensor, y: torch.Tensor, on_epoch: Callable[[EpochStats], None] | None = None

@@ -1,0 +1,332 @@
+"""Layer-parallel FF training over torch.distributed: pipeline, data parallel, or both.
+
+Every learner's input is detached, so a layer needs nothing from the layers above it. That makes
+two kinds of parallelism exact:
+
+pipeline - ranks own consecutive groups of layers (stages). Stage 0 draws the batch and makes the
+           positive and negative data; each stage runs its layers on what the stage below sent,
+           sends its last layer's detached activity up, then updates. Nothing flows back, so stage
+           k works on batch t while stage k+1 works on batch t-1. Each layer sees exactly the
+           inputs it sees in single-process training, in the same order, so the result is the same.
+data     - every replica of a stage takes a slice of each batch, and the replicas average each
+           layer's gradient (one all-reduce per layer, started as soon as that layer's backward is
+           done, so it overlaps the layers still computing). Equal to single-process training up to
+           the rounding of the summed gradients.
+both     - a grid of stages x replicas.
+
+Rank r is stage r // replicas, replica r % replicas. The model is built identically on every rank
+(same seed); at each epoch's end every layer's weights are broadcast from the rank that trained it,
+so every rank holds the whole trained network for monitoring, checkpoints and the next epoch's
+refreshed negatives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from fflab.config import ModelSettings, TrainSettings
+from fflab.errors import FFLabError
+from fflab.models import FFNetwork, LocalResult
+from fflab.training.trainer import FFTrainer
+
+PARALLEL_MODES = ("pipeline", "data", "both")
+PARALLEL_KINDS = ("ff", "spiking")  # the model kinds built as an FFNetwork
+
+
+def balance_layers(costs: Sequence[float], stages: int) -> list[list[int]]:
+    """Split layers 0..L-1 into `stages` consecutive non-empty groups whose largest total cost is least.
+
+    The pipeline runs at the pace of its slowest stage, so that is the quantity to minimise.
+    """
+    n = len(costs)
+    if not 1 <= stages <= n:
+        raise FFLabError(f"cannot split {n} layers into {stages} pipeline stages (each stage needs a layer)")
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + c)
+    # best[k][i]: least max-stage cost splitting the first i layers into k stages; cut[k][i]: last cut.
+    best = [[float("inf")] * (n + 1) for _ in range(stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = 0.0
+    for k in range(1, stages + 1):
+        for i in range(k, n + 1):
+            for j in range(k - 1, i):
+                worst = max(best[k - 1][j], prefix[i] - prefix[j])
+                if worst < best[k][i]:
+                    best[k][i], cut[k][i] = worst, j
+    groups, i = [], n
+    for k in range(stages, 0, -1):
+        j = cut[k][i]
+        groups.append(list(range(j, i)))
+        i = j
+    return groups[::-1]
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """Who does what: `stages` pipeline stages times `world_size // stages` data-parallel replicas."""
+
+    mode: str
+    world_size: int
+    stages: int
+
+    def __post_init__(self) -> None:
+        if self.mode not in PARALLEL_MODES:
+            raise FFLabError(f"unknown parallel mode {self.mode!r}; expected one of {list(PARALLEL_MODES)}")
+        if self.world_size < 1 or self.stages < 1 or self.world_size % self.stages:
+            raise FFLabError(f"{self.world_size} workers cannot form {self.stages} equal pipeline stages")
+        expected = {"pipeline": self.world_size, "data": 1}.get(self.mode)
+        if expected is not None and self.stages != expected:
+            raise FFLabError(f"parallel mode {self.mode!r} with {self.world_size} workers has {expected} stage(s)")
+
+    @classmethod
+    def create(cls, mode: str, world_size: int, stages: int | None = None) -> ParallelPlan:
+        """The plan for a mode: pipeline uses every worker as a stage, data one stage, both `stages`."""
+        if mode == "both" and stages is None:
+            raise FFLabError("parallel mode 'both' needs the number of pipeline stages (--stages)")
+        default = {"pipeline": world_size, "data": 1}.get(mode, stages)
+        return cls(mode, world_size, stages if stages is not None else default)
+
+    @property
+    def replicas(self) -> int:
+        return self.world_size // self.stages
+
+    def stage_of(self, rank: int) -> int:
+        return rank // self.replicas
+
+    def replica_of(self, rank: int) -> int:
+        return rank % self.replicas
+
+    def rank_of(self, stage: int, replica: int) -> int:
+        return stage * self.replicas + replica
+
+    def describe(self, layer_groups: list[list[int]]) -> dict:
+        return {
+            "mode": self.mode,
+            "world_size": self.world_size,
+            "stages": self.stages,
+            "replicas": self.replicas,
+            "layers_per_stage": layer_groups,
+        }
+
+
+def check_parallel_support(model: ModelSettings, train: TrainSettings, plan: ParallelPlan) -> None:
+    """Clear errors, before any worker starts, for what layer-parallel training cannot do exactly."""
+    if model.kind not in PARALLEL_KINDS:
+        raise FFLabError(
+            f"parallel training runs feed-forward FF networks (model.kind {list(PARALLEL_KINDS)}); "
+            f"{model.kind!r} trains in one process"
+        )
+    if train.schedule != "simultaneous":
+        raise FFLabError("the greedy schedule trains one layer at a time, so there is nothing to run in parallel")
+    if plan.stages > len(model.hidden):
+        raise FFLabError(
+            f"{plan.stages} pipeline stages need at least as many layers; the model has {len(model.hidden)}"
+        )
+    if plan.stages > 1 and train.negatives in ("hard", "hardest") and train.hard_scores == "prediction":
+        raise FFLabError(
+            "hard negatives scored by the whole network need every layer on the first stage; use "
+            "train.hard_scores = 'first_layer' or 'refreshed' with a pipeline"
+        )
+    if plan.replicas > 1:
+        if model.batch_norm:
+            raise FFLabError("batch norm statistics differ between data-parallel replicas; use pipeline mode")
+        if model.peer_weight > 0:
+            raise FFLabError("peer normalisation's running means differ between data-parallel replicas")
+
+
+def shard(n: int, parts: int, index: int) -> slice:
+    """Rows of part `index` when n rows are split into `parts` near-equal consecutive parts."""
+    base, extra = divmod(n, parts)
+    start = index * base + min(index, extra)
+    return slice(start, start + base + (index < extra))
+
+
+class DistributedFFTrainer(FFTrainer):
+    """An FFTrainer that runs one rank's share of a ParallelPlan (the process group must be initialised).
+
+    Only rank 0 should be given progress bars and callbacks; every rank must call `fit` with the same
+    data. `wait_seconds` counts the time spent blocked on other ranks, for utilisation figures.
+    """
+
+    HEADER = 8  # int64 slots: n_pos, ndim, then up to 6 dims of the activity sent between stages
+
+    def __init__(
+        self,
+        model: FFNetwork,
+        settings: TrainSettings,
+        plan: ParallelPlan,
+        *,
+        progress: bool = True,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
+        if not isinstance(model, FFNetwork):
+            raise FFLabError(f"parallel training runs feed-forward FF networks, not {type(model).__name__}")
+        super().__init__(model, settings, progress=progress, image_shape=image_shape)
+        self.plan = plan
+        self.rank = dist.get_rank()
+        if dist.get_world_size() != plan.world_size:
+            raise FFLabError(f"the plan is for {plan.world_size} workers but {dist.get_world_size()} joined")
+        self.stage, self.replica = plan.stage_of(self.rank), plan.replica_of(self.rank)
+        self.layer_groups = balance_layers([layer.forward_flops() for layer in model.layers], plan.stages)
+        self.active = self.layer_groups[self.stage]
+        self.owner = {i: plan.rank_of(s, 0) for s, group in enumerate(self.layer_groups) for i in group}
+        # Every rank creates every group (torch.distributed requires it), in the same order.
+        groups = [dist.new_group([plan.rank_of(s, r) for r in range(plan.replicas)]) for s in range(plan.stages)]
+        self.replica_group = groups[self.stage]
+        self.wait_seconds = 0.0  # blocked on other ranks, this epoch
+        self.epoch_wait_seconds = 0.0  # ... during the epoch's steps
+        self.pending_sends: list = []
+
+    # -- communication ---------------------------------------------------------------------------
+
+    def _blocking(self, what: str, fn: Callable):
+        """Run a call that waits on other ranks: count the time, and turn a lost rank into a clear error."""
+        start = time.perf_counter()
+        try:
+            return fn()
+        except (RuntimeError, dist.DistError) as e:
+            raise FFLabError(
+                f"rank {self.rank} (stage {self.stage}, replica {self.replica}) lost contact with the other "
+                f"ranks while {what}: another rank stopped (see its own error) or timed out. Cause: {e}"
+            ) from e
+        finally:
+            self.wait_seconds += time.perf_counter() - start
+
+    def _send_up(self, h: torch.Tensor, labels: torch.Tensor, n_pos: int) -> None:
+        """Send the detached activity, the labels and the positive-row count to the next stage.
+
+        Asynchronous, so this stage goes on with its update; at most two batches are in flight.
+        """
+        if h.dim() > self.HEADER - 2:
+            raise FFLabError(f"activities of {h.dim()} dimensions are too many to send between stages")
+        header = torch.zeros(self.HEADER, dtype=torch.long)
+        header[0], header[1] = n_pos, h.dim()
+        header[2 : 2 + h.dim()] = torch.tensor(h.shape)
+        dest = self.plan.rank_of(self.stage + 1, self.replica)
+        tensors = [header, h.detach().contiguous(), labels.contiguous()]
+        self._blocking("sending to the next stage", lambda: [w.wait() for w in self.pending_sends[:-3]])
+        self.pending_sends = self.pending_sends[-3:] + [dist.isend(t, dest) for t in tensors]
+
+    def _receive(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        source = self.plan.rank_of(self.stage - 1, self.replica)
+        header = torch.empty(self.HEADER, dtype=torch.long)
+
+        def receive():
+            dist.recv(header, source)
+            n_pos, ndim = int(header[0]), int(header[1])
+            h = torch.empty(header[2 : 2 + ndim].tolist())
+            dist.recv(h, source)
+            labels = torch.empty(n_pos, dtype=torch.long)
+            dist.recv(labels, source)
+            return h, labels, n_pos
+
+        return self._blocking("waiting for the stage below", receive)
+
+    def _finish_sends(self) -> None:
+        self._blocking("sending to the next stage", lambda: [w.wait() for w in self.pending_sends])
+        self.pending_sends = []
+
+    # -- data ------------------------------------------------------------------------------------
+
+    def label_scores_for(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor | None:
+        """Data parallel: each replica scores its slice of the batch and they share the scores, so
+        every replica draws the whole batch's negatives exactly as a single process would."""
+        if self.plan.replicas == 1 or not self.pairs.needs_scores or self.settings.hard_scores == "refreshed":
+            return super().label_scores_for(x, idx)
+        n, r = len(x), self.plan.replicas
+        rows = shard(n, r, self.replica)
+        local = super().label_scores_for(x[rows], None)
+        width = -(-n // r)  # all_gather needs equal sizes: pad every slice to the largest
+        padded = local.new_zeros(width, local.shape[1])
+        padded[: len(local)] = local
+        parts = [torch.empty_like(padded) for _ in range(r)]
+        self._blocking("sharing label scores", lambda: dist.all_gather(parts, padded, group=self.replica_group))
+        return torch.cat([p[: len(range(*shard(n, r, k).indices(n)))] for k, p in enumerate(parts)])
+
+    def _my_rows(self, both: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """This replica's slice of the positive rows and the matching negative rows."""
+        n = len(y)
+        rows = shard(n, self.plan.replicas, self.replica)
+        pos = both[:n][rows]
+        parts = [pos, both[n:][rows]] if len(both) > n else [pos]
+        return torch.cat(parts), y[rows], len(pos)
+
+    # -- the step --------------------------------------------------------------------------------
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
+        """This rank's layers' update on batch (x, y); the stages above stage 0 take theirs from below."""
+        if self.stage == 0:
+            both, labels, n_pos = self._my_rows(self.make_pairs(x, y, idx=idx), y)
+        else:
+            both, labels, n_pos = self._receive()
+        h = both
+        results = []
+        for i in self.active:
+            h = self.model.layers[i](h.detach())
+            loss, g = self.model.layers[i].local_loss(h, n_pos, labels)
+            results.append(LocalResult(loss, g.detach()))
+        if self.stage + 1 < self.plan.stages:
+            self._send_up(h, labels, n_pos)
+        opts = [self.optimizers[i] for i in self.active]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        if self.plan.replicas == 1:
+            torch.autograd.backward([r.loss for r in results])
+        else:
+            self._backward_and_average(results, n_pos / len(y))
+        for opt in opts:
+            opt.step()
+        out: list[LocalResult | None] = [None] * self.n_slots
+        for i, r in zip(self.active, results, strict=True):
+            out[i] = r
+        return out
+
+    def _backward_and_average(self, results: list[LocalResult], share: float) -> None:
+        """Each layer's backward, then an all-reduce of its share-weighted gradient (started at once,
+        so the later layers' backward overlaps it): the sum over replicas is the whole batch's gradient."""
+        works = []
+        for i, r in zip(self.active, results, strict=True):
+            r.loss.backward()
+            grads = [p.grad for p in self.model.layers[i].parameters() if p.grad is not None]
+            flat = torch.cat([g.flatten() for g in grads]).mul_(share)
+            works.append((grads, flat, dist.all_reduce(flat, group=self.replica_group, async_op=True)))
+        for grads, flat, work in works:
+            self._blocking("averaging gradients", work.wait)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    # -- epochs ----------------------------------------------------------------------------------
+
+    def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        """Only the first stage makes negatives, so only it refreshes their score bank."""
+        self.wait_seconds = 0.0
+        if self.stage == 0:
+            super().start_epoch(x, y, epoch)
+
+    def combine_epoch_sums(self, sums: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and goodness sums of every layer, from the ranks that trained it (replicas averaged)."""
+        self._finish_sends()
+        self.epoch_wait_seconds = self.wait_seconds
+        both = torch.cat([sums.flatten(), trained.double()])
+        self._blocking("combining epoch statistics", lambda: dist.all_reduce(both))
+        k = sums.numel()
+        return both[:k].view_as(sums) / self.plan.replicas, both[k:] > 0
+
+    def end_epoch(self, stats) -> None:
+        """Give every rank the whole network (each layer from the rank that trained it) and record the
+        share of the epoch each rank spent computing rather than waiting."""
+        for i, layer in enumerate(self.model.layers):
+            for t in list(layer.parameters()) + list(layer.buffers()):
+                self._blocking("sharing trained layers", lambda t=t, i=i: dist.broadcast(t.data, self.owner[i]))
+        busy = torch.zeros(self.plan.world_size, dtype=torch.float64)
+        busy[self.rank] = max(0.0, 1.0 - self.epoch_wait_seconds / stats.train_seconds)
+        self._blocking("combining utilisation", lambda: dist.all_reduce(busy))
+        stats.extra["worker_busy"] = [round(b, 3) for b in busy.tolist()]
