@@ -1,0 +1,161 @@
+"""Layer-parallel training: the plan, and that pipeline / data-parallel workers reproduce single-process
+training; a lost worker is a clear error, not a hang. Workers are real processes joined over gloo on
+127.0.0.1."""
+
+import json
+import multiprocessing
+import time
+
+import pytest
+import torch
+from parallel_workers import fail_or_stall, train_share, train_single
+
+from fflab.cli import main
+from fflab.config import Config, ModelSettings, TrainSettings
+from fflab.errors import FFLabError
+from fflab.training.launch import free_port, run_local_workers
+from fflab.training.parallel import ParallelPlan, balance_layers, check_parallel_support, shard
+
+
+def toy_config(**train) -> Config:
+    model = ModelSettings(hidden=[24, 24, 24, 24], label="concat", goodness="mean_squares", loss="symba")
+    options = {"epochs": 2, "batch_size": 25, "lr": 0.01, "negatives": "hard", "threads": 1, "monitor_size": 0}
+    return Config(model=model, train=TrainSettings(**{**options, **train}))
+
+
+def test_layers_are_balanced_by_cost():
+    # The MNIST 4x2000 network: the first layer (784 inputs) is cheaper than the others.
+    assert balance_layers([3.1, 8, 8, 8], 2) == [[0, 1], [2, 3]]
+    assert balance_layers([3.1, 8, 8, 8], 4) == [[0], [1], [2], [3]]
+    assert balance_layers([1, 1, 1, 9], 2) == [[0, 1, 2], [3]]
+    with pytest.raises(FFLabError, match="cannot split 2 layers into 3"):
+        balance_layers([1, 1], 3)
+
+
+def test_plan_maps_ranks_to_stages_and_replicas():
+    plan = ParallelPlan.create("both", 4, stages=2)
+    assert plan.replicas == 2
+    assert [(plan.stage_of(r), plan.replica_of(r)) for r in range(4)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert plan.rank_of(1, 1) == 3
+    assert ParallelPlan.create("pipeline", 3).stages == 3
+    assert ParallelPlan.create("data", 3).replicas == 3
+    with pytest.raises(FFLabError, match="5 workers cannot form 2"):
+        ParallelPlan.create("both", 5, stages=2)
+    with pytest.raises(FFLabError, match="needs the number of pipeline stages"):
+        ParallelPlan.create("both", 4)
+
+
+def test_shards_cover_the_batch_once():
+    for n, parts in [(100, 4), (7, 3), (2, 2)]:
+        rows = [i for k in range(parts) for i in range(n)[shard(n, parts, k)]]
+        assert rows == list(range(n))
+
+
+@pytest.mark.parametrize(
+    ("model", "train", "plan", "message"),
+    [
+        ({"kind": "recurrent"}, {}, ("pipeline", 2), "'recurrent' trains in one process"),
+        ({}, {"schedule": "greedy"}, ("pipeline", 2), "greedy schedule"),
+        ({}, {"negatives": "hard", "hard_scores": "prediction"}, ("pipeline", 2), "every layer on the first stage"),
+        ({"batch_norm": True}, {}, ("data", 2), "batch norm"),
+        ({"peer_weight": 0.1}, {}, ("data", 2), "peer normalisation"),
+        ({"hidden": [10]}, {}, ("pipeline", 2), "2 pipeline stages need at least as many layers"),
+    ],
+)
+def test_unsupported_parallel_runs_are_refused_clearly(model, train, plan, message):
+    with pytest.raises(FFLabError, match=message):
+        check_parallel_support(ModelSettings(**model), TrainSettings(**train), ParallelPlan.create(*plan))
+
+
+def run_parallel(cfg: Config, plan: ParallelPlan, tmp_path) -> dict:
+    out = tmp_path / "trained.pt"
+    run_local_workers(train_share, plan.world_size, (cfg, plan, str(out)), timeout=60)
+    return torch.load(out)
+
+
+def test_pipeline_reproduces_single_process_training_exactly(tmp_path):
+    """Each layer sees the same inputs in the same order as in one process, so the weights are identical."""
+    cfg = toy_config()
+    result = run_parallel(cfg, ParallelPlan.create("pipeline", 3), tmp_path)
+    assert len(result["groups"]) == 3 and sum(result["groups"], []) == [0, 1, 2, 3]
+    expected = train_single(cfg)
+    for name, value in expected.items():
+        assert torch.equal(result["state"][name], value), name
+
+
+@pytest.mark.parametrize(("mode", "workers", "stages"), [("data", 2, None), ("both", 4, 2)])
+def test_data_parallel_matches_single_process_within_rounding(tmp_path, mode, workers, stages):
+    """Replicas sum share-weighted gradients, which equals the whole batch's gradient up to the order of
+    float additions; hard negatives are drawn from the whole batch's scores as in one process."""
+    cfg = toy_config()
+    result = run_parallel(cfg, ParallelPlan.create(mode, workers, stages), tmp_path)
+    expected = train_single(cfg)
+    for name, value in expected.items():
+        torch.testing.assert_close(result["state"][name], value, rtol=1e-4, atol=1e-4, msg=name)
+    moved = max((value - build_untrained(cfg)[name]).abs().max().item() for name, value in expected.items())
+    assert moved > 1e-2  # the comparison is between trained networks, not two copies of the initial one
+
+
+def build_untrained(cfg: Config) -> dict:
+    from parallel_workers import build
+
+    return build(cfg).state_dict()
+
+
+@pytest.mark.parametrize(("how", "within"), [("die", 10.0), ("stall", 15.0)])
+def test_a_lost_worker_stops_the_others_with_a_clear_error(tmp_path, how, within):
+    """Rank 1 dies (or stops answering) mid-training: rank 0 gets an error naming what it was doing,
+    promptly for a death, after the 5 s timeout for a stall, instead of waiting forever."""
+    cfg, plan = toy_config(epochs=50), ParallelPlan.create("pipeline", 2)
+    out = tmp_path / "rank0.txt"
+    ctx = multiprocessing.get_context("spawn")
+    init = f"tcp://127.0.0.1:{free_port()}"
+    procs = [ctx.Process(target=fail_or_stall, args=(r, 2, init, cfg, plan, how, str(out))) for r in range(2)]
+    for p in procs:
+        p.start()
+    procs[0].join(60)
+    for p in procs:
+        p.kill()
+    seconds, message = out.read_text().split("\n", 1)
+    assert "rank 0 (stage 0, replica 0) lost contact with the other ranks while" in message
+    assert float(seconds) < within
+
+
+def test_launcher_names_the_worker_that_failed():
+    start = time.perf_counter()
+    with pytest.raises(FFLabError, match=r"worker 1 of 2 stopped \(exit code 7\)"):
+        run_local_workers(exit_on_rank_one, 2, timeout=10)
+    assert time.perf_counter() - start < 30
+
+
+def exit_on_rank_one() -> None:
+    import os
+
+    import torch.distributed as dist
+
+    if dist.get_rank() == 1:
+        os._exit(7)
+    dist.barrier()  # rank 0 would wait here for ever without the launcher
+
+
+def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
+    """`fflab train --parallel pipeline --workers 2` on the digits demo: same accuracy and weights as a
+    one-process run on one thread, plus the plan and each worker's busy share in the summary."""
+    from safetensors.torch import load_file
+
+    common = ["train", "configs/digits-ff.toml", "--no-progress", "--set", "train.epochs=3"]
+    assert main([*common, "--set", "train.threads=1", "--out", str(tmp_path / "single")]) == 0
+    assert main([*common, "--parallel", "pipeline", "--workers", "2", "--out", str(tmp_path / "pipe")]) == 0
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())
+    pipe = json.loads((tmp_path / "pipe" / "summary.json").read_text())
+    assert pipe["test_accuracy"] == single["test_accuracy"]
+    assert pipe["parallel"]["layers_per_stage"] == [[0], [1]]
+    assert len(pipe["parallel"]["worker_busy"]) == 2
+    assert all(0 < b <= 1 for b in pipe["parallel"]["worker_busy"])
+    a, b = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "pipe" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_refuses_parallel_options_without_a_mode(tmp_path, capsys):
+    assert main(["train", "configs/digits-ff.toml", "--workers", "2", "--out", str(tmp_path / "r")]) == 2
+    assert "add --parallel MODE" in capsys.readouterr().err
