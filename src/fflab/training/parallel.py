@@ -314,9 +314,9 @@ class DistributedFFTrainer(FFTrainer):
     def combine_epoch_sums(self, sums: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and goodness sums of every layer, from the ranks that trained it (replicas averaged)."""
         self._finish_sends()
-        self.epoch_wait_seconds = self.wait_seconds
         both = torch.cat([sums.flatten(), trained.double()])
         self._blocking("combining epoch statistics", lambda: dist.all_reduce(both))
+        self.epoch_wait_seconds = self.wait_seconds
         k = sums.numel()
         return both[:k].view_as(sums) / self.plan.replicas, both[k:] > 0
 

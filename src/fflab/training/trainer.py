@@ -151,8 +151,8 @@ class Trainer(abc.ABC):
             if i % 50 == 0 and any(trained):
                 done = sums[0, torch.tensor(trained)].mean().item() / (i * bs + k)
                 bar.set_postfix(loss=f"{done:.4f}")
+        sums, done_slots = self.combine_epoch_sums(sums, torch.tensor(trained))  # waits for all workers' steps
         seconds = time.perf_counter() - start
-        sums, done_slots = self.combine_epoch_sums(sums, torch.tensor(trained))
         means = [
             [v if t else None for v, t in zip(row, done_slots.tolist(), strict=True)] for row in (sums / n).tolist()
         ]
