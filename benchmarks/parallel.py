@@ -87,6 +87,11 @@ def with_threads(cfg: Config, threads: int) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
 
 
+def modelled(row: dict) -> str:
+    value = row.get("modelled_speedup_one_device_per_worker")
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default="configs/mnist-hinton.toml")
@@ -103,8 +108,12 @@ def main() -> None:
         ("data parallel, 2 workers", ParallelPlan.create("data", 2), 1),
         ("pipeline 2 x data 2", ParallelPlan.create("both", 4, stages=2), 1),
     ]
+    layers = len(cfg.model.hidden)
     rows = []
     for name, plan, threads in settings:
+        if plan is not None and plan.stages > layers:
+            print(f"{name}: skipped, the network has {layers} layers", flush=True)
+            continue
         row = run_setting(cfg, name, plan, threads, args.steps)
         rows.append(row)
         print(f"{name}: {row['samples_per_second']:,.0f} samples/s, busy {row['worker_busy']}", flush=True)
@@ -126,7 +135,7 @@ def main() -> None:
         cpu = " / ".join(f"{c:.3f}" for c in r["cpu_seconds_per_step"])
         print(
             f"| {r['setting']} | {r['samples_per_second']:,.0f} | {r['speedup_vs_one_worker']:.2f}x | {busy} | "
-            f"{cpu} | {r.get('modelled_speedup_one_device_per_worker', '-')}x |"
+            f"{cpu} | {modelled(r)} |"
         )
 
 
