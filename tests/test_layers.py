@@ -22,11 +22,11 @@ def test_layer_passes_on_direction_only(norm):
 
 
 @pytest.mark.parametrize("mode", ["overlay", "concat"])
-@pytest.mark.parametrize("norm", ["length", "rms"])
-def test_label_candidates_equal_forward_on_each_embedded_input(mode, norm):
+@pytest.mark.parametrize(("norm", "activation"), [("length", "relu"), ("rms", "relu"), ("rms", "tanh")])
+def test_label_candidates_equal_forward_on_each_embedded_input(mode, norm, activation):
     torch.manual_seed(0)
     emb = LabelEmbedding(mode, 10, 64, value=1.5)
-    layer = FFDense(emb.input_dim, 32, input_norm=norm)
+    layer = FFDense(emb.input_dim, 32, input_norm=norm, activation=activation)
     x = torch.rand(6, 64)
     fast = layer.forward_label_candidates(emb.blank(x), emb.label_offset, 10, emb.value)
     for c in range(10):
