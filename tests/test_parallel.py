@@ -83,11 +83,12 @@ def test_pipeline_reproduces_single_process_training_exactly(tmp_path):
         assert torch.equal(result["state"][name], value), name
 
 
-@pytest.mark.parametrize(("mode", "workers", "stages"), [("data", 2, None), ("both", 4, 2)])
-def test_data_parallel_matches_single_process_within_rounding(tmp_path, mode, workers, stages):
+@pytest.mark.parametrize(("mode", "workers", "stages", "batch"), [("data", 2, None, 40), ("both", 4, 2, 25)])
+def test_data_parallel_matches_single_process_within_rounding(tmp_path, mode, workers, stages, batch):
     """Replicas sum share-weighted gradients, which equals the whole batch's gradient up to the order of
-    float additions; hard negatives are drawn from the whole batch's scores as in one process."""
-    cfg = toy_config()
+    float additions; hard negatives are drawn from the whole batch's scores as in one process. Batches of
+    25 split unevenly (13 + 12 rows); 300 samples in batches of 40 end with a batch of 20."""
+    cfg = toy_config(batch_size=batch)
     result = run_parallel(cfg, ParallelPlan.create(mode, workers, stages), tmp_path)
     expected = train_single(cfg)
     for name, value in expected.items():
@@ -135,7 +136,7 @@ def exit_on_rank_one() -> None:
 
     if dist.get_rank() == 1:
         os._exit(7)
-    dist.barrier()  # rank 0 would wait here for ever without the launcher
+    time.sleep(60)  # still running when rank 1 dies: the launcher must stop it
 
 
 def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
@@ -143,8 +144,8 @@ def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
     one-process run on one thread, plus the plan and each worker's busy share in the summary."""
     from safetensors.torch import load_file
 
-    common = ["train", "configs/digits-ff.toml", "--no-progress", "--set", "train.epochs=3"]
-    assert main([*common, "--set", "train.threads=1", "--out", str(tmp_path / "single")]) == 0
+    common = ["train", "configs/digits-ff.toml", "--no-progress", "--set", "train.epochs=3", "--set", "train.threads=1"]
+    assert main([*common, "--out", str(tmp_path / "single")]) == 0
     assert main([*common, "--parallel", "pipeline", "--workers", "2", "--out", str(tmp_path / "pipe")]) == 0
     single = json.loads((tmp_path / "single" / "summary.json").read_text())
     pipe = json.loads((tmp_path / "pipe" / "summary.json").read_text())
@@ -159,3 +160,35 @@ def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
 def test_cli_refuses_parallel_options_without_a_mode(tmp_path, capsys):
     assert main(["train", "configs/digits-ff.toml", "--workers", "2", "--out", str(tmp_path / "r")]) == 2
     assert "add --parallel MODE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mode", "scores"), [("data", "first_layer"), ("pipeline", "refreshed"), ("both", "refreshed")]
+)
+def test_cli_runs_with_hard_negatives_finish_and_write_their_summary(tmp_path, mode, scores):
+    """The end of a run (plots of sample pairs on rank 0 alone, after the others left) must not need the
+    other workers, whatever scores the hard negatives."""
+    stages = ["--stages", "2"] if mode == "both" else []
+    options = ["--set", "train.epochs=2", "--set", "train.negatives=hard", "--set", f"train.hard_scores={scores}"]
+    out = tmp_path / "run"
+    args = ["train", "configs/digits-ff.toml", "--no-progress", *options, "--parallel", mode, *stages]
+    assert main([*args, "--workers", "4" if mode == "both" else "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.5 and summary["parallel"]["mode"] == mode
+
+
+def test_a_batch_too_small_for_the_replicas_is_refused(tmp_path, capfd):
+    # 1,437 digits in batches of 1,436 leave a last batch of 1 row for 2 replicas.
+    args = ["train", "configs/digits-ff.toml", "--no-progress", "--set", "train.batch_size=1436"]
+    assert main([*args, "--parallel", "data", "--workers", "2", "--out", str(tmp_path / "r")]) == 2
+    assert "a batch of 1 rows, too few for 2 data-parallel replicas" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--workers", "0"], "--workers must be at least 1"), (["--workers", "2", "--stages", "2"], "--stages applies")],
+)
+def test_cli_rejects_bad_worker_options(tmp_path, capsys, extra, message):
+    args = ["train", "configs/digits-ff.toml", "--parallel", "pipeline", *extra, "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -30,8 +30,10 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False  # not glibc (e.g. musl)
-    ok = mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(1 << 30)) == 1
-    return mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)) == 1 and ok
+    # glibc before 2.35 caps the mmap threshold at 32 MB; newer ones accept 1 GB.
+    if not any(mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(size)) == 1 for size in (1 << 30, 32 << 20)):
+        return False  # leave trimming alone too: setting it alone would freeze a small mmap threshold
+    return mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)) == 1
 
 
 def set_threads(threads: int) -> int:

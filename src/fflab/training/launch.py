@@ -12,6 +12,7 @@ import datetime
 import os
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 
 import torch.distributed as dist
@@ -69,6 +70,13 @@ def _worker(rank: int, world_size: int, init_method: str, timeout: float, fn: Ca
     except FFLabError as e:
         print(f"fflab: error: worker {rank}: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except BaseException:
+        # Show the cause before leaving the group: leaving makes the peers fail at once, and the
+        # launcher may stop this process before torch passes the traceback on.
+        print(f"fflab: worker {rank} failed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        raise
     finally:
         leave_group()
 

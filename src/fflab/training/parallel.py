@@ -89,6 +89,10 @@ class ParallelPlan:
         """The plan for a mode: pipeline uses every worker as a stage, data one stage, both `stages`."""
         if mode == "both" and stages is None:
             raise FFLabError("parallel mode 'both' needs the number of pipeline stages (--stages)")
+        if mode != "both" and stages is not None:
+            raise FFLabError(f"--stages applies to --parallel both; {mode!r} sets the stages itself")
+        if world_size < 1:
+            raise FFLabError(f"parallel training needs at least 1 worker, got {world_size}")
         default = {"pipeline": world_size, "data": 1}.get(mode, stages)
         return cls(mode, world_size, stages if stages is not None else default)
 
@@ -179,6 +183,8 @@ class DistributedFFTrainer(FFTrainer):
         # Every rank creates every group (torch.distributed requires it), in the same order.
         groups = [dist.new_group([plan.rank_of(s, r) for r in range(plan.replicas)]) for s in range(plan.stages)]
         self.replica_group = groups[self.stage]
+        if plan.replicas > 1:  # replicas must not draw the same noise (e.g. spike encoding) for different rows
+            torch.manual_seed(settings.seed + 1_000_003 * self.replica)
         self.wait_seconds = 0.0  # blocked on other ranks, this epoch
         self.epoch_wait_seconds = 0.0  # ... during the epoch's steps
         self.pending_sends: list = []
@@ -237,17 +243,22 @@ class DistributedFFTrainer(FFTrainer):
     def label_scores_for(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor | None:
         """Data parallel: each replica scores its slice of the batch and they share the scores, so
         every replica draws the whole batch's negatives exactly as a single process would."""
-        if self.plan.replicas == 1 or not self.pairs.needs_scores or self.settings.hard_scores == "refreshed":
-            return super().label_scores_for(x, idx)
-        n, r = len(x), self.plan.replicas
-        rows = shard(n, r, self.replica)
+        refreshed = self.settings.hard_scores == "refreshed"
+        if idx is None or self.plan.replicas == 1 or not self.pairs.needs_scores or refreshed:
+            return super().label_scores_for(x, idx)  # idx None: outside training, on rank 0 alone
+        rows = shard(len(x), self.plan.replicas, self.replica)
         local = super().label_scores_for(x[rows], None)
-        width = -(-n // r)  # all_gather needs equal sizes: pad every slice to the largest
+        return self._gather_rows(local, len(x), "sharing label scores", self.replica_group)
+
+    def _gather_rows(self, local: torch.Tensor, n: int, what: str, group=None) -> torch.Tensor:
+        """The n rows [n, K] that the members of `group` (default: every rank) computed a shard each of."""
+        members = dist.get_world_size(group)
+        width = -(-n // members)  # all_gather needs equal sizes: pad every shard to the largest
         padded = local.new_zeros(width, local.shape[1])
         padded[: len(local)] = local
-        parts = [torch.empty_like(padded) for _ in range(r)]
-        self._blocking("sharing label scores", lambda: dist.all_gather(parts, padded, group=self.replica_group))
-        return torch.cat([p[: len(range(*shard(n, r, k).indices(n)))] for k, p in enumerate(parts)])
+        parts = [torch.empty_like(padded) for _ in range(members)]
+        self._blocking(what, lambda: dist.all_gather(parts, padded, group=group))
+        return torch.cat([p[: len(range(n)[shard(n, members, k)])] for k, p in enumerate(parts)])
 
     def _my_rows(self, both: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """This replica's slice of the positive rows and the matching negative rows."""
@@ -282,9 +293,11 @@ class DistributedFFTrainer(FFTrainer):
             self._backward_and_average(results, n_pos / len(y))
         for opt in opts:
             opt.step()
+        # Statistics weighted by this replica's share of the batch: summed over replicas they are the batch's.
+        share = n_pos / len(y)
         out: list[LocalResult | None] = [None] * self.n_slots
         for i, r in zip(self.active, results, strict=True):
-            out[i] = r
+            out[i] = LocalResult(r.loss.detach() * share, r.goodness * share)
         return out
 
     def _backward_and_average(self, results: list[LocalResult], share: float) -> None:
@@ -305,27 +318,40 @@ class DistributedFFTrainer(FFTrainer):
 
     # -- epochs ----------------------------------------------------------------------------------
 
+    def fit(self, x, y, on_epoch=None):
+        n, b, r = len(x), self.settings.batch_size, self.plan.replicas
+        smallest = min(b, n % b or b, n)
+        if smallest < r:
+            raise FFLabError(
+                f"{n} training samples in batches of {b} give a batch of {smallest} rows, too few for "
+                f"{r} data-parallel replicas to have a row each; change train.batch_size or data.train_subset"
+            )
+        return super().fit(x, y, on_epoch)
+
     def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
-        """Only the first stage makes negatives, so only it refreshes their score bank."""
+        """A refreshed score bank is computed by every rank, a shard each (all hold the whole network
+        after the last epoch), and gathered: no rank idles while one scores the whole training set."""
         self.wait_seconds = 0.0
-        if self.stage == 0:
-            super().start_epoch(x, y, epoch)
+        if self.refresh_due(epoch):
+            rows = shard(len(x), self.plan.world_size, self.rank)
+            local = self.score_bank_for(x[rows]) if rows.stop > rows.start else x.new_zeros(0, self.model.num_classes)
+            self.score_bank = self._gather_rows(local, len(x), "sharing refreshed label scores")
 
     def combine_epoch_sums(self, sums: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and goodness sums of every layer, from the ranks that trained it (replicas averaged)."""
+        """Loss and goodness sums of every layer, from the ranks that trained it (replicas' shares added)."""
         self._finish_sends()
         both = torch.cat([sums.flatten(), trained.double()])
         self._blocking("combining epoch statistics", lambda: dist.all_reduce(both))
         self.epoch_wait_seconds = self.wait_seconds
         k = sums.numel()
-        return both[:k].view_as(sums) / self.plan.replicas, both[k:] > 0
+        return both[:k].view_as(sums), both[k:] > 0
 
     def end_epoch(self, stats) -> None:
         """Give every rank the whole network (each layer from the rank that trained it) and record the
         share of the epoch each rank spent computing rather than waiting."""
         for i, layer in enumerate(self.model.layers):
-            for t in list(layer.parameters()) + list(layer.buffers()):
-                self._blocking("sharing trained layers", lambda t=t, i=i: dist.broadcast(t.data, self.owner[i]))
+            for t in layer.state_dict().values():  # parameters and the buffers that change (not fixed masks)
+                self._blocking("sharing trained layers", lambda t=t, i=i: dist.broadcast(t, self.owner[i]))
         busy = torch.zeros(self.plan.world_size, dtype=torch.float64)
         busy[self.rank] = max(0.0, 1.0 - self.epoch_wait_seconds / stats.train_seconds)
         self._blocking("combining utilisation", lambda: dist.all_reduce(busy))

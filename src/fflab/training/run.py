@@ -114,19 +114,21 @@ def train_run(
     progress: bool = True,
     log: Log = print,
     parallel: ParallelPlan | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Train and evaluate the configured network; write everything to `run_dir`; return the summary.
 
     With a `parallel` plan this is one worker of a layer-parallel run (torch.distributed initialised):
     every worker trains its share, and rank 0 alone monitors, evaluates and writes the run directory
-    (the other workers return an empty summary).
+    (the other workers return an empty summary). `threads` overrides the config's torch threads for this
+    process (a parallel run's share of the cores) without changing the config it saves.
     """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
     lead = parallel is None or dist.get_rank() == 0
     if lead:
         _prepare_run_dir(run_dir)
-    threads = set_threads(cfg.train.threads)
+    threads = set_threads(cfg.train.threads if threads is None else threads)
     torch.manual_seed(cfg.train.seed)
     ds = load_for_config(cfg, data_dir, progress and lead)
     model = build_model(
@@ -261,21 +263,20 @@ def train_parallel(
     machine, or, without `workers`, this process as one rank of a torchrun launch. Returns the summary
     (empty on the ranks of a torchrun launch other than 0)."""
     launched = torchrun_world()
+    if workers is not None and workers < 1:
+        raise FFLabError(f"--workers must be at least 1, got {workers}")
     if (workers is None) == (launched is None):
         raise FFLabError(
             "parallel training needs either --workers N (processes on this machine) or a start by torchrun, not both"
             if workers
             else "parallel training needs --workers N, or a start by torchrun"
         )
-    world, here = (workers, workers) if workers else (launched[1], launched[2])
+    world, here = (workers, workers) if workers is not None else (launched[1], launched[2])
     plan = ParallelPlan.create(mode, world, stages)
     check_parallel_support(cfg.model, cfg.train, plan)
-    cfg = dataclasses.replace(
-        cfg, train=dataclasses.replace(cfg.train, threads=threads_per_worker(cfg.train.threads, here))
-    )
     run_dir = Path(run_dir)
-    args = (cfg, run_dir, plan, data_dir, progress)
-    if workers:
+    args = (cfg, run_dir, plan, data_dir, progress, threads_per_worker(cfg.train.threads, here))
+    if workers is not None:
         _prepare_run_dir(run_dir)  # fail here, once, rather than in a worker
         run_local_workers(_parallel_worker, workers, args, timeout)
         return json.loads((run_dir / "summary.json").read_text())
@@ -286,8 +287,10 @@ def train_parallel(
         leave_group()
 
 
-def _parallel_worker(cfg: Config, run_dir: Path, plan: ParallelPlan, data_dir: str | None, progress: bool) -> dict:
-    return train_run(cfg, run_dir, data_dir=data_dir, progress=progress, parallel=plan)
+def _parallel_worker(
+    cfg: Config, run_dir: Path, plan: ParallelPlan, data_dir: str | None, progress: bool, threads: int
+) -> dict:
+    return train_run(cfg, run_dir, data_dir=data_dir, progress=progress, parallel=plan, threads=threads)
 
 
 def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], run_dir: Path) -> None:

@@ -217,19 +217,29 @@ class FFTrainer(Trainer):
         if not self.pairs.needs_scores:
             return None
         if self.settings.hard_scores == "refreshed":
-            if idx is None or self.score_bank is None:
-                raise ValueError("refreshed negatives score training samples by index, from the epoch's bank")
-            return self.score_bank[idx]
+            if idx is not None and self.score_bank is not None:
+                return self.score_bank[idx]
+            return self.score_bank_for(x)  # outside training (e.g. pairs for plots): what the bank would hold now
         return self.model.hard_negative_scorer(self.settings.hard_scores)(x)
+
+    def refresh_due(self, epoch: int) -> bool:
+        """Whether the bank of model-generated label scores is refreshed before this epoch."""
+        refreshed = self.pairs.needs_scores and self.settings.hard_scores == "refreshed"
+        return refreshed and (epoch - 1) % self.settings.refresh_every == 0
+
+    def score_bank_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole network's label scores [N, C] for x (in eval mode, a thousand rows at a time)."""
+        scorer = self.model.hard_negative_scorer("prediction")
+        was_training = self.model.training
+        self.model.eval()
+        bank = torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+        self.model.train(was_training)
+        return bank
 
     def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """Refresh the bank of model-generated label scores every `refresh_every` epochs."""
-        if self.pairs.needs_scores and self.settings.hard_scores == "refreshed":
-            if (epoch - 1) % self.settings.refresh_every == 0:
-                scorer = self.model.hard_negative_scorer("prediction")
-                self.model.eval()
-                self.score_bank = torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
-                self.model.train()
+        if self.refresh_due(epoch):
+            self.score_bank = self.score_bank_for(x)
 
     def make_pairs(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, idx=None
