@@ -192,3 +192,11 @@ def test_cli_rejects_bad_worker_options(tmp_path, capsys, extra, message):
     args = ["train", "configs/digits-ff.toml", "--parallel", "pipeline", *extra, "--out", str(tmp_path / "r")]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_missing_data_fails_once_before_any_worker_starts(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("FFLAB_MIRROR", "http://127.0.0.1:9/")  # nothing listens on the discard port
+    args = ["train", "configs/mnist-ff.toml", "--data-dir", str(tmp_path / "empty"), "--no-progress"]
+    assert main([*args, "--parallel", "pipeline", "--workers", "2", "--out", str(tmp_path / "r")]) == 2
+    err = capfd.readouterr().err
+    assert "mnist" in err and "worker" not in err

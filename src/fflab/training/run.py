@@ -277,7 +277,12 @@ def train_parallel(
     run_dir = Path(run_dir)
     args = (cfg, run_dir, plan, data_dir, progress, threads_per_worker(cfg.train.threads, here))
     if workers is not None:
-        _prepare_run_dir(run_dir)  # fail here, once, rather than in a worker
+        # Fail here, once, rather than in every worker: the run directory, the data (downloaded now if
+        # missing, so the workers do not all fetch it) and the model must all be usable.
+        _prepare_run_dir(run_dir)
+        ds = load_for_config(cfg, data_dir, progress)
+        build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, input_shape=ds.input_shape)
+        del ds
         run_local_workers(_parallel_worker, workers, args, timeout)
         return json.loads((run_dir / "summary.json").read_text())
     join_group(launched[0], world, timeout=timeout)
