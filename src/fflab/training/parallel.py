@@ -260,6 +260,10 @@ class DistributedFFTrainer(FFTrainer):
         self._blocking(what, lambda: dist.all_gather(parts, padded, group=group))
         return torch.cat([p[: len(range(n)[shard(n, members, k)])] for k, p in enumerate(parts)])
 
+    def batch_inputs(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Only the first stage reads (and augments) the batch; the others receive what it made."""
+        return super().batch_inputs(x, idx) if self.stage == 0 else x[:0]
+
     def _my_rows(self, both: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """This replica's slice of the positive rows and the matching negative rows."""
         n = len(y)
