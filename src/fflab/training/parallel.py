@@ -267,6 +267,8 @@ class DistributedFFTrainer(FFTrainer):
     def _my_rows(self, both: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """This replica's slice of the positive rows and the matching negative rows."""
         n = len(y)
+        if self.plan.replicas == 1:
+            return both, y, n
         rows = shard(n, self.plan.replicas, self.replica)
         pos = both[:n][rows]
         parts = [pos, both[n:][rows]] if len(both) > n else [pos]
@@ -288,30 +290,24 @@ class DistributedFFTrainer(FFTrainer):
             results.append(LocalResult(loss, g.detach()))
         if self.stage + 1 < self.plan.stages:
             self._send_up(h, labels, n_pos)
-        opts = [self.optimizers[i] for i in self.active]
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        if self.plan.replicas == 1:
-            torch.autograd.backward([r.loss for r in results])
-        else:
-            self._backward_and_average(results, n_pos / len(y))
-        for opt in opts:
-            opt.step()
-        # Statistics weighted by this replica's share of the batch: summed over replicas they are the batch's.
-        share = n_pos / len(y)
-        out: list[LocalResult | None] = [None] * self.n_slots
-        for i, r in zip(self.active, results, strict=True):
-            out[i] = LocalResult(r.loss.detach() * share, r.goodness * share)
-        return out
+        if self.plan.replicas > 1:
+            # Weighted by this replica's share of the batch, losses (so gradients) and statistics summed
+            # over the replicas are the whole batch's.
+            share = n_pos / len(y)
+            results = [LocalResult(r.loss * share, r.goodness * share) for r in results]
+        self.update(results)
+        return self.by_slot(results)
 
-    def _backward_and_average(self, results: list[LocalResult], share: float) -> None:
-        """Each layer's backward, then an all-reduce of its share-weighted gradient (started at once,
-        so the later layers' backward overlaps it): the sum over replicas is the whole batch's gradient."""
+    def backward(self, results: list[LocalResult]) -> None:
+        """Data parallel: each layer's backward, then an all-reduce (sum) of its gradient, started at once
+        so that the later layers' backward overlaps it."""
+        if self.plan.replicas == 1:
+            return super().backward(results)
         works = []
         for i, r in zip(self.active, results, strict=True):
             r.loss.backward()
             grads = [p.grad for p in self.model.layers[i].parameters() if p.grad is not None]
-            flat = torch.cat([g.flatten() for g in grads]).mul_(share)
+            flat = torch.cat([g.flatten() for g in grads])
             works.append((grads, flat, dist.all_reduce(flat, group=self.replica_group, async_op=True)))
         for grads, flat, work in works:
             self._blocking("averaging gradients", work.wait)

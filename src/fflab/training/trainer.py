@@ -251,15 +251,31 @@ class FFTrainer(Trainer):
         """One local update of the active learners on the batch (x, y)."""
         both = self.make_pairs(x, y, idx=idx)
         results = self.model.local_losses(both, n_pos=len(x), layers=self.active, labels=y)
-        active = self.active if self.active is not None else range(len(self.model.layers))
-        opts = [self.optimizers[i] for i in active]
+        self.update(results)
+        return self.by_slot(results)
+
+    @property
+    def trained_layers(self) -> list[int]:
+        """The layers this trainer updates now (one per result of a step)."""
+        return list(range(len(self.model.layers))) if self.active is None else list(self.active)
+
+    def update(self, results: list[LocalResult]) -> None:
+        """One optimiser step of each trained layer on its own loss."""
+        opts = [self.optimizers[i] for i in self.trained_layers]
         for opt in opts:
             opt.zero_grad(set_to_none=True)
-        torch.autograd.backward([r.loss for r in results])
+        self.backward(results)
         for opt in opts:
             opt.step()
+
+    def backward(self, results: list[LocalResult]) -> None:
+        """Gradients of every trained layer's loss (inputs are detached, so each reaches its own layer only)."""
+        torch.autograd.backward([r.loss for r in results])
+
+    def by_slot(self, results: list[LocalResult]) -> list[LocalResult | None]:
+        """The step's results placed in the statistics slots of their layers (None where not trained)."""
         out: list[LocalResult | None] = [None] * self.n_slots
-        for i, r in zip(active, results, strict=True):
+        for i, r in zip(self.trained_layers, results, strict=True):
             out[i] = r
         return out
 
