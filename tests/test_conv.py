@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fflab.checkpoint import load_checkpoint
-from fflab.config import ConfigError, ModelSettings, TrainSettings, config_from_dict
+from fflab.config import ConfigError, ModelSettings, SpikingSettings, TrainSettings, config_from_dict
 from fflab.data import load_dataset
 from fflab.layers.conv import FFConv2d, FFLocal2d
 from fflab.models import build_model
@@ -15,7 +15,7 @@ from fflab.supervision import LabelEmbedding, label_gratings
 from fflab.training.augment import augment_images
 from fflab.training.evaluate import evaluate
 from fflab.training.run import train_run
-from fflab.training.trainer import FFTrainer
+from fflab.training.trainer import FFTrainer, make_trainer
 
 H = torch.tensor(
     [
@@ -214,6 +214,21 @@ def test_augmentation_is_a_seeded_shift_or_mirror_of_each_image():
                     found |= torch.equal(padded[:, dy : dy + 4, dx : dx + 4], a[i])
         assert found
     assert torch.equal(augment_images(x, 0, False, torch.Generator()), x)
+
+
+def test_augmentation_serves_every_model_kind_on_images_and_is_refused_for_sequences():
+    for kind in ("spiking", "hebbian", "recurrent"):
+        config_from_dict({"model": {"kind": kind}, "train": {"augment_crop": 1}})
+    with pytest.raises(ConfigError, match="holds sequences"):
+        config_from_dict({"data": {"name": "seq-mnist"}, "model": {"kind": "recurrent"}, "train": {"augment_crop": 1}})
+    settings = TrainSettings(augment_crop=2)
+    model = build_model(ModelSettings(kind="hebbian", hidden=[8]), 64, 3, spiking=SpikingSettings(steps=2))
+    trainer = make_trainer(model, settings, progress=False)
+    x = torch.rand(6, 1, 8, 8)
+    idx = torch.tensor([4, 1])
+    trainer.generator.manual_seed(3)
+    expected = augment_images(x[idx], 2, False, torch.Generator().manual_seed(3))
+    assert torch.equal(trainer.batch_inputs(x, idx), expected)
 
 
 def test_config_checks_for_conv_and_competitive_settings():

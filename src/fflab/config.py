@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fflab.data.registry import get_spec
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
 from fflab.layers.conv import CONV_INPUT_NORMS, SCOPES
@@ -349,8 +350,10 @@ def _validate_spatial(cfg: Config) -> None:
             raise ConfigError(f"{key}: expected one positive integer per layer ({n}) or an empty list, got {values}")
     if m.groups and m.architecture != "conv":
         raise ConfigError("model.groups: channel groups are for convolutional layers (architecture = 'conv')")
-    if (t.augment_crop or t.augment_flip) and m.kind not in ("ff", "backprop"):
-        raise ConfigError("train.augment_crop / augment_flip: image augmentation is for kind 'ff' or 'backprop'")
+    if (t.augment_crop or t.augment_flip) and get_spec(cfg.data.name).kind == "derived":
+        raise ConfigError(
+            f"train.augment_crop / augment_flip: image augmentation needs image data; {cfg.data.name!r} holds sequences"
+        )
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
