@@ -216,11 +216,22 @@ def test_augmentation_is_a_seeded_shift_or_mirror_of_each_image():
     assert torch.equal(augment_images(x, 0, False, torch.Generator()), x)
 
 
+def test_masking_noise_zeroes_about_the_asked_fraction_and_changes_nothing_else():
+    x = torch.rand(50, 1, 20, 20) + 0.5  # no zeros of its own
+    out = augment_images(x, 0, False, torch.Generator().manual_seed(0), mask=0.25)
+    zeroed = out == 0
+    assert torch.equal(out[~zeroed], x[~zeroed])
+    assert abs(zeroed.float().mean().item() - 0.25) < 0.01  # 20,000 values: the standard error is 0.003
+    again = augment_images(x, 0, False, torch.Generator().manual_seed(0), mask=0.25)
+    assert torch.equal(out, again)
+
+
 def test_augmentation_serves_every_model_kind_on_images_and_is_refused_for_sequences():
     for kind in ("spiking", "hebbian", "recurrent"):
         config_from_dict({"model": {"kind": kind}, "train": {"augment_crop": 1}})
-    with pytest.raises(ConfigError, match="holds sequences"):
-        config_from_dict({"data": {"name": "seq-mnist"}, "model": {"kind": "recurrent"}, "train": {"augment_crop": 1}})
+    for key, value in (("augment_crop", 1), ("augment_mask", 0.1)):
+        with pytest.raises(ConfigError, match="holds sequences"):
+            config_from_dict({"data": {"name": "seq-mnist"}, "model": {"kind": "recurrent"}, "train": {key: value}})
     settings = TrainSettings(augment_crop=2)
     model = build_model(ModelSettings(kind="hebbian", hidden=[8]), 64, 3, spiking=SpikingSettings(steps=2))
     trainer = make_trainer(model, settings, progress=False)

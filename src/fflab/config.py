@@ -146,6 +146,7 @@ class TrainSettings:
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     augment_crop: int = bounded(0, 0, doc="random crops after zero-padding images by this many pixels (0: off)")
     augment_flip: bool = False  # random horizontal flips of training images
+    augment_mask: float = bounded(0.0, 0.0, 0.9, doc="zero this random fraction of each training image's values")
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
@@ -350,9 +351,10 @@ def _validate_spatial(cfg: Config) -> None:
             raise ConfigError(f"{key}: expected one positive integer per layer ({n}) or an empty list, got {values}")
     if m.groups and m.architecture != "conv":
         raise ConfigError("model.groups: channel groups are for convolutional layers (architecture = 'conv')")
-    if (t.augment_crop or t.augment_flip) and get_spec(cfg.data.name).kind == "derived":
+    if (t.augment_crop or t.augment_flip or t.augment_mask) and get_spec(cfg.data.name).kind == "derived":
         raise ConfigError(
-            f"train.augment_crop / augment_flip: image augmentation needs image data; {cfg.data.name!r} holds sequences"
+            f"train.augment_crop / augment_flip / augment_mask: image augmentation needs image data; "
+            f"{cfg.data.name!r} holds sequences"
         )
 
 

@@ -1,4 +1,5 @@
-"""Seeded image augmentation of training batches: random crops of zero-padded images, horizontal flips."""
+"""Seeded image augmentation of training batches: random crops of zero-padded images, horizontal flips, and
+masking noise (random pixels set to zero)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import torch
 import torch.nn.functional as F
 
 
-def augment_images(x: torch.Tensor, crop_padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """A randomly shifted (and, with `flip`, half of the time mirrored) copy of each image in x [N, C, H, W].
+def augment_images(
+    x: torch.Tensor, crop_padding: int, flip: bool, generator: torch.Generator, mask: float = 0.0
+) -> torch.Tensor:
+    """A randomly shifted (and, with `flip`, half of the time mirrored) copy of each image in x [N, C, H, W],
+    with a random fraction `mask` of its values set to zero.
 
     Shifting pads the image with `crop_padding` zeros on every side and cuts an H x W window at a
-    random offset, as in the standard CIFAR-10 recipe. All randomness comes from `generator`.
+    random offset, as in the standard CIFAR-10 recipe. Masking (the denoising autoencoders' masking
+    noise) uses no spatial structure, so it keeps a permutation-invariant task permutation-invariant;
+    values are not rescaled. All randomness comes from `generator`.
     """
     if x.dim() != 4:
         raise ValueError(f"augmentation needs images [N, C, H, W], got shape {tuple(x.shape)}")
@@ -27,4 +33,6 @@ def augment_images(x: torch.Tensor, crop_padding: int, flip: bool, generator: to
     if flip:
         mirror = torch.rand(n, generator=generator) < 0.5
         out = torch.where(mirror.view(n, 1, 1, 1), out.flip(3), out)
+    if mask > 0:
+        out = out * (torch.rand(out.shape, generator=generator) >= mask)
     return out

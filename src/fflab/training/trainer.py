@@ -103,8 +103,8 @@ class Trainer(abc.ABC):
     def batch_inputs(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The batch's inputs, augmented when the settings ask for it."""
         s = self.settings
-        if s.augment_crop or s.augment_flip:
-            return augment_images(x[idx], s.augment_crop, s.augment_flip, self.generator)
+        if s.augment_crop or s.augment_flip or s.augment_mask:
+            return augment_images(x[idx], s.augment_crop, s.augment_flip, self.generator, s.augment_mask)
         return x[idx]
 
     def _set_lr(self, progress: float) -> float:
