@@ -3,10 +3,10 @@
     python benchmarks/hebbian_direction.py RUN_DIR [RUN_DIR ...] [--data-dir DIR]
 
 For each run's first layer it takes the Hebbian update of 1,000 training pairs (true and random wrong
-label) and reports (1) its cosine with the surrogate gradient of the same FF loss through the LIF
-neurons (fast sigmoid, slopes 1 and 5; skipped for analog units, where the two are equal), and
-(2) how the FF loss of 2,000 other pairs, with fresh spike draws, changes after a step along it of
-0.3%, 1%, 3% and 10% of |W|.
+label), gated if the run uses spiking.post_gate, and reports (1) its cosine with the surrogate gradient
+of the same FF loss through the LIF neurons (fast sigmoid, slopes 1 and 5; skipped for analog units,
+where the two are equal), and (2) how the FF loss of 2,000 other pairs, with fresh spike draws,
+changes after a step along it of 0.3%, 1%, 3% and 10% of |W|.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def probe(run_dir: str, data_dir: str | None) -> str:
             return layer.loss(layer.simulate(data[0], learning=False)[0], data[1])
 
     with torch.no_grad():
-        post, _, pre = layer.simulate(batch[0], learning=True)
-        hebb = layer.update_direction(pre, post, batch[1])
+        post, _, pre, gate = layer.simulate(batch[0], learning=True)
+        hebb = layer.update_direction(pre, post, batch[1], gate)
     out = [f"{run_dir}: FF loss {loss(w0, held_out).item():.4f}"]
     if layer.lif is not None:
         for slope in (1.0, 5.0):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fflab.config import ModelSettings, SpikingSettings, load_config
+from fflab.config import ConfigError, ModelSettings, SpikingSettings, config_from_dict, load_config
 from fflab.layers.hebbian import HebbianFFLayer
 from fflab.models import build_model
 from fflab.spiking import trace
@@ -34,7 +34,7 @@ def test_hebbian_update_equals_the_ff_loss_gradient_for_relu_units(goodness, the
     layer = HebbianFFLayer(12, 8, neuron="relu", goodness=goodness, theta=theta, scale=0.7)
     x = torch.rand(steps, 6, 12)
     target = torch.tensor([1.0, 1, 1, 0, 0, 0])
-    post, _, pre = layer.simulate(x)
+    post, _, pre, _ = layer.simulate(x)
     hebbian = layer.update_direction(pre, post, target)
     torch.testing.assert_close(hebbian, -ff_loss_gradient(layer, x, target), rtol=1e-4, atol=1e-6)
 
@@ -42,7 +42,7 @@ def test_hebbian_update_equals_the_ff_loss_gradient_for_relu_units(goodness, the
 def test_one_sample_update_is_an_outer_product_of_its_own_traces_times_the_third_factor():
     layer = HebbianFFLayer(5, 4, neuron="relu", goodness="sum_squares", theta=1.0, scale=2.0)
     x = torch.rand(1, 1, 5)
-    post, _, pre = layer.simulate(x)
+    post, _, pre, _ = layer.simulate(x)
     target = torch.ones(1)
     p = torch.sigmoid(2.0 * (post.pow(2).sum() - 1.0))
     expected = 2 * 2.0 * (1 - p) * torch.outer(post[0, 0], pre[0, 0])
@@ -53,11 +53,38 @@ def test_symmetric_factor_pushes_the_halves_apart():
     layer = HebbianFFLayer(6, 4, neuron="relu", third_factor="symmetric")
     x = torch.rand(1, 1, 6) + 0.1
     layer.weight.data.abs_()  # every unit active
-    post, _, pre = layer.simulate(x)
+    post, _, pre, _ = layer.simulate(x)
     dw = layer.update_direction(pre, post, torch.ones(1))  # positive sample: P should grow
     assert (dw[:2] > 0).all() and (dw[2:] < 0).all()
     with pytest.raises(ValueError, match="odd"):
         HebbianFFLayer(6, 5, third_factor="symmetric")
+
+
+def test_surrogate_gate_weights_each_steps_postsynaptic_trace_in_the_update():
+    """dW = sum_t w_t m (post_t * gate_t) (outer) pre_t, with gate_t the LIF's surrogate derivative at its own
+    membrane potential, and the third factor m still from the ungated trace's goodness."""
+    torch.manual_seed(0)
+    layer = HebbianFFLayer(10, 6, post_gate="surrogate", slope=1.0, theta=0.5)
+    x = (torch.rand(5, 3, 10) < 0.5).float()
+    post, _, pre, gate = layer.simulate(x)
+    target = torch.tensor([1.0, 0.0, 1.0])
+    assert gate.shape == post.shape and (gate > 0).all() and (gate <= 1).all()
+    mem, expected_gate = torch.zeros(3, 6), []
+    for current in x @ layer.weight.t():  # the membrane by hand: beta 0.9, threshold 1, subtractive reset
+        mem = 0.9 * mem + current
+        expected_gate.append(1 / (1 + (mem - 1).abs()) ** 2)
+        mem = mem - (mem > 1).float()
+    torch.testing.assert_close(gate, torch.stack(expected_gate))
+    m = layer.third_factor_per_unit(post, target)
+    expected = torch.einsum("tnh,nh,tnd->hd", post * gate, m, pre) / (5 * 3)
+    torch.testing.assert_close(layer.update_direction(pre, post, target, gate), expected)
+    assert layer.simulate(x, learning=False)[3] is None  # scoring needs no gate
+    assert HebbianFFLayer(10, 6).simulate(x)[3] is None  # the paper's rule: no gate
+    with pytest.raises(ValueError, match="post_gate"):
+        HebbianFFLayer(10, 6, post_gate="sometimes")
+    analog_gated = {"neuron": "relu", "post_gate": "surrogate"}
+    with pytest.raises(ConfigError, match="post_gate"):
+        config_from_dict({"model": {"kind": "hebbian"}, "spiking": analog_gated, "eval": {"predict": "goodness"}})
 
 
 def hebbian_net(**spiking):
@@ -125,7 +152,7 @@ def test_eligibility_decay_weighs_recent_steps_more_and_top_k_limits_the_update(
     x = torch.zeros(3, 1, 6)
     x[0, 0, 0] = 1.0  # an early input on synapse 0
     x[2, 0, 1] = 1.0  # a late input on synapse 1
-    post, _, pre = layer.simulate(x)
+    post, _, pre, _ = layer.simulate(x)
     dw = layer.update_direction(pre, post, torch.ones(1))
     early, late = dw[:, 0] / post[0, 0], dw[:, 1] / post[2, 0]
     torch.testing.assert_close(early, 0.25 * late)  # decay^2 for the step two before the end

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fflab.spiking import LIF, encode, spike, trace
+from fflab.spiking import LIF, encode, spike, surrogate_derivative, trace
 
 
 def test_lif_matches_hand_stepped_example_with_subtractive_reset():
@@ -16,6 +16,16 @@ def test_lif_matches_hand_stepped_example_with_subtractive_reset():
     for c in currents[:3]:
         lif(c)
     assert lif.mem.item() == pytest.approx(0.05, abs=1e-6)
+
+
+def test_lif_gate_is_the_surrogate_derivative_at_each_steps_potential_before_reset():
+    lif = LIF(beta=0.5, threshold=1.0, reset="subtract", surrogate="fast_sigmoid", slope=2.0)
+    currents = torch.tensor([0.6, 0.6, 0.6, 0.0, 1.2]).view(5, 1, 1)
+    spikes, gate = lif.run_with_gate(currents)
+    assert torch.equal(spikes, lif.run(currents))
+    mem = torch.tensor([0.6, 0.9, 1.05, 0.025, 1.2125])  # the hand-stepped potentials above, before each reset
+    torch.testing.assert_close(gate.flatten(), 1 / (1 + 2.0 * (mem - 1.0).abs()) ** 2)
+    assert lif.run_with_gate(currents, gate=False)[1] is None
 
 
 def test_lif_reset_to_zero_and_state_reset():
@@ -48,6 +58,7 @@ def test_spike_is_a_step_forward_and_the_surrogate_backward(name, derivative):
     assert s.tolist() == [0.0, 0.0, 1.0, 1.0]
     s.sum().backward()
     torch.testing.assert_close(x.grad, derivative(x.detach(), 5.0))
+    torch.testing.assert_close(surrogate_derivative(x.detach(), name, 5.0), x.grad)  # the rule's gate, no autograd
 
 
 def test_rate_code_fires_with_the_pixel_probability():

@@ -20,7 +20,7 @@ from fflab.data.registry import get_spec
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
 from fflab.layers.conv import CONV_INPUT_NORMS, SCOPES
-from fflab.layers.hebbian import NEURONS, THIRD_FACTORS
+from fflab.layers.hebbian import NEURONS, POST_GATES, THIRD_FACTORS
 from fflab.layers.recurrent import SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
 from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
@@ -123,6 +123,9 @@ class SpikingSettings:
     eligibility_decay: float = bounded(1.0, 0.0, 1.0, doc="weight of step t: rate * decay^(T-1-t) / T")
     eligibility_rate: float = bounded(1.0, 0.0)
     top_k: int = bounded(0, 0, doc="update only the k most active units per sample (0: all)")
+    post_gate: str = choice(
+        "none", POST_GATES, doc="Hebbian: weight the postsynaptic trace by the spike's surrogate derivative (slope)"
+    )
     label_code: str = choice("onehot", LABEL_CODES, doc="label input: one-hot, or a random binary code per class")
     code_bits: int = bounded(100, 1, doc="bits of the binary label code")
     init_scale: float = bounded(1.0, 0.0, doc="weights start at N(0, init_scale^2 * 2 / fan_in)")
@@ -327,6 +330,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.goodness: Hebbian layers use a squared norm, got {m.goodness!r}")
         if isinstance(m.theta, list):
             raise ConfigError("model.theta: Hebbian layers share one threshold; give a number")
+        if cfg.spiking.post_gate != "none" and cfg.spiking.neuron != "lif":
+            raise ConfigError("spiking.post_gate: the surrogate gate is for LIF neurons; analog units need none")
     if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind in ("ff", "spiking"):
         raise ConfigError("eval.predict = 'readout' needs readout.enabled = true")
     return cfg

@@ -12,6 +12,12 @@ postsynaptic and presynaptic *traces* in place of h and x, summed over time step
 trace), and needs no gradient at all. The symmetric form splits the units into a positive and a
 negative half and uses P = G_pos / (G_pos + G_neg); the positive half learns with factor
 (target - P), the negative half with -(target - P).
+
+For LIF units the plain product leaves out how a unit's firing responds to its input, and it drifts
+away from the FF loss's gradient as training goes on (benchmarks/hebbian_direction.py measures it).
+`post_gate = "surrogate"` restores that factor locally: each step's postsynaptic trace is weighted by
+the surrogate derivative of the unit's spike at its own membrane potential (e-prop's
+pseudo-derivative). It is still a three-factor rule of the layer's own state.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from fflab.spiking import LIF, trace
 
 THIRD_FACTORS = ("sigmoid", "symmetric")
 NEURONS = ("lif", "relu")
+POST_GATES = ("none", "surrogate")
 EPS = 1e-6
 
 
@@ -46,6 +53,9 @@ class HebbianFFLayer(nn.Module):
         beta: float = 0.9,
         threshold: float = 1.0,
         reset: str = "subtract",
+        surrogate: str = "fast_sigmoid",
+        slope: float = 1.0,
+        post_gate: str = "none",
         trace_kind: str = "leaky",
         trace_decay: float = 0.9,
         third_factor: str = "sigmoid",
@@ -62,6 +72,8 @@ class HebbianFFLayer(nn.Module):
             raise ValueError(f"unknown neuron {neuron!r}; expected one of {list(NEURONS)}")
         if third_factor not in THIRD_FACTORS:
             raise ValueError(f"unknown third factor {third_factor!r}; expected one of {list(THIRD_FACTORS)}")
+        if post_gate not in POST_GATES:
+            raise ValueError(f"unknown post_gate {post_gate!r}; expected one of {list(POST_GATES)}")
         if goodness not in ("sum_squares", "mean_squares"):
             raise ValueError(f"a Hebbian layer's goodness is 'sum_squares' or 'mean_squares', got {goodness!r}")
         if third_factor == "symmetric" and out_features % 2:
@@ -69,13 +81,13 @@ class HebbianFFLayer(nn.Module):
         if not 0 <= top_k <= out_features:
             raise ValueError(f"top_k must be in 0..{out_features} (0: off), got {top_k}")
         self.in_features, self.out_features = in_features, out_features
-        self.neuron, self.third_factor, self.goodness_name = neuron, third_factor, goodness
+        self.neuron, self.third_factor, self.goodness_name, self.post_gate = neuron, third_factor, goodness, post_gate
         self.trace_kind, self.trace_decay = trace_kind, trace_decay
         self.scale, self.theta, self.top_k = scale, theta, top_k
         self.eligibility_decay, self.eligibility_rate = eligibility_decay, eligibility_rate
         weight = torch.randn(out_features, in_features) * (init_scale * math.sqrt(2.0 / in_features))
         self.weight = nn.Parameter(weight, requires_grad=False)  # learned by the Hebbian rule, not by autograd
-        self.lif = LIF(beta, threshold, reset) if neuron == "lif" else None
+        self.lif = LIF(beta, threshold, reset, surrogate, slope) if neuron == "lif" else None
         sign = torch.ones(out_features)
         if third_factor == "symmetric":
             sign[out_features // 2 :] = -1.0
@@ -83,19 +95,20 @@ class HebbianFFLayer(nn.Module):
 
     def simulate(
         self, pre: torch.Tensor, learning: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(postsynaptic trace, output spikes, presynaptic trace), each [T, N, .], for the input train `pre`;
-        the presynaptic trace only when `learning` (scoring does not need it, and it is the largest tensor).
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(postsynaptic trace, output spikes, presynaptic trace, postsynaptic gate), each [T, N, .], for the
+        input train `pre`. The presynaptic trace only when `learning` (scoring does not need it, and it is the
+        largest tensor); the gate only when learning with post_gate = "surrogate" (else None: no gate).
 
         The analog twin has no dynamics: its activity relu(W x_t) is both its trace and its output.
         """
         current = pre @ self.weight.t()  # one product for all steps
         if self.lif is None:
             h = torch.relu(current)
-            return h, h, pre
-        spikes = self.lif.run(current)
+            return h, h, pre, None
+        spikes, gate = self.lif.run_with_gate(current, gate=learning and self.post_gate == "surrogate")
         pre_trace = trace(pre, self.trace_kind, self.trace_decay) if learning else None
-        return trace(spikes, self.trace_kind, self.trace_decay), spikes, pre_trace
+        return trace(spikes, self.trace_kind, self.trace_decay), spikes, pre_trace, gate
 
     def _per_step_goodness(self, post: torch.Tensor) -> torch.Tensor:
         """The configured goodness of each step's trace [T, N, units] -> [T, N]."""
@@ -138,8 +151,11 @@ class HebbianFFLayer(nn.Module):
         p = self.probability(post).clamp(EPS, 1 - EPS)
         return -(target * p.log() + (1 - target) * (1 - p).log()).mean()
 
-    def update_direction(self, pre: torch.Tensor, post: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The weight change per unit learning rate [H, D], from traces [T, N, .] and targets [N] only."""
+    def update_direction(
+        self, pre: torch.Tensor, post: torch.Tensor, target: torch.Tensor, gate: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The weight change per unit learning rate [H, D], from traces [T, N, .], targets [N] and, if given,
+        the postsynaptic gate [T, N, H] only. The third factor comes from the ungated trace's goodness."""
         steps, n = post.shape[0], post.shape[1]
         m = self.third_factor_per_unit(post, target)  # [N, H]
         if self.top_k:
@@ -147,12 +163,15 @@ class HebbianFFLayer(nn.Module):
             m = m * torch.zeros_like(m).scatter_(1, winners, 1.0)
         ages = torch.arange(steps - 1, -1, -1, dtype=post.dtype, device=post.device)
         w = self.eligibility_rate * self.eligibility_decay**ages / steps  # [T]
-        gated = post * m.unsqueeze(0) * w.view(steps, 1, 1)  # [T, N, H]
+        eligible = post if gate is None else post * gate
+        gated = eligible * m.unsqueeze(0) * w.view(steps, 1, 1)  # [T, N, H]
         return gated.reshape(steps * n, -1).t() @ pre.reshape(steps * n, -1) / n
 
     @torch.no_grad()
-    def update(self, pre: torch.Tensor, post: torch.Tensor, target: torch.Tensor, lr: float) -> None:
-        self.weight.add_(self.update_direction(pre, post, target), alpha=lr)
+    def update(
+        self, pre: torch.Tensor, post: torch.Tensor, target: torch.Tensor, lr: float, gate: torch.Tensor | None = None
+    ) -> None:
+        self.weight.add_(self.update_direction(pre, post, target, gate), alpha=lr)
 
     def forward_flops(self, steps: int) -> int:
         """Multiply-add FLOPs of one sample's input products over `steps` steps."""
@@ -161,5 +180,5 @@ class HebbianFFLayer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_features} -> {self.out_features}, neuron={self.neuron}, third_factor={self.third_factor}, "
-            f"goodness={self.goodness_name}, trace={self.trace_kind}, top_k={self.top_k}"
+            f"goodness={self.goodness_name}, trace={self.trace_kind}, post_gate={self.post_gate}, top_k={self.top_k}"
         )

@@ -266,6 +266,9 @@ def build_hebbian(
             eligibility_rate=s.eligibility_rate,
             top_k=s.top_k,
             init_scale=s.init_scale,
+            surrogate=s.surrogate,
+            slope=s.slope,
+            post_gate=s.post_gate,
             **neuron_options(s),
         )
         for i in range(len(settings.hidden))

@@ -55,14 +55,15 @@ class HebbianFFNetwork(nn.Module):
 
     def simulate(self, train: torch.Tensor, learning: bool = False) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
         """(presynaptic trace if `learning`, postsynaptic trace) of every layer for an input train."""
-        return [(pre, post) for pre, post, _ in self._run_layers(train, learning)]
+        return [(pre, post) for pre, post, _, _ in self._run_layers(train, learning)]
 
     def _run_layers(self, train: torch.Tensor, learning: bool) -> list[tuple]:
-        """(presynaptic trace, postsynaptic trace, output train) of every layer; each feeds the next."""
+        """(presynaptic trace, postsynaptic trace, output train, postsynaptic gate) of every layer; each feeds
+        the next."""
         out = []
         for layer in self.layers:
-            post, spikes, pre = layer.simulate(train, learning)
-            out.append((pre, post, spikes))
+            post, spikes, pre, gate = layer.simulate(train, learning)
+            out.append((pre, post, spikes, gate))
             train = spikes
         return out
 
@@ -75,9 +76,9 @@ class HebbianFFNetwork(nn.Module):
         train = self.input_train(torch.cat([x, x]), torch.cat([y, wrong]), generator)
         target = torch.cat([x.new_ones(n), x.new_zeros(n)])
         results = []
-        for layer, (pre, post) in zip(self.layers, self.simulate(train, learning=True), strict=True):
+        for layer, (pre, post, _, gate) in zip(self.layers, self._run_layers(train, learning=True), strict=True):
             results.append(LocalResult(layer.loss(post, target), layer.probability(post)))
-            layer.update(pre, post, target, lr)
+            layer.update(pre, post, target, lr, gate)
         return results
 
     def eval_generator(self) -> torch.Generator:
@@ -106,7 +107,7 @@ class HebbianFFNetwork(nn.Module):
     def spikes(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The input train and every layer's output train [T, N, .] with no label code (analog units: activity)."""
         train = self.input_train(x, None, self.eval_generator())
-        return [train, *(spikes for _, _, spikes in self._run_layers(train, learning=False))]
+        return [train, *(spikes for _, _, spikes, _ in self._run_layers(train, learning=False))]
 
     @torch.no_grad()
     def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:

@@ -38,6 +38,18 @@ SURROGATES: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 NEURON_RESETS = ("subtract", "zero")
 
 
+def surrogate_derivative(x: torch.Tensor, surrogate: str = "fast_sigmoid", slope: float = 25.0) -> torch.Tensor:
+    """The surrogate's derivative at x = membrane - threshold: the pseudo-derivative of a spike with respect to
+    its membrane potential, which a local learning rule can use without autograd."""
+    if surrogate == "fast_sigmoid":
+        return (1 + slope * x.abs()).pow(-2)
+    if surrogate == "atan":
+        return (slope / 2) / (1 + (math.pi / 2 * slope * x).pow(2))
+    if surrogate == "straight_through":
+        return torch.ones_like(x)
+    raise ValueError(f"unknown surrogate {surrogate!r}; expected one of {sorted(SURROGATES)}")
+
+
 def spike(x: torch.Tensor, surrogate: str = "fast_sigmoid", slope: float = 25.0) -> torch.Tensor:
     """H(x) in the forward pass; the derivative of a smooth surrogate in the backward pass.
 
@@ -79,18 +91,31 @@ class LIF(nn.Module):
         self.mem = None
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        return self._step(current)[0]
+
+    def _step(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(spikes, membrane potential before the reset) of one step."""
         mem = current if self.mem is None else self.beta * self.mem + current
         spk = spike(mem - self.threshold, self.surrogate, self.slope)
         fired = spk.detach()  # the reset is not differentiated through, as in snnTorch's default
         self.mem = mem - fired * self.threshold if self.reset == "subtract" else mem * (1 - fired)
-        return spk
+        return spk, mem
 
     def run(self, currents: torch.Tensor) -> torch.Tensor:
         """Spikes [T, N, H] for input currents [T, N, H], from a rested state."""
+        return self.run_with_gate(currents, gate=False)[0]
+
+    def run_with_gate(self, currents: torch.Tensor, gate: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Spikes [T, N, H] and, if `gate`, each step's surrogate derivative at its membrane potential."""
         self.reset_state()
-        out = torch.stack([self(c) for c in currents])
+        spikes, gates = [], []
+        for c in currents:
+            spk, mem = self._step(c)
+            spikes.append(spk)
+            if gate:
+                gates.append(surrogate_derivative(mem.detach() - self.threshold, self.surrogate, self.slope))
         self.reset_state()
-        return out
+        return torch.stack(spikes), torch.stack(gates) if gate else None
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}, reset={self.reset}, surrogate={self.surrogate}"
