@@ -54,7 +54,7 @@ class HebbianFFLayer(nn.Module):
         threshold: float = 1.0,
         reset: str = "subtract",
         surrogate: str = "fast_sigmoid",
-        slope: float = 1.0,
+        slope: float = 25.0,
         post_gate: str = "none",
         trace_kind: str = "leaky",
         trace_decay: float = 0.9,
