@@ -99,6 +99,12 @@ class ModelSettings:
     wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
     mix: list[float] = field(default_factory=lambda: [0.7, 0.3])  # metalayer: (up + down) and self weights
     top_down_sign: float = 1.0
+    score: str = choice(
+        "steps",
+        ["steps", "window_mean"],
+        doc="recurrent goodness: of each counted step's activity, averaged (Hinton); or of the activity averaged "
+        "over the window (a firing rate, for spiking layers whose single steps are binary)",
+    )
     source_init: list[str] = field(default_factory=lambda: ["kaiming", "kaiming", "orthogonal"])  # up, down, lateral
 
 
@@ -285,6 +291,11 @@ def validate(cfg: Config) -> Config:
             )
         if len(m.mix) != 2:
             raise ConfigError(f"model.mix: expected two weights [up_and_down, self], got {m.mix}")
+        if m.score == "window_mean" and t.update == "step":
+            raise ConfigError(
+                "model.score = 'window_mean' scores the whole window at once, so it needs train.update = 'window' "
+                "(one update per sample), not 'step'"
+            )
         bad = [s for s in m.source_init if s not in SOURCE_INITS]
         if len(m.source_init) != 3 or bad:
             raise ConfigError(

@@ -235,6 +235,7 @@ def build_recurrent(
         window=tuple(settings.window),
         hidden_steps=settings.hidden_steps,
         clock=settings.clock,
+        score=settings.score,
         readout=head,
     )
 

@@ -25,6 +25,10 @@ from fflab.layers.recurrent import RecurrentLayer, rms_normalize
 from fflab.models.feedforward import LocalResult
 from fflab.models.readout import LinearReadout
 
+# What goodness is taken of: each counted step's activity (then averaged over the window), or the activity
+# averaged over the window, i.e. a firing rate for spiking layers (one step's spikes are a noisy binary score).
+SCORES = ("steps", "window_mean")
+
 
 @dataclass
 class Dynamics:
@@ -48,6 +52,7 @@ class RecurrentFFNetwork(nn.Module):
         window: tuple[int, int] = (3, 5),
         hidden_steps: int = 0,
         clock: bool = False,
+        score: str = "steps",
         readout: LinearReadout | None = None,
     ) -> None:
         super().__init__()
@@ -60,7 +65,9 @@ class RecurrentFFNetwork(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.input_dim, self.num_classes = input_dim, num_classes
         self.steps, self.damping, self.window, self.hidden_steps = steps, damping, tuple(window), hidden_steps
-        self.clock = clock
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; expected one of {list(SCORES)}")
+        self.clock, self.score = clock, score
         self.readout = readout
 
     # --- the dynamics -------------------------------------------------------------------------
@@ -160,11 +167,14 @@ class RecurrentFFNetwork(nn.Module):
         """Each layer's own loss over the counted window: rows are x with its positive labels, then x
         with its negative labels.
 
-        Without `update`, losses are averaged over the window (one update per sample) and the first
+        Without `update`, losses are averaged over the window (or, with score "window_mean", taken once of
+        the window-averaged activity): one update per sample; and the first
         layer's bottom-up term of a static input is computed once for both halves. With it,
         `update(results)` is called at every counted step (one update per time step) and that term
         is recomputed each step, because the weights change in between.
         """
+        if update is not None and self.score == "window_mean":
+            raise ValueError("score 'window_mean' scores the whole window at once: per-step updates do not apply")
         n = x.shape[0]
         rows = torch.cat([x, x])
         labels = torch.cat([pos_labels, neg_labels])
@@ -172,9 +182,14 @@ class RecurrentFFNetwork(nn.Module):
         first, last = self.window
         losses: list[list[torch.Tensor]] = [[] for _ in self.layers]
         goods: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        sums: list[torch.Tensor | int] = [0] * len(self.layers)
 
         def on_step(t: int, state: list[torch.Tensor]) -> None:
             if t < first:
+                return
+            if self.score == "window_mean":  # scored once the window is over
+                for i, h in enumerate(state):
+                    sums[i] = sums[i] + h
                 return
             results = [LocalResult(*layer.local_loss(h, n)) for layer, h in zip(self.layers, state, strict=True)]
             if update is not None:
@@ -184,6 +199,9 @@ class RecurrentFFNetwork(nn.Module):
                 goods[i].append(r.goodness.detach())
 
         self.run(rows, labels, on_step=on_step, static_up=None if up is None else torch.cat([up, up]))
+        if self.score == "window_mean":
+            count = last - first + 1
+            return [LocalResult(*layer.local_loss(h / count, n)) for layer, h in zip(self.layers, sums, strict=True)]
         return [
             LocalResult(torch.stack(ls).mean(), torch.stack(gs).mean(0)) for ls, gs in zip(losses, goods, strict=True)
         ]
@@ -191,7 +209,7 @@ class RecurrentFFNetwork(nn.Module):
     # --- prediction -----------------------------------------------------------------------------
     @torch.no_grad()
     def label_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Positive-signed goodness averaged over the window, per candidate label and layer: [N, C, L].
+        """Positive-signed goodness over the window (see `score`), per candidate label and layer: [N, C, L].
 
         The label-hidden steps do not depend on the label, so they run once; then all C candidates
         run as one batch of N * C rows.
@@ -203,16 +221,25 @@ class RecurrentFFNetwork(nn.Module):
         rows = x.repeat_interleave(c, 0)
         labels = torch.arange(c, device=x.device).repeat(n)
         first, last = self.window
+        count = last - first + 1
         total = torch.zeros(len(self.layers), n * c, device=x.device)
+        sums: list[torch.Tensor | int] = [0] * len(self.layers)
 
         def on_step(t: int, s: list[torch.Tensor]) -> None:
-            if t >= first:
-                for i, (layer, h) in enumerate(zip(self.layers, s, strict=True)):
-                    total[i] += layer.positive_score(layer.goodness(h))
+            if t < first:
+                return
+            for i, (layer, h) in enumerate(zip(self.layers, s, strict=True)):
+                if self.score == "window_mean":
+                    sums[i] = sums[i] + h
+                else:
+                    total[i] += layer.positive_score(layer.goodness(h)) / count
 
         up = None if up is None else up.repeat_interleave(c, 0)
         self.run(rows, labels, on_step=on_step, static_up=up, state=state, start=self.hidden_steps + 1)
-        return (total / (last - first + 1)).t().reshape(n, c, len(self.layers))
+        if self.score == "window_mean":
+            for i, layer in enumerate(self.layers):
+                total[i] = layer.positive_score(layer.goodness(sums[i] / count))
+        return total.t().reshape(n, c, len(self.layers))
 
     def window_means(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Each chosen layer's activity averaged over the counted window, with a neutral label throughout."""
