@@ -167,9 +167,9 @@ class RecurrentFFNetwork(nn.Module):
         """Each layer's own loss over the counted window: rows are x with its positive labels, then x
         with its negative labels.
 
-        Without `update`, losses are averaged over the window (or, with score "window_mean", taken once of
-        the window-averaged activity): one update per sample; and the first
-        layer's bottom-up term of a static input is computed once for both halves. With it,
+        Without `update`, there is one update per sample: losses are averaged over the window (or, with
+        score "window_mean", taken once of the window-averaged activity), and the first layer's
+        bottom-up term of a static input is computed once for both halves. With it,
         `update(results)` is called at every counted step (one update per time step) and that term
         is recomputed each step, because the weights change in between.
         """
