@@ -7,9 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fflab.analysis.compare import recurrent_cost
 from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca_2d
 from fflab.cli import main
-from fflab.config import load_config
+from fflab.config import config_from_dict, load_config
+from fflab.models import build_model
 from fflab.training.run import train_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,3 +100,28 @@ def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
     # The first layer takes analog pixels (direct code): it costs MACs; the second layer costs synaptic ops.
     assert run["analog_macs_per_sample"] == 74 * 256 and run["synops_per_sample"] > 0
     assert (out / "plots" / "spike_raster_spk.png").is_file()
+
+
+def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_step():
+    cfg = config_from_dict({"model": {"kind": "spiking-recurrent", "hidden": [3, 4], "steps": 3, "window": [2, 3]}})
+    model = build_model(cfg.model, input_dim=5, num_classes=3, spiking=cfg.spiking)
+    outputs = [torch.ones(3, 2, 3), torch.ones(3, 2, 4)]  # every unit fires at every step, 2 samples
+    synops, macs = recurrent_cost(model, outputs, static_input=True)
+    # Steps 1-2 spike into step 2-3. Layer 0 (3 units) hears itself and layer 1: (2*3 + 2*4) * 3 per sample;
+    # layer 1 (4 units) hears layer 0 and itself: (2*3 + 2*4) * 4.
+    assert synops == (6 + 8) * 3 + (6 + 8) * 4
+    assert macs == 5 * 3 + 3 * 3 * 4  # the static image once; the label into the top layer at every step
+    assert recurrent_cost(model, outputs, static_input=False)[1] == 3 * 5 * 3 + 3 * 3 * 4
+
+
+def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
+    cfg = load_config(
+        os.path.join(REPO, "configs", "mnist-spiking-recurrent.toml"),
+        ["data.name=digits", "model.hidden=[32, 32]", "train.epochs=1", "train.monitor_every=1", "train.threads=1"],
+    )
+    train_run(cfg, tmp_path / "srec", progress=False, log=lambda s: None)
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(tmp_path / "srec"), "--out", str(out), "--no-progress"]) == 0
+    (run,) = json.loads((out / "analysis.json").read_text())["runs"]
+    assert run["spiking"] and run["spikes_per_sample"] > 0 and run["synops_per_sample"] > 0
+    assert (out / "plots" / "spike_raster_srec.png").is_file()

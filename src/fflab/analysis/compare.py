@@ -19,7 +19,7 @@ from fflab.checkpoint import load_checkpoint
 from fflab.errors import FFLabError
 from fflab.io import atomic_path, write_json_atomic
 from fflab.layers.spiking import SpikingFFDense
-from fflab.models import FFNetwork, HebbianFFNetwork
+from fflab.models import FFNetwork, HebbianFFNetwork, RecurrentFFNetwork
 from fflab.perf import set_threads
 from fflab.training.evaluate import evaluate, primary_method
 from fflab.training.run import load_for_config
@@ -42,6 +42,8 @@ def latents_of(model, x: torch.Tensor) -> torch.Tensor:
 def is_spiking(model) -> bool:
     if isinstance(model, HebbianFFNetwork):
         return model.layers[0].neuron == "lif"
+    if isinstance(model, RecurrentFFNetwork):
+        return model.layers[0].spiking is not None
     return isinstance(model, FFNetwork) and isinstance(model.layers[0], SpikingFFDense)
 
 
@@ -54,11 +56,15 @@ def spike_trains(model, x: torch.Tensor) -> tuple[list, list] | None:
     if isinstance(model, HebbianFFNetwork):
         trains = model.spikes(x)
         return trains[:-1], trains[1:]
+    if isinstance(model, RecurrentFFNetwork):  # every layer's spikes at steps 1..window end; inputs: see recurrent_cost
+        steps = []
+        model.run(x, None, on_step=lambda t, s: steps.append(s), static_up=model.static_up(x))
+        return None, [torch.stack([s[i] for s in steps]) for i in range(len(model.layers))]
     outputs = [h.transpose(0, 1) for h in model.activities(model.embedding.neutral(x))]
     return [None, *outputs[:-1]], outputs
 
 
-def inference_cost(model, trains: tuple[list, list] | None) -> dict:
+def inference_cost(model, trains: tuple[list, list] | None, static_input: bool = True) -> dict:
     """Cost of one forward pass of one input (neutral label): multiply-accumulates for analog networks;
     for spiking ones (given their `spike_trains`) the spikes emitted and the synaptic operations (each
     input spike reaches every unit of the layer it feeds; a layer fed analog values costs its MACs),
@@ -68,18 +74,37 @@ def inference_cost(model, trains: tuple[list, list] | None) -> dict:
         return {"macs_per_sample": dense}
     inputs, outputs = trains
     n = outputs[0].shape[1]
-    synops = macs = 0.0
-    for layer, train in zip(model.layers, inputs, strict=True):
-        if train is None:
-            macs += layer.forward_flops() / 2
-        else:
-            synops += (train != 0).sum().item() * layer.out_features / n
+    if isinstance(model, RecurrentFFNetwork):
+        synops, macs = recurrent_cost(model, outputs, static_input)
+    else:
+        synops = macs = 0.0
+        for layer, train in zip(model.layers, inputs, strict=True):
+            if train is None:
+                macs += layer.forward_flops() / 2
+            else:
+                synops += (train != 0).sum().item() * layer.out_features / n
     return {
         "spikes_per_sample": sum(o.sum().item() for o in outputs) / n,
         "synops_per_sample": synops,
         "analog_macs_per_sample": macs,
         "dense_macs_per_sample": dense,
     }
+
+
+def recurrent_cost(model: RecurrentFFNetwork, outputs: list[torch.Tensor], static_input: bool) -> tuple[float, float]:
+    """(synaptic ops, MACs) per sample of a spiking recurrent run whose spikes per layer are `outputs`
+    [T, N, H]: a layer's spikes at step t reach its own units and its neighbours' at step t + 1; the input
+    (once for a static image, else every step) and the neutral label (every step) are analog, costing MACs."""
+    steps, n = outputs[0].shape[:2]
+    last = len(model.layers) - 1
+    frames = 1 if static_input and not model.clock else steps
+    synops, macs = 0.0, frames * model.layers[0].dims[0] * model.layers[0].width
+    for i, layer in enumerate(model.layers):
+        sources = [outputs[j] for j in (i - 1, i, i + 1) if 0 <= j <= last]
+        synops += sum(s[:-1].sum().item() for s in sources) * layer.width / n
+        if i == last:
+            macs += steps * model.num_classes * layer.width
+    return synops, macs
 
 
 def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: bool) -> dict:
@@ -106,7 +131,7 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
         "hoyer_sparsity": hoyer_sparsity(z),
         "knn5_accuracy": knn_accuracy(z, y, 5),
         "silent_fraction": (z == 0).float().mean().item(),
-        **inference_cost(model, trains),
+        **inference_cost(model, trains, static_input=x.dim() == 2),
         "seconds": 0.0,
     }
     stats["seconds"] = round(time.perf_counter() - start, 2)
