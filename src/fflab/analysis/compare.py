@@ -131,7 +131,7 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
         "hoyer_sparsity": hoyer_sparsity(z),
         "knn5_accuracy": knn_accuracy(z, y, 5),
         "silent_fraction": (z == 0).float().mean().item(),
-        **inference_cost(model, trains, static_input=x.dim() == 2),
+        **inference_cost(model, trains, static_input=x.dim() != 3),  # [N, T, D] is a sequence
         "seconds": 0.0,
     }
     stats["seconds"] = round(time.perf_counter() - start, 2)
