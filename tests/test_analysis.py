@@ -87,19 +87,22 @@ def test_analyze_names_a_missing_run_without_a_traceback(tmp_path, capsys):
     assert "not a checkpoint" in capsys.readouterr().err
 
 
+def train_and_analyze(tmp_path, config: str, overrides: list[str], name: str) -> dict:
+    """Train a run from configs/<config> with overrides, `fflab analyze` it, and return its analysis entry."""
+    cfg = load_config(os.path.join(REPO, "configs", config), overrides)
+    train_run(cfg, tmp_path / name, progress=False, log=lambda s: None)
+    assert main(["analyze", str(tmp_path / name), "--out", str(tmp_path / "analysis"), "--no-progress"]) == 0
+    (run,) = json.loads((tmp_path / "analysis" / "analysis.json").read_text())["runs"]
+    return run
+
+
 def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
-    cfg = load_config(
-        os.path.join(REPO, "configs", "digits-ff.toml"),
-        ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3", "train.epochs=2"],
-    )
-    train_run(cfg, tmp_path / "spk", progress=False, log=lambda s: None)
-    out = tmp_path / "analysis"
-    assert main(["analyze", str(tmp_path / "spk"), "--out", str(out), "--no-progress"]) == 0
-    (run,) = json.loads((out / "analysis.json").read_text())["runs"]
+    overrides = ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3"]
+    run = train_and_analyze(tmp_path, "digits-ff.toml", [*overrides, "train.epochs=2"], "spk")
     assert run["spiking"] and run["spikes_per_sample"] > 0
     # The first layer takes analog pixels (direct code): it costs MACs; the second layer costs synaptic ops.
     assert run["analog_macs_per_sample"] == 74 * 256 and run["synops_per_sample"] > 0
-    assert (out / "plots" / "spike_raster_spk.png").is_file()
+    assert (tmp_path / "analysis" / "plots" / "spike_raster_spk.png").is_file()
 
 
 def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_step():
@@ -115,13 +118,7 @@ def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_st
 
 
 def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
-    cfg = load_config(
-        os.path.join(REPO, "configs", "mnist-spiking-recurrent.toml"),
-        ["data.name=digits", "model.hidden=[32, 32]", "train.epochs=1", "train.monitor_every=1", "train.threads=1"],
-    )
-    train_run(cfg, tmp_path / "srec", progress=False, log=lambda s: None)
-    out = tmp_path / "analysis"
-    assert main(["analyze", str(tmp_path / "srec"), "--out", str(out), "--no-progress"]) == 0
-    (run,) = json.loads((out / "analysis.json").read_text())["runs"]
+    overrides = ["data.name=digits", "model.hidden=[32, 32]", "train.epochs=1", "train.monitor_every=1"]
+    run = train_and_analyze(tmp_path, "mnist-spiking-recurrent.toml", [*overrides, "train.threads=1"], "srec")
     assert run["spiking"] and run["spikes_per_sample"] > 0 and run["synops_per_sample"] > 0
-    assert (out / "plots" / "spike_raster_srec.png").is_file()
+    assert (tmp_path / "analysis" / "plots" / "spike_raster_srec.png").is_file()
