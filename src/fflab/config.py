@@ -21,7 +21,7 @@ from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
 from fflab.layers.conv import CONV_INPUT_NORMS, SCOPES
 from fflab.layers.hebbian import NEURONS, POST_GATES, THIRD_FACTORS
-from fflab.layers.recurrent import SOURCE_INITS, WIRINGS
+from fflab.layers.recurrent import SCORES, SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
 from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
 from fflab.supervision import HARD_SCORE_SOURCES, LABEL_CODES, LABEL_MODES, NEGATIVE_MODES
@@ -101,7 +101,7 @@ class ModelSettings:
     top_down_sign: float = 1.0
     score: str = choice(
         "steps",
-        ["steps", "window_mean"],
+        SCORES,
         doc="recurrent goodness: of each counted step's activity, averaged (Hinton); or of the activity averaged "
         "over the window (a firing rate, for spiking layers whose single steps are binary)",
     )

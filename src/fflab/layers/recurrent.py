@@ -13,6 +13,9 @@ from fflab.spiking import spike
 
 WIRINGS = ("sum", "metalayer")
 SOURCE_INITS = ("kaiming", "xavier", "orthogonal", "identity", "zeros")
+# What a recurrent network takes goodness of: each counted step's activity (then averaged over the window), or
+# the activity averaged over the window, i.e. a firing rate for spiking layers (one step's spikes are binary).
+SCORES = ("steps", "window_mean")
 
 
 def rms_normalize(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

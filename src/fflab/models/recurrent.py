@@ -21,13 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fflab.layers.recurrent import RecurrentLayer, rms_normalize
+from fflab.layers.recurrent import SCORES, RecurrentLayer, rms_normalize
 from fflab.models.feedforward import LocalResult
 from fflab.models.readout import LinearReadout
-
-# What goodness is taken of: each counted step's activity (then averaged over the window), or the activity
-# averaged over the window, i.e. a firing rate for spiking layers (one step's spikes are a noisy binary score).
-SCORES = ("steps", "window_mean")
 
 
 @dataclass
