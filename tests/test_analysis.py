@@ -122,3 +122,22 @@ def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
     run = train_and_analyze(tmp_path, "mnist-spiking-recurrent.toml", [*overrides, "train.threads=1"], "srec")
     assert run["spiking"] and run["spikes_per_sample"] > 0 and run["synops_per_sample"] > 0
     assert (tmp_path / "analysis" / "plots" / "spike_raster_srec.png").is_file()
+
+
+def test_analyze_reuses_the_runs_own_test_accuracy_only_when_it_measured_the_same_thing(tmp_path):
+    run_dir = tmp_path / "ff"
+    train_run(load_config(os.path.join(REPO, "configs", "digits-ff.toml"), ["train.epochs=1"]), run_dir, progress=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+
+    def analyze(*extra):
+        assert main(["analyze", str(run_dir), "--out", str(tmp_path / "a"), "--no-progress", *extra]) == 0
+        (run,) = json.loads((tmp_path / "a" / "analysis.json").read_text())["runs"]
+        return run
+
+    stored = analyze()
+    assert stored["accuracy_source"] == "summary.json" and stored["accuracy"] == summary["test_accuracy"]
+    assert analyze("--samples", "100")["accuracy_source"] == "evaluated"  # a subset: the summary does not apply
+    os.utime(run_dir / "model.safetensors")  # a model newer than its summary is evaluated afresh ...
+    fresh = analyze()
+    assert fresh["accuracy_source"] == "evaluated"
+    assert fresh["accuracy"] == pytest.approx(summary["test_accuracy"])  # ... and agrees with what was stored

@@ -7,6 +7,7 @@ linear CKA compares their representations sample by sample.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from safetensors.torch import save_file
 
 from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca_2d
 from fflab.analysis.plots import plot_latent_pca, plot_spike_raster, plot_unit_activity_histograms
-from fflab.checkpoint import load_checkpoint
+from fflab.checkpoint import WEIGHTS, load_checkpoint
 from fflab.errors import FFLabError
 from fflab.io import atomic_path, write_json_atomic
 from fflab.layers.spiking import SpikingFFDense
@@ -107,6 +108,27 @@ def recurrent_cost(model: RecurrentFFNetwork, outputs: list[torch.Tensor], stati
     return synops, macs
 
 
+def stored_test_accuracy(run_dir: Path, cfg, dataset: str, samples: int, test_size: int) -> float | None:
+    """The run's own test accuracy from summary.json when it measured exactly what analysis would (the
+    whole test set, same data and prediction method, no model saved after it), else None. Spares
+    recurrent runs a second pass over 10 labels x all steps x the test set."""
+    summary_path, model_path = run_dir / "summary.json", run_dir / WEIGHTS
+    if samples != test_size or not summary_path.exists():
+        return None
+    if model_path.exists() and model_path.stat().st_mtime > summary_path.stat().st_mtime:
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    same = (
+        summary.get("dataset") == dataset
+        and summary.get("test_samples") == test_size
+        and summary.get("predict") == primary_method(cfg)
+    )
+    return float(summary["test_accuracy"]) if same and summary.get("test_accuracy") is not None else None
+
+
 def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: bool) -> dict:
     """Latents (saved into the run directory) and their statistics for one run's test set."""
     model, cfg, _ = load_checkpoint(run_dir)
@@ -114,7 +136,10 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
     x, y = ds.test_x[:samples], ds.test_y[:samples]
     model.eval()
     start = time.perf_counter()
-    accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
+    accuracy, accuracy_source = stored_test_accuracy(run_dir, cfg, ds.name, len(x), len(ds.test_x)), "summary.json"
+    if accuracy is None:
+        accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
+        accuracy_source = "evaluated"
     z = latents_of(model, x)
     trains = spike_trains(model, x[:1000])  # for cost, firing rates and a raster
     with atomic_path(run_dir / LATENTS) as tmp:
@@ -127,6 +152,7 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
         "dataset": ds.name,
         "samples": len(x),
         "accuracy": accuracy,
+        "accuracy_source": accuracy_source,
         "latent_units": z.shape[1],
         "hoyer_sparsity": hoyer_sparsity(z),
         "knn5_accuracy": knn_accuracy(z, y, 5),
