@@ -3,8 +3,10 @@
 import torch
 from toydata import toy_data
 
-from fflab.config import ModelSettings, ReadoutSettings, TrainSettings
+from fflab.checkpoint import load_checkpoint, save_checkpoint
+from fflab.config import ModelSettings, ReadoutSettings, TrainSettings, config_from_dict
 from fflab.models import BackpropNetwork, build_model
+from fflab.models.readout import LinearReadout
 from fflab.training.evaluate import evaluate
 from fflab.training.readout import train_readout
 from fflab.training.trainer import BackpropTrainer, FFTrainer, make_trainer
@@ -35,6 +37,45 @@ def test_readout_features_use_a_neutral_label_and_the_chosen_layers():
     acts = net.activities(net.embedding.neutral(x))
     assert torch.allclose(feats[:, :8].pow(2).mean(1), torch.ones(3), atol=1e-4)  # unit RMS directions
     assert torch.allclose(feats[:, 8:], acts[2] / acts[2].pow(2).mean(1, keepdim=True).sqrt(), atol=1e-4)
+
+
+def test_standardization_centres_and_scales_each_feature_and_ignores_constant_ones():
+    head = LinearReadout(3, 2, [0], standardize=True)
+    features = torch.stack([torch.randn(500) * 100 + 7, torch.randn(500) * 1e-3, torch.full((500,), 4.0)], 1)
+    head.fit_standardization(features)
+    z = (features - head.mean) * head.inv_std
+    assert torch.allclose(z[:, :2].mean(0), torch.zeros(2), atol=1e-4)
+    assert torch.allclose(z[:, :2].std(0), torch.ones(2), atol=1e-4)
+    assert head.inv_std[2] == 0  # constant in training: a different value at test time cannot blow up the logits
+    with torch.no_grad():
+        head.linear.weight.normal_()
+    moved = features.clone()
+    moved[:, 2] = 1e6
+    assert torch.equal(head(moved), head(features))
+
+
+def test_a_recurrent_runs_readout_is_refit_on_frozen_standardized_features_and_survives_a_checkpoint(tmp_path):
+    x, y = toy_data()
+    cfg = config_from_dict(
+        {
+            "model": {"kind": "recurrent", "hidden": [16, 16], "steps": 4, "window": [2, 4]},
+            "train": {"epochs": 1, "batch_size": 50, "negatives": "hard", "hard_scores": "readout"},
+            "readout": {"enabled": True, "standardize": True, "epochs": 3, "lr": 0.01},
+        }
+    )
+    torch.manual_seed(0)
+    net = build_model(cfg.model, 20, 4, cfg.readout)
+    make_trainer(net, cfg.train, progress=False, readout=cfg.readout).fit(x, y)
+    frozen = {k: v.clone() for k, v in net.layers.state_dict().items()}
+    history = train_readout(net, x, y, cfg.readout)
+    assert all(torch.equal(v, net.layers.state_dict()[k]) for k, v in frozen.items())
+    assert history[-1]["loss"] < history[0]["loss"]
+    features = torch.cat([net.readout_features(x[i : i + 100]) for i in range(0, len(x), 100)])
+    assert torch.allclose(net.readout.mean, features.mean(0), atol=1e-5)
+    save_checkpoint(tmp_path, net, cfg, input_dim=20, num_classes=4)
+    loaded, _, _ = load_checkpoint(tmp_path)
+    assert torch.equal(loaded.readout.inv_std, net.readout.inv_std)
+    assert torch.equal(loaded.predictions(x[:50])["readout"], net.predictions(x[:50])["readout"])
 
 
 def test_backprop_gradients_cross_layers_where_ff_gradients_do_not():

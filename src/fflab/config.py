@@ -172,6 +172,7 @@ class ReadoutSettings:
     batch_size: int = bounded(100, 1)
     lr: float = bounded(1e-3, 0.0)
     weight_decay: float = bounded(0.0, 0.0)
+    standardize: bool = False  # scale each feature to zero mean, unit variance over the training set first
 
 
 @dataclass

@@ -177,7 +177,7 @@ def build_ff(
     head = None
     if readout is not None and readout.enabled:
         chosen = readout.layers or all_but_first(len(layers))
-        head = LinearReadout(sum(layers[i].out_features for i in chosen), num_classes, chosen)
+        head = LinearReadout(sum(layers[i].out_features for i in chosen), num_classes, chosen, readout.standardize)
     return FFNetwork(layers, embedding, settings.predict_layers, head)
 
 
@@ -225,7 +225,7 @@ def build_recurrent(
     head = None
     if readout is not None and readout.enabled:
         chosen = readout.layers or list(range(len(widths)))
-        head = LinearReadout(sum(widths[i] for i in chosen), num_classes, chosen)
+        head = LinearReadout(sum(widths[i] for i in chosen), num_classes, chosen, readout.standardize)
     return RecurrentFFNetwork(
         layers,
         input_dim,

@@ -6,30 +6,37 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fflab.config import ReadoutSettings
-from fflab.models import FFNetwork
+from fflab.models import FFNetwork, RecurrentFFNetwork
 
 
 @torch.no_grad()
-def readout_features(model: FFNetwork, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def readout_features(model: FFNetwork | RecurrentFFNetwork, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The readout's input for every row of `x`, computed once (the FF layers are frozen)."""
     model.eval()
     return torch.cat([model.readout_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def train_readout(
-    model: FFNetwork, x: torch.Tensor, y: torch.Tensor, settings: ReadoutSettings, seed: int = 0
+    model: FFNetwork | RecurrentFFNetwork, x, y: torch.Tensor, settings: ReadoutSettings, seed: int = 0
 ) -> list[dict]:
     """Fit model.readout by softmax regression on the frozen layers' features; returns per-epoch stats.
 
     Features are computed once, so each readout epoch costs one small matrix product per batch.
-    Only the readout's parameters are given to the optimiser: the FF layers cannot change.
+    Only the readout's parameters are given to the optimiser: the FF layers cannot change. A readout
+    that standardises its features starts from zero with the new statistics; otherwise training goes on
+    from its current weights (a recurrent network's readout has learned online during FF training).
     """
     if model.readout is None:
         raise ValueError("the model has no readout (set readout.enabled = true)")
     features = readout_features(model, x)
     readout = model.readout
+    if readout.standardize:
+        readout.fit_standardization(features)
+        nn.init.zeros_(readout.linear.weight)
+        nn.init.zeros_(readout.linear.bias)
     readout.train()
     opt = torch.optim.Adam(readout.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     gen = torch.Generator().manual_seed(seed)

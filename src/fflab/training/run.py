@@ -192,7 +192,8 @@ def train_run(
     save_checkpoint(run_dir, model, cfg, **meta)
 
     readout_seconds = 0.0
-    if isinstance(model, FFNetwork) and model.readout is not None:  # recurrent readouts learn online
+    # A recurrent network's readout has also learned online (for hard negatives), on features that kept changing.
+    if isinstance(model, FFNetwork | RecurrentFFNetwork) and model.readout is not None:
         t = time.perf_counter()
         for row in train_readout(model, ds.train_x, ds.train_y, cfg.readout, seed=cfg.train.seed):
             log(
