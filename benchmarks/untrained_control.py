@@ -22,16 +22,16 @@ from fflab.errors import FFLabError
 from fflab.io import write_json_atomic
 from fflab.models import build_model
 from fflab.perf import set_threads
-from fflab.training.readout import train_readout
+from fflab.training.readout import readout_features, train_readout
 from fflab.training.run import load_for_config
 
 RESULTS = Path(__file__).parent / "results"
 
 
 @torch.no_grad()
-def readout_accuracy(model, x, y, batch_size: int = 1000) -> float:
-    logits = [model.readout(model.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    return (torch.cat(logits).argmax(1) == y).float().mean().item()
+def readout_accuracy(model, x, y) -> float:
+    """Accuracy of the readout alone (model.predictions would also score every label by goodness)."""
+    return (model.readout(readout_features(model, x)).argmax(1) == y).float().mean().item()
 
 
 def untrained_control(config: str, overrides: list[str], data_dir: str | None) -> dict:

@@ -29,11 +29,14 @@ class LinearReadout(nn.Module):
 
     @torch.no_grad()
     def fit_standardization(self, features: torch.Tensor) -> None:
-        """Set the feature statistics from training features [N, in_features]; a feature constant over the
-        training set is ignored (scale 0) rather than blown up."""
+        """Set the feature statistics from training features [N, in_features] and zero the weights, which
+        were learned on differently scaled features. A feature constant over the training set is ignored
+        (scale 0) rather than blown up."""
         std = features.std(0)
         self.mean.copy_(features.mean(0))
         self.inv_std.copy_(torch.where(std > 1e-6, 1.0 / std.clamp_min(1e-6), torch.zeros_like(std)))
+        self.linear.weight.zero_()
+        self.linear.bias.zero_()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.standardize:

@@ -6,7 +6,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fflab.config import ReadoutSettings
 from fflab.models import FFNetwork, RecurrentFFNetwork
@@ -35,8 +34,6 @@ def train_readout(
     readout = model.readout
     if readout.standardize:
         readout.fit_standardization(features)
-        nn.init.zeros_(readout.linear.weight)
-        nn.init.zeros_(readout.linear.bias)
     readout.train()
     opt = torch.optim.Adam(readout.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     gen = torch.Generator().manual_seed(seed)
