@@ -143,10 +143,12 @@ def test_no_gradient_crosses_layers_or_time_steps(wiring, kind):
         )
 
 
+@pytest.mark.parametrize("shape", [(4, 5), (4, 3, 5)], ids=["static", "sequence"])
 @pytest.mark.parametrize("hidden_steps", [0, 2])
-def test_batched_label_scores_equal_one_run_per_label(hidden_steps):
+def test_batched_label_scores_equal_one_run_per_label(hidden_steps, shape):
+    """The batched run repeats each frame per candidate label (never the whole sequence batch)."""
     net = tiny_net(hidden_steps=hidden_steps)
-    x = torch.rand(4, 5)
+    x = torch.rand(shape)
     scores = net.label_scores(x)
     assert scores.shape == (4, 3, 2)
     for c in range(3):

@@ -102,11 +102,17 @@ class RecurrentFFNetwork(nn.Module):
         labels: torch.Tensor | None,
         t: int,
         static_up: torch.Tensor | None = None,
+        repeats: int = 1,
     ) -> list[torch.Tensor]:
-        """One synchronous update of every layer from the (detached) previous state."""
+        """One synchronous update of every layer from the (detached) previous state; each row of `x` feeds
+        `repeats` consecutive state rows."""
         prev = [rms_normalize(layer.emit(h.detach())) for layer, h in zip(self.layers, state, strict=True)]
         rows = prev[0].shape[0]
-        u_frame = None if static_up is not None else rms_normalize(self.frame(x, t))
+        u_frame = None
+        if static_up is None:
+            u_frame = rms_normalize(self.frame(x, t))
+            if repeats > 1:
+                u_frame = u_frame.repeat_interleave(repeats, 0)
         top = self.label_input(labels, rows, t, prev[0].device)
         new = []
         last = len(self.layers) - 1
@@ -136,18 +142,21 @@ class RecurrentFFNetwork(nn.Module):
         static_up: torch.Tensor | None = None,
         state: list[torch.Tensor] | None = None,
         start: int = 1,
+        repeats: int = 1,
     ) -> list[torch.Tensor]:
         """Run steps start..until (default: the window's end) and return the final state.
 
         `on_step(t, activities)` sees every step's new activities (with their graphs, for local losses; for
         spiking layers the spikes, while the returned state holds membrane potentials).
-        `static_up` is a precomputed first-layer bottom-up term for a static input.
+        `static_up` is a precomputed first-layer bottom-up term for a static input. With `repeats` > 1 every
+        row of `x` drives that many consecutive state rows (one per candidate label), so a sequence batch
+        is never copied whole for each label: only the current frame is repeated.
         """
         until = self.window[1] if until is None else until
-        rows = x.shape[0]
+        rows = x.shape[0] * repeats
         state = state if state is not None else self.initial_state(rows, x.device)
         for t in range(start, until + 1):
-            state = self.advance(state, x, labels, t, static_up)
+            state = self.advance(state, x, labels, t, static_up, repeats)
             if on_step is not None:
                 on_step(t, [layer.emit(h) for layer, h in zip(self.layers, state, strict=True)])
         return state
@@ -214,7 +223,6 @@ class RecurrentFFNetwork(nn.Module):
         up = self.static_up(x)
         state = self.run(x, None, until=self.hidden_steps, static_up=up)
         state = [h.repeat_interleave(c, 0) for h in state]
-        rows = x.repeat_interleave(c, 0)
         labels = torch.arange(c, device=x.device).repeat(n)
         first, last = self.window
         count = last - first + 1
@@ -231,7 +239,7 @@ class RecurrentFFNetwork(nn.Module):
                     total[i] += layer.positive_score(layer.goodness(h)) / count
 
         up = None if up is None else up.repeat_interleave(c, 0)
-        self.run(rows, labels, on_step=on_step, static_up=up, state=state, start=self.hidden_steps + 1)
+        self.run(x, labels, on_step=on_step, static_up=up, state=state, start=self.hidden_steps + 1, repeats=c)
         if self.score == "window_mean":
             for i, layer in enumerate(self.layers):
                 total[i] = layer.positive_score(layer.goodness(sums[i] / count))
