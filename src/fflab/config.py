@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fflab.data.registry import get_spec
+from fflab.devices import check_device_setting
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
 from fflab.layers.conv import CONV_INPUT_NORMS, SCOPES
@@ -158,6 +159,7 @@ class TrainSettings:
     augment_mask: float = bounded(0.0, 0.0, 0.9, doc="zero this random fraction of each training image's values")
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
+    device: str = "auto"  # "auto" (a CUDA GPU when torch sees one and model.kind can use it), "cpu", "cuda[:N]"
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
     monitor_every: int = bounded(1, 1, doc="monitor every this many epochs (and always after the last)")
 
@@ -313,6 +315,7 @@ def validate(cfg: Config) -> Config:
     elif t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
         raise ConfigError("train.hard_scores = 'readout' is for recurrent networks (the online readout)")
     _validate_spatial(cfg)
+    check_device_setting(t.device, m.kind)
     competitive = m.loss == "competitive"
     local_learning = m.kind != "backprop"  # the baseline ignores the FF loss and negatives
     if local_learning and (

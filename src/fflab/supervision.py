@@ -114,7 +114,7 @@ class LabelEmbedding:
         if not self.has_label:
             raise ValueError("this network takes no label (label mode 'none')")
         if self.mode == "pattern":
-            return x.flatten(1) + self.value * self.patterns[labels]
+            return x.flatten(1) + self.value * self.patterns.to(x.device)[labels]
         out = self.blank(x)
         positions = self.label_offset + labels.unsqueeze(1) * self.width + torch.arange(self.width, device=out.device)
         out[torch.arange(out.shape[0], device=out.device).unsqueeze(1), positions] = self.value
@@ -123,7 +123,7 @@ class LabelEmbedding:
     def neutral(self, x: torch.Tensor) -> torch.Tensor:
         """The input with a uniform label code (value / C everywhere): no label information."""
         if self.mode == "pattern":
-            return x.flatten(1) + self.value * self.patterns.mean(0)
+            return x.flatten(1) + self.value * self.patterns.to(x.device).mean(0)
         out = self.blank(x)
         if not self.has_label:
             return out
@@ -148,9 +148,9 @@ def random_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch
     """A uniformly random label different from the true one, for every sample.
 
     Adding an offset in [1, C-1] modulo C can never return the true label and is uniform
-    over the other C-1 labels.
+    over the other C-1 labels. The draw is made on the CPU generator, so every device gets the same labels.
     """
-    offset = torch.randint(1, num_classes, labels.shape, generator=generator, device=labels.device)
+    offset = torch.randint(1, num_classes, labels.shape, generator=generator).to(labels.device)
     return (labels + offset) % num_classes
 
 
@@ -171,7 +171,7 @@ def hard_wrong_labels(
     if generator is None:
         return masked.argmax(1)
     probs = torch.softmax(masked / temperature, dim=1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(labels.device)
 
 
 class SupervisedPairs:
@@ -271,7 +271,7 @@ class HybridPairs:
         order = torch.randperm(n, generator=generator)
         partner = torch.empty_like(order)
         partner[order] = order.roll(1)  # i -> another index, never i
-        mask = hybrid_masks(n, self.image_shape[-2:], self.blur_steps, generator).unsqueeze(1)
+        mask = hybrid_masks(n, self.image_shape[-2:], self.blur_steps, generator).unsqueeze(1).to(x.device)
         hybrid = mask * images + (1 - mask) * images[partner]
         return torch.cat([images.flatten(1), hybrid.flatten(1)])
 

@@ -49,7 +49,7 @@ def plot_goodness_histograms(pos: Sequence, neg: Sequence, path: str | Path, the
     n = len(pos)
     fig, axes = plt.subplots(2, n, figsize=(4.5 * n, 7), squeeze=False, layout="constrained")
     for j in range(n):
-        p, q = pos[j].float().numpy(), neg[j].float().numpy()
+        p, q = pos[j].float().cpu().numpy(), neg[j].float().cpu().numpy()
         top, bottom = axes[0][j], axes[1][j]
         hi = float(max(p.max(), q.max()))
         top.hist(p, bins=60, range=(0, hi), alpha=0.6, label="positive", color="tab:green")

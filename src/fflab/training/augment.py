@@ -16,7 +16,7 @@ def augment_images(
     Shifting pads the image with `crop_padding` zeros on every side and cuts an H x W window at a
     random offset, as in the standard CIFAR-10 recipe. Masking (the denoising autoencoders' masking
     noise) uses no spatial structure, so it keeps a permutation-invariant task permutation-invariant;
-    values are not rescaled. All randomness comes from `generator`.
+    values are not rescaled. All randomness comes from `generator` (a CPU one, whatever x's device).
     """
     if x.dim() != 4:
         raise ValueError(f"augmentation needs images [N, C, H, W], got shape {tuple(x.shape)}")
@@ -31,8 +31,8 @@ def augment_images(
         cols = (dx + torch.arange(w)).view(n, 1, 1, w)
         out = padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
     if flip:
-        mirror = torch.rand(n, generator=generator) < 0.5
+        mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         out = torch.where(mirror.view(n, 1, 1, 1), out.flip(3), out)
     if mask > 0:
-        out = out * (torch.rand(out.shape, generator=generator) >= mask)
+        out = out * (torch.rand(out.shape, generator=generator) >= mask).to(x.device)
     return out

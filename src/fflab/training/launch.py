@@ -1,9 +1,10 @@
 """Starting the workers of a parallel run: local processes on this machine, or ranks started by torchrun.
 
-Local workers talk over gloo on 127.0.0.1. Under `torchrun` (one machine or many) the ranks find each
-other through the rendezvous torchrun sets up (the MASTER_ADDR / RANK / WORLD_SIZE variables). In both
-cases a worker that dies stops the others: its peers' next send, receive or collective fails (or times
-out after `timeout` seconds) and becomes a clear error, and the launcher stops the rest.
+Workers talk over gloo on the CPU, or NCCL when each has a GPU; local workers meet on 127.0.0.1. Under
+`torchrun` (one machine or many) the ranks find each other through the rendezvous torchrun sets up (the
+MASTER_ADDR / RANK / WORLD_SIZE variables). In both cases a worker that dies stops the others: its
+peers' next send, receive or collective fails (or times out after `timeout` seconds) and becomes a
+clear error, and the launcher stops the rest.
 """
 
 from __future__ import annotations
@@ -43,11 +44,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def join_group(rank: int, world_size: int, init_method: str = "env://", timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Join the gloo process group (the CPU backend)."""
+def local_rank() -> int:
+    """This worker's index among the workers on its machine (0 outside a parallel run): its GPU."""
+    if not dist.is_initialized():
+        return 0
+    return int(os.environ.get("LOCAL_RANK", dist.get_rank()))  # local workers all share one machine
+
+
+def join_group(
+    rank: int, world_size: int, init_method: str = "env://", timeout: float = DEFAULT_TIMEOUT, backend: str = "gloo"
+) -> None:
+    """Join the process group: backend gloo (CPU tensors) or nccl (CUDA tensors)."""
     try:
         dist.init_process_group(
-            "gloo",
+            backend,
             init_method=init_method,
             rank=rank,
             world_size=world_size,
@@ -62,10 +72,12 @@ def leave_group() -> None:
         dist.destroy_process_group()
 
 
-def _worker(rank: int, world_size: int, init_method: str, timeout: float, fn: Callable, args: tuple) -> None:
+def _worker(
+    rank: int, world_size: int, init_method: str, timeout: float, backend: str, fn: Callable, args: tuple
+) -> None:
     """One local worker: join the group, run fn(*args), and report an fflab error as a message (exit 2)."""
     try:
-        join_group(rank, world_size, init_method, timeout)
+        join_group(rank, world_size, init_method, timeout, backend)
         fn(*args)
     except FFLabError as e:
         print(f"fflab: error: worker {rank}: {e}", file=sys.stderr, flush=True)
@@ -81,8 +93,10 @@ def _worker(rank: int, world_size: int, init_method: str, timeout: float, fn: Ca
         leave_group()
 
 
-def run_local_workers(fn: Callable, world_size: int, args: tuple = (), timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Run fn(*args) in `world_size` new processes on this machine, joined in one gloo group.
+def run_local_workers(
+    fn: Callable, world_size: int, args: tuple = (), timeout: float = DEFAULT_TIMEOUT, backend: str = "gloo"
+) -> None:
+    """Run fn(*args) in `world_size` new processes on this machine, joined in one `backend` group.
 
     `fn` must be importable (a module-level function). Returns when all have finished; if any fails,
     the others are stopped and an FFLabError names the worker.
@@ -92,7 +106,10 @@ def run_local_workers(fn: Callable, world_size: int, args: tuple = (), timeout: 
     init_method = f"tcp://127.0.0.1:{free_port()}"
     try:
         mp.start_processes(
-            _worker, args=(world_size, init_method, timeout, fn, args), nprocs=world_size, start_method="spawn"
+            _worker,
+            args=(world_size, init_method, timeout, backend, fn, args),
+            nprocs=world_size,
+            start_method="spawn",
         )
     except mp.ProcessExitedException as e:
         raise FFLabError(

@@ -188,6 +188,7 @@ class DistributedFFTrainer(FFTrainer):
         self.wait_seconds = 0.0  # blocked on other ranks, this epoch
         self.epoch_wait_seconds = 0.0  # ... during the epoch's steps
         self.pending_sends: list = []
+        self.device = next(model.parameters()).device  # NCCL moves CUDA tensors only: every message lives here
 
     # -- communication ---------------------------------------------------------------------------
 
@@ -214,6 +215,7 @@ class DistributedFFTrainer(FFTrainer):
         header = torch.zeros(self.HEADER, dtype=torch.long)
         header[0], header[1] = n_pos, h.dim()
         header[2 : 2 + h.dim()] = torch.tensor(h.shape)
+        header = header.to(self.device)
         dest = self.plan.rank_of(self.stage + 1, self.replica)
         tensors = [header, h.detach().contiguous(), labels.contiguous()]
         self._blocking("sending to the next stage", lambda: [w.wait() for w in self.pending_sends[:-3]])
@@ -221,14 +223,14 @@ class DistributedFFTrainer(FFTrainer):
 
     def _receive(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         source = self.plan.rank_of(self.stage - 1, self.replica)
-        header = torch.empty(self.HEADER, dtype=torch.long)
+        header = torch.empty(self.HEADER, dtype=torch.long, device=self.device)
 
         def receive():
             dist.recv(header, source)
             n_pos, ndim = int(header[0]), int(header[1])
-            h = torch.empty(header[2 : 2 + ndim].tolist())
+            h = torch.empty(header[2 : 2 + ndim].tolist(), device=self.device)
             dist.recv(h, source)
-            labels = torch.empty(n_pos, dtype=torch.long)
+            labels = torch.empty(n_pos, dtype=torch.long, device=self.device)
             dist.recv(labels, source)
             return h, labels, n_pos
 
@@ -340,8 +342,9 @@ class DistributedFFTrainer(FFTrainer):
     def combine_epoch_sums(self, sums: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and goodness sums of every layer, from the ranks that trained it (replicas' shares added)."""
         self._finish_sends()
-        both = torch.cat([sums.flatten(), trained.double()])
+        both = torch.cat([sums.flatten(), trained.double()]).to(self.device)
         self._blocking("combining epoch statistics", lambda: dist.all_reduce(both))
+        both = both.cpu()
         self.epoch_wait_seconds = self.wait_seconds
         k = sums.numel()
         return both[:k].view_as(sums), both[k:] > 0
@@ -354,5 +357,6 @@ class DistributedFFTrainer(FFTrainer):
                 self._blocking("sharing trained layers", lambda t=t, i=i: dist.broadcast(t, self.owner[i]))
         busy = torch.zeros(self.plan.world_size, dtype=torch.float64)
         busy[self.rank] = max(0.0, 1.0 - self.epoch_wait_seconds / stats.train_seconds)
+        busy = busy.to(self.device)
         self._blocking("combining utilisation", lambda: dist.all_reduce(busy))
         stats.extra["worker_busy"] = [round(b, 3) for b in busy.tolist()]

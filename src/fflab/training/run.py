@@ -24,6 +24,7 @@ from fflab.analysis.plots import (
 from fflab.checkpoint import SETTINGS, save_checkpoint
 from fflab.config import Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
+from fflab.devices import dataset_to, resolve_device
 from fflab.errors import FFLabError
 from fflab.io import write_json_atomic, write_text_atomic
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
@@ -34,6 +35,7 @@ from fflab.training.launch import (
     DEFAULT_TIMEOUT,
     join_group,
     leave_group,
+    local_rank,
     run_local_workers,
     threads_per_worker,
     torchrun_world,
@@ -87,6 +89,10 @@ def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Datase
     )
 
 
+def _where(device: torch.device, threads: int) -> str:
+    return f"{threads} threads" if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+
+
 def _prepare_run_dir(run_dir: Path) -> None:
     if (run_dir / SETTINGS).exists() or (run_dir / "summary.json").exists():
         raise FFLabError(f"{run_dir} already holds a run; choose another --out or remove it")
@@ -129,11 +135,12 @@ def train_run(
     if lead:
         _prepare_run_dir(run_dir)
     threads = set_threads(cfg.train.threads if threads is None else threads)
+    device = resolve_device(cfg.train.device, cfg.model.kind, local_rank())
     torch.manual_seed(cfg.train.seed)
-    ds = load_for_config(cfg, data_dir, progress and lead)
+    ds = dataset_to(load_for_config(cfg, data_dir, progress and lead), device)
     model = build_model(
         cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=ds.input_shape
-    )
+    ).to(device)
     if parallel is None:
         trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
     else:
@@ -149,7 +156,8 @@ def train_run(
     workers = f", {parallel.mode}-parallel on {parallel.world_size} workers" if parallel else ""
     log(
         f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} "
-        f"test), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {threads} threads{workers} -> {run_dir}"
+        f"test), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {_where(device, threads)}{workers} "
+        f"-> {run_dir}"
     )
 
     m = cfg.train.monitor_size
@@ -231,6 +239,7 @@ def train_run(
         "samples_per_second": round(samples / train_seconds, 1),
         "train_gflop_per_second": round(trainer.flops_per_sample() * samples / train_seconds / 1e9, 2),
         "threads": threads,
+        "device": str(device),
         "torch": torch.__version__,
     }
     if parallel is not None:
@@ -275,6 +284,9 @@ def train_parallel(
     world, here = (workers, workers) if workers is not None else (launched[1], launched[2])
     plan = ParallelPlan.create(mode, world, stages)
     check_parallel_support(cfg.model, cfg.train, plan)
+    # One GPU per worker on each machine (resolving the last one checks there are enough), else the CPU.
+    on_gpu = resolve_device(cfg.train.device, cfg.model.kind, local_rank=here - 1).type == "cuda"
+    backend = "nccl" if on_gpu else "gloo"
     run_dir = Path(run_dir)
     args = (cfg, run_dir, plan, data_dir, progress, threads_per_worker(cfg.train.threads, here))
     if workers is not None:
@@ -284,9 +296,9 @@ def train_parallel(
         ds = load_for_config(cfg, data_dir, progress)
         build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, input_shape=ds.input_shape)
         del ds
-        run_local_workers(_parallel_worker, workers, args, timeout)
+        run_local_workers(_parallel_worker, workers, args, timeout, backend)
         return json.loads((run_dir / "summary.json").read_text())
-    join_group(launched[0], world, timeout=timeout)
+    join_group(launched[0], world, timeout=timeout, backend=backend)
     try:
         return _parallel_worker(*args)
     finally:

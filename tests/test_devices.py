@@ -1,0 +1,71 @@
+"""train.device: spelling and kind checks, resolution on machines with and without a GPU, and (on a CUDA
+machine only) a real run on the GPU that matches the CPU run's accuracy."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from fflab.config import load_config
+from fflab.devices import dataset_to, resolve_device
+from fflab.errors import ConfigError, FFLabError
+from fflab.training.run import train_run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def digits(*overrides):
+    return load_config(os.path.join(REPO, "configs", "digits-ff.toml"), overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.device=gpu"], "expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        (["train.device=cuda0"], "got 'cuda0'"),
+        (["train.device=cuda", "model.kind=hebbian", "train.negatives=random", "readout.enabled=false"], "CPU only"),
+    ],
+)
+def test_bad_device_settings_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        digits(*overrides)
+
+
+def test_auto_takes_the_gpu_only_when_there_is_one_and_the_kind_can_use_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto", "ff") == torch.device("cpu")
+    assert resolve_device("cpu", "ff") == torch.device("cpu")
+    with pytest.raises(FFLabError, match="sees no CUDA GPU"):
+        resolve_device("cuda", "ff")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", "recurrent") == torch.device("cpu")
+    assert resolve_device("auto", "ff") == torch.device("cuda", 0)
+    assert resolve_device("cuda", "backprop", local_rank=1) == torch.device("cuda", 1)  # a worker's own GPU
+    assert resolve_device("cuda:1", "ff", local_rank=0) == torch.device("cuda", 1)
+    with pytest.raises(FFLabError, match="GPU 2 asked for, but torch sees 2"):
+        resolve_device("cuda", "ff", local_rank=2)
+
+
+def test_cpu_runs_keep_the_data_set_and_say_where_they_ran(tmp_path):
+    cfg = digits("train.epochs=1", "train.monitor_size=0", "train.device=cpu")
+    summary = train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert summary["device"] == "cpu"
+    ds = object()
+    assert dataset_to(ds, torch.device("cpu")) is ds
+
+
+@needs_cuda
+def test_a_gpu_run_matches_the_cpu_run(tmp_path):
+    """Same seed, same batches and negatives (drawn on the CPU); only float rounding differs."""
+    results = {}
+    for device in ("cpu", "cuda"):
+        cfg = digits("train.epochs=15", f"train.device={device}")
+        results[device] = train_run(cfg, tmp_path / device, progress=False, log=lambda s: None)
+    assert results["cuda"]["device"].startswith("cuda")
+    assert results["cuda"]["test_accuracy"] >= 0.9
+    assert abs(results["cuda"]["test_accuracy"] - results["cpu"]["test_accuracy"]) <= 0.02
+    saved = json.loads((tmp_path / "cuda" / "summary.json").read_text())
+    assert saved["test_accuracy"] == results["cuda"]["test_accuracy"]
