@@ -69,3 +69,15 @@ def test_a_gpu_run_matches_the_cpu_run(tmp_path):
     assert abs(results["cuda"]["test_accuracy"] - results["cpu"]["test_accuracy"]) <= 0.02
     saved = json.loads((tmp_path / "cuda" / "summary.json").read_text())
     assert saved["test_accuracy"] == results["cuda"]["test_accuracy"]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize("mode", ["pipeline", "data"])
+def test_parallel_workers_on_two_gpus_talk_over_nccl(tmp_path, mode):
+    from fflab.cli import main
+
+    args = ["train", os.path.join(REPO, "configs", "digits-ff.toml"), "--no-progress", "--set", "train.epochs=15"]
+    args += ["--set", "train.device=cuda", "--parallel", mode, "--workers", "2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["device"] == "cuda:0" and summary["test_accuracy"] >= 0.9
