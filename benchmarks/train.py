@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from fflab.config import load_config
+from fflab.devices import resolve_device
 from fflab.io import write_json_atomic
 from fflab.perf import matmul_peak_gflops, set_threads
 from fflab.training.run import train_run
@@ -29,7 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 def bench(config: str, overrides: list[str], data_dir: str | None, keep: str | None) -> dict:
     cfg = load_config(config, overrides)
     set_threads(cfg.train.threads)
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_gflops(device=resolve_device(cfg.train.device, cfg.model.kind))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(keep) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}" if keep else Path(tmp) / "run"

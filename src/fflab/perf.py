@@ -44,23 +44,33 @@ def set_threads(threads: int) -> int:
     return n
 
 
-def matmul_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, rounds: int = 3) -> float:
-    """Best fp32 GFLOP/s of square matrix products over `sizes` (best of `rounds` timings each).
+def matmul_peak_gflops(
+    sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, rounds: int = 3, device: str | torch.device = "cpu"
+) -> float:
+    """Best fp32 GFLOP/s of square matrix products over `sizes` (best of `rounds` timings each) on `device`.
 
     Measured with the current torch thread setting, so call it after set_threads, in the same
-    process as the workload it is compared with.
+    process as the workload it is compared with. A GPU needs larger products to reach its peak:
+    there, sizes of 4096 and 8192 are used.
     """
+    device = torch.device(device)
+    gpu = device.type == "cuda"
+    sizes = (4096, 8192) if gpu else sizes
     best = 0.0
     gen = torch.Generator().manual_seed(0)
     for n in sizes:
-        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-        out = torch.empty(n, n)
+        a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
+        out = torch.empty(n, n, device=device)
         for _ in range(2):
             torch.mm(a, b, out=out)
         for _ in range(rounds):
+            if gpu:
+                torch.cuda.synchronize(device)
             start = time.perf_counter()
             for _ in range(repeats):
                 torch.mm(a, b, out=out)
+            if gpu:
+                torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
             best = max(best, 2 * n**3 * repeats / seconds / 1e9)
     return best
