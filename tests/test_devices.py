@@ -49,6 +49,13 @@ def test_auto_takes_the_gpu_only_when_there_is_one_and_the_kind_can_use_it(monke
         resolve_device("cuda", "ff", local_rank=2)
 
 
+def test_parallel_workers_on_one_named_gpu_are_refused(tmp_path):
+    from fflab.training.run import train_parallel
+
+    with pytest.raises(FFLabError, match="would put all 2 workers of this machine on one GPU"):
+        train_parallel(digits("train.device=cuda:0"), tmp_path, "pipeline", workers=2)
+
+
 def test_cpu_runs_keep_the_data_set_and_say_where_they_ran(tmp_path):
     cfg = digits("train.epochs=1", "train.monitor_size=0", "train.device=cpu")
     summary = train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)

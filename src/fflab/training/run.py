@@ -284,6 +284,11 @@ def train_parallel(
     world, here = (workers, workers) if workers is not None else (launched[1], launched[2])
     plan = ParallelPlan.create(mode, world, stages)
     check_parallel_support(cfg.model, cfg.train, plan)
+    if ":" in cfg.train.device and here > 1:
+        raise FFLabError(
+            f"train.device = {cfg.train.device!r} would put all {here} workers of this machine on one GPU; "
+            "use 'cuda' (each worker takes its own) or 'auto'"
+        )
     # One GPU per worker on each machine (resolving the last one checks there are enough), else the CPU.
     on_gpu = resolve_device(cfg.train.device, cfg.model.kind, local_rank=here - 1).type == "cuda"
     backend = "nccl" if on_gpu else "gloo"
