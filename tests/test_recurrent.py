@@ -24,6 +24,7 @@ def tiny_net(
     kind="recurrent",
     spiking=None,
     score="steps",
+    clock=False,
 ):
     torch.manual_seed(0)
     cfg = config_from_dict(
@@ -37,6 +38,7 @@ def tiny_net(
                 "hidden_steps": hidden_steps,
                 "wiring": wiring,
                 "score": score,
+                "clock": clock,
             },
             "spiking": spiking or {},
         }
@@ -143,11 +145,13 @@ def test_no_gradient_crosses_layers_or_time_steps(wiring, kind):
         )
 
 
-@pytest.mark.parametrize("shape", [(4, 5), (4, 3, 5)], ids=["static", "sequence"])
+@pytest.mark.parametrize(
+    ("shape", "clock"), [((4, 5), False), ((4, 5), True), ((4, 3, 5), False)], ids=["static", "clock", "sequence"]
+)
 @pytest.mark.parametrize("hidden_steps", [0, 2])
-def test_batched_label_scores_equal_one_run_per_label(hidden_steps, shape):
+def test_batched_label_scores_equal_one_run_per_label(hidden_steps, shape, clock):
     """The batched run repeats each frame per candidate label (never the whole sequence batch)."""
-    net = tiny_net(hidden_steps=hidden_steps)
+    net = tiny_net(hidden_steps=hidden_steps, clock=clock)
     x = torch.rand(shape)
     scores = net.label_scores(x)
     assert scores.shape == (4, 3, 2)
