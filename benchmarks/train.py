@@ -30,7 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 def bench(config: str, overrides: list[str], data_dir: str | None, keep: str | None) -> dict:
     cfg = load_config(config, overrides)
     set_threads(cfg.train.threads)
-    peak = matmul_peak_gflops(device=resolve_device(cfg.train.device, cfg.model.kind))
+    peak = matmul_peak_gflops(device=resolve_device(cfg))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(keep) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}" if keep else Path(tmp) / "run"

@@ -33,20 +33,27 @@ def test_bad_device_settings_are_config_errors(overrides, message):
         digits(*overrides)
 
 
-def test_auto_takes_the_gpu_only_when_there_is_one_and_the_kind_can_use_it(monkeypatch):
+def test_auto_takes_the_gpu_only_when_there_is_one_and_the_run_can_use_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto", "ff") == torch.device("cpu")
-    assert resolve_device("cpu", "ff") == torch.device("cpu")
+    assert resolve_device(digits()) == torch.device("cpu")
+    assert resolve_device(digits("train.device=cpu")) == torch.device("cpu")
     with pytest.raises(FFLabError, match="sees no CUDA GPU"):
-        resolve_device("cuda", "ff")
+        resolve_device(digits("train.device=cuda"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("auto", "recurrent") == torch.device("cpu")
-    assert resolve_device("auto", "ff") == torch.device("cuda", 0)
-    assert resolve_device("cuda", "backprop", local_rank=1) == torch.device("cuda", 1)  # a worker's own GPU
-    assert resolve_device("cuda:1", "ff", local_rank=0) == torch.device("cuda", 1)
+    assert resolve_device(digits()) == torch.device("cuda", 0)
+    assert resolve_device(digits("model.kind=backprop")) == torch.device("cuda", 0)
+    recurrent = load_config(os.path.join(REPO, "configs", "mnist-recurrent.toml"))
+    assert resolve_device(recurrent) == torch.device("cpu")  # a kind that runs on the CPU only
+    assert resolve_device(digits("data.name=seq-mnist")) == torch.device("cpu")  # rendered on the CPU
+    with pytest.raises(ConfigError, match="on 'seq-mnist' runs on the CPU only"):
+        digits("data.name=seq-mnist", "train.device=cuda")
+    # Parallel workers: one GPU each, so 'auto' falls back to the CPU when there are too few.
+    assert resolve_device(digits(), local_rank=1, gpus_needed=2) == torch.device("cuda", 1)
+    assert resolve_device(digits(), local_rank=2, gpus_needed=3) == torch.device("cpu")
+    assert resolve_device(digits("train.device=cuda:1")) == torch.device("cuda", 1)
     with pytest.raises(FFLabError, match="GPU 2 asked for, but torch sees 2"):
-        resolve_device("cuda", "ff", local_rank=2)
+        resolve_device(digits("train.device=cuda"), local_rank=2)
 
 
 def test_parallel_workers_on_one_named_gpu_are_refused(tmp_path):

@@ -49,7 +49,7 @@ def test_digits_cli_train_then_eval(tmp_path, capsys):
 
 
 def test_same_seed_same_run(tmp_path):
-    cfg = config("digits-ff", "train.epochs=3", "train.monitor_size=0")
+    cfg = config("digits-ff", "train.epochs=3", "train.monitor_size=0", "train.device=cpu")
     a = train_run(cfg, tmp_path / "a", progress=False, log=lambda s: None)
     b = train_run(cfg, tmp_path / "b", progress=False, log=lambda s: None)
     assert a["test_accuracy"] == b["test_accuracy"]

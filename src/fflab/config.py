@@ -315,7 +315,7 @@ def validate(cfg: Config) -> Config:
     elif t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
         raise ConfigError("train.hard_scores = 'readout' is for recurrent networks (the online readout)")
     _validate_spatial(cfg)
-    check_device_setting(t.device, m.kind)
+    check_device_setting(t.device, m.kind, cfg.data.name)
     competitive = m.loss == "competitive"
     local_learning = m.kind != "backprop"  # the baseline ignores the FF loss and negatives
     if local_learning and (

@@ -12,32 +12,41 @@ import re
 
 import torch
 
+from fflab.data.registry import get_spec
 from fflab.errors import ConfigError, FFLabError
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 GPU_KINDS = ("ff", "backprop")  # model kinds whose training and prediction run on a CUDA device
 
 
-def check_device_setting(device: str, kind: str) -> None:
-    """Config-time checks of train.device: its spelling, and that the model kind can run there."""
+def gpu_capable(kind: str, data_name: str) -> bool:
+    """Whether a run of model `kind` on data set `data_name` can use a GPU: sequence data sets are
+    rendered batch by batch on the CPU, and only some model kinds place their tensors on a device."""
+    return kind in GPU_KINDS and get_spec(data_name).kind != "derived"
+
+
+def check_device_setting(device: str, kind: str, data_name: str) -> None:
+    """Config-time checks of train.device: its spelling, and that the run can use a GPU if it names one."""
     if not DEVICE_PATTERN.fullmatch(device):
         raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if device.startswith("cuda") and kind not in GPU_KINDS:
+    if device.startswith("cuda") and not gpu_capable(kind, data_name):
         raise ConfigError(
-            f"train.device = {device!r}: model.kind {kind!r} runs on the CPU only so far "
-            f"(CUDA: {', '.join(GPU_KINDS)}); set train.device = 'cpu' or 'auto'"
+            f"train.device = {device!r}: model.kind {kind!r} on {data_name!r} runs on the CPU only so far (CUDA: "
+            f"kinds {', '.join(GPU_KINDS)} on image data); set train.device = 'cpu' or 'auto'"
         )
 
 
-def resolve_device(device: str, kind: str, local_rank: int = 0) -> torch.device:
-    """The torch device a run of model `kind` uses for the setting `device`.
+def resolve_device(cfg, local_rank: int = 0, gpus_needed: int = 1) -> torch.device:
+    """The torch device for a run of `cfg` (a Config), on the worker with this `local_rank`.
 
-    "auto" takes a CUDA GPU when torch sees one and the kind can use it, else the CPU. A worker of a
-    multi-process run given plain "cuda" takes GPU `local_rank` (one GPU per worker on each machine).
+    "auto" takes a CUDA GPU when the run can use one and torch sees at least `gpus_needed` (one per
+    worker on this machine), else the CPU. A worker given plain "cuda" takes GPU `local_rank`.
     """
-    check_device_setting(device, kind)
+    device, kind, data_name = cfg.train.device, cfg.model.kind, cfg.data.name
+    check_device_setting(device, kind, data_name)
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() and kind in GPU_KINDS else "cpu"
+        enough = torch.cuda.is_available() and torch.cuda.device_count() >= gpus_needed
+        device = "cuda" if enough and gpu_capable(kind, data_name) else "cpu"
     if device == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -52,10 +61,8 @@ def resolve_device(device: str, kind: str, local_rank: int = 0) -> torch.device:
 
 
 def dataset_to(ds, device: torch.device):
-    """The data set with its tensors on `device` (the same object on the CPU)."""
+    """The image data set with its tensors on `device` (the same object on the CPU)."""
     if device.type == "cpu":
         return ds
     names = ("train_x", "train_y", "test_x", "test_y")
-    if not all(isinstance(getattr(ds, name), torch.Tensor) for name in names):
-        raise FFLabError(f"{ds.name}: sequence data sets are rendered on the CPU; train on train.device = 'cpu'")
     return dataclasses.replace(ds, **{name: getattr(ds, name).to(device) for name in names})

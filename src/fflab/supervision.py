@@ -98,6 +98,12 @@ class LabelEmbedding:
         """Index of the first input position of label 0; label c starts at offset + c * width."""
         return 0 if self.mode == "overlay" else self.data_dim
 
+    def _patterns_on(self, device: torch.device) -> torch.Tensor:
+        """The class gratings, moved (once) to the device of the inputs."""
+        if self.patterns.device != device:
+            self.patterns = self.patterns.to(device)
+        return self.patterns
+
     def blank(self, x: torch.Tensor) -> torch.Tensor:
         """The input with all label positions zero: [N, input_dim]."""
         x = x.flatten(1)
@@ -114,7 +120,7 @@ class LabelEmbedding:
         if not self.has_label:
             raise ValueError("this network takes no label (label mode 'none')")
         if self.mode == "pattern":
-            return x.flatten(1) + self.value * self.patterns.to(x.device)[labels]
+            return x.flatten(1) + self.value * self._patterns_on(x.device)[labels]
         out = self.blank(x)
         positions = self.label_offset + labels.unsqueeze(1) * self.width + torch.arange(self.width, device=out.device)
         out[torch.arange(out.shape[0], device=out.device).unsqueeze(1), positions] = self.value
@@ -123,7 +129,7 @@ class LabelEmbedding:
     def neutral(self, x: torch.Tensor) -> torch.Tensor:
         """The input with a uniform label code (value / C everywhere): no label information."""
         if self.mode == "pattern":
-            return x.flatten(1) + self.value * self.patterns.to(x.device).mean(0)
+            return x.flatten(1) + self.value * self._patterns_on(x.device).mean(0)
         out = self.blank(x)
         if not self.has_label:
             return out

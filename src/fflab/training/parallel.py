@@ -196,7 +196,10 @@ class DistributedFFTrainer(FFTrainer):
         """Run a call that waits on other ranks: count the time, and turn a lost rank into a clear error."""
         start = time.perf_counter()
         try:
-            return fn()
+            result = fn()
+            if self.device.type == "cuda":  # NCCL calls only queue work on the GPU: wait for it here
+                torch.cuda.synchronize(self.device)
+            return result
         except (RuntimeError, dist.DistError) as e:
             raise FFLabError(
                 f"rank {self.rank} (stage {self.stage}, replica {self.replica}) lost contact with the other "

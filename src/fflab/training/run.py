@@ -135,7 +135,9 @@ def train_run(
     if lead:
         _prepare_run_dir(run_dir)
     threads = set_threads(cfg.train.threads if threads is None else threads)
-    device = resolve_device(cfg.train.device, cfg.model.kind, local_rank())
+    device = resolve_device(cfg, local_rank())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL and implicit CUDA allocations use the current device
     torch.manual_seed(cfg.train.seed)
     ds = dataset_to(load_for_config(cfg, data_dir, progress and lead), device)
     model = build_model(
@@ -290,8 +292,10 @@ def train_parallel(
             "use 'cuda' (each worker takes its own) or 'auto'"
         )
     # One GPU per worker on each machine (resolving the last one checks there are enough), else the CPU.
-    on_gpu = resolve_device(cfg.train.device, cfg.model.kind, local_rank=here - 1).type == "cuda"
+    # The workers are told which, so that all of them agree with the backend chosen here.
+    on_gpu = resolve_device(cfg, local_rank=here - 1, gpus_needed=here).type == "cuda"
     backend = "nccl" if on_gpu else "gloo"
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cuda" if on_gpu else "cpu"))
     run_dir = Path(run_dir)
     args = (cfg, run_dir, plan, data_dir, progress, threads_per_worker(cfg.train.threads, here))
     if workers is not None:
