@@ -37,16 +37,15 @@ def check_device_setting(device: str, kind: str, data_name: str) -> None:
 
 
 def resolve_device(cfg, local_rank: int = 0, gpus_needed: int = 1) -> torch.device:
-    """The torch device for a run of `cfg` (a Config), on the worker with this `local_rank`.
+    """The torch device for a run of `cfg` (a validated Config), on the worker with this `local_rank`.
 
     "auto" takes a CUDA GPU when the run can use one and torch sees at least `gpus_needed` (one per
     worker on this machine), else the CPU. A worker given plain "cuda" takes GPU `local_rank`.
     """
-    device, kind, data_name = cfg.train.device, cfg.model.kind, cfg.data.name
-    check_device_setting(device, kind, data_name)
+    device = cfg.train.device
     if device == "auto":
         enough = torch.cuda.is_available() and torch.cuda.device_count() >= gpus_needed
-        device = "cuda" if enough and gpu_capable(kind, data_name) else "cpu"
+        device = "cuda" if enough and gpu_capable(cfg.model.kind, cfg.data.name) else "cpu"
     if device == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
