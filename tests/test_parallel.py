@@ -57,6 +57,7 @@ def test_shards_cover_the_batch_once():
         ({"kind": "recurrent"}, {}, ("pipeline", 2), "'recurrent' trains in one process"),
         ({}, {"schedule": "greedy"}, ("pipeline", 2), "greedy schedule"),
         ({}, {"negatives": "hard", "hard_scores": "prediction"}, ("pipeline", 2), "every layer on the first stage"),
+        ({}, {"negatives": "hard", "hard_scores": "readout"}, ("data", 2), "online readout"),
         ({"batch_norm": True}, {}, ("data", 2), "batch norm"),
         ({"peer_weight": 0.1}, {}, ("data", 2), "peer normalisation"),
         ({"hidden": [10]}, {}, ("pipeline", 2), "2 pipeline stages need at least as many layers"),

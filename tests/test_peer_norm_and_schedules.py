@@ -4,19 +4,42 @@ import pytest
 import torch
 from toydata import toy_data
 
-from fflab.config import ModelSettings, TrainSettings
+from fflab.config import ConfigError, ModelSettings, TrainSettings, config_from_dict
 from fflab.layers import FFDense
 from fflab.models import build_model
-from fflab.training.trainer import FFTrainer, lr_factor
+from fflab.objectives import softplus_loss
+from fflab.training.trainer import FFTrainer, lr_factor, make_trainer
 
 
 def test_peer_normalization_matches_hand_computation_and_updates_running_mean():
     layer = FFDense(3, 2, peer_weight=0.5, peer_momentum=0.9, loss="symba")
-    h_pos = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
-    # running = 0.5 * 0.9 + mean_activity * 0.1 = [0.45 + 0.2, 0.45 + 0.0] = [0.65, 0.45]
+    h_pos = torch.tensor([[1.0, 0.0], [3.0, 0.0]], requires_grad=True)
+    # running = 0.5 * 0.9 + mean_activity * 0.1 = [0.45 + 0.2, 0.45 + 0.0] = [0.65, 0.45]; layer mean 0.55
     loss = layer.peer_normalization_loss(h_pos)
     assert torch.allclose(layer.peer_mean, torch.tensor([0.65, 0.45]))
-    assert loss.item() == pytest.approx(((0.55 - 0.65) ** 2 + (0.55 - 0.45) ** 2) / 2)
+    loss.backward()
+    # Hinton's code: each positive sample's unit j gets (running_j - mean running) / N, N = 2.
+    assert torch.allclose(h_pos.grad, torch.tensor([[0.05, -0.05], [0.05, -0.05]]))
+
+
+def test_peer_normalization_revives_a_dead_relu_unit_and_leaves_ff_gradients_alone():
+    torch.manual_seed(0)
+    x = torch.rand(6, 5)
+    plain, peer = FFDense(5, 3, loss="softplus"), FFDense(5, 3, loss="softplus", peer_weight=1.0)
+    peer.load_state_dict(plain.state_dict())
+    for layer in (plain, peer):
+        with torch.no_grad():
+            layer.linear.bias[0] = -100.0  # unit 0 is silent on every input
+    # The FF loss alone: the same gradient through the pass-through ReLU (a silent unit's square has none).
+    for layer in (plain, peer):
+        h = layer(x)
+        softplus_loss(h[:3].pow(2).sum(1), h[3:].pow(2).sum(1), 1.0).backward()
+    assert torch.allclose(plain.linear.weight.grad, peer.linear.weight.grad)
+    assert plain.linear.weight.grad[0].abs().sum() == 0
+    # The peer term reaches the silent unit and raises it (its running mean is below the layer's).
+    peer.zero_grad()
+    peer.peer_normalization_loss(peer(x)).backward()
+    assert peer.linear.bias.grad[0] < 0
 
 
 def test_peer_normalization_pushes_an_always_on_unit_down():
@@ -98,3 +121,40 @@ def test_refreshed_negatives_come_from_a_bank_of_model_scores():
     assert torch.equal(banks[0], banks[1]) and not torch.allclose(banks[1], fresh[1], atol=1e-5)
     both = trainer.make_pairs(x[:10], y[:10], idx=torch.arange(10))
     assert not torch.any(both[10:, 20:].argmax(1) == y[:10])
+
+
+def test_online_readout_negatives_learn_with_the_ff_layers_and_follow_the_readout_belief():
+    x, y = toy_data(300)
+    cfg = config_from_dict(
+        {
+            "model": {"hidden": [16, 16], "label": "concat"},
+            "train": {"epochs": 2, "batch_size": 50, "negatives": "hardest", "hard_scores": "readout"},
+            "readout": {"enabled": True, "lr": 0.01},
+        }
+    )
+    torch.manual_seed(0)
+    net = build_model(cfg.model, 20, 4, cfg.readout)
+    trainer = make_trainer(net, cfg.train, progress=False, readout=cfg.readout)
+    trainer.fit(x, y)
+    assert net.readout.linear.weight.abs().sum() > 0, "the readout must learn during FF training"
+    # Outside training the scores are the readout's logits on neutral-label features, and do not train it.
+    weights = net.readout.linear.weight.clone()
+    both = trainer.make_pairs(x[:40], y[:40])
+    assert torch.equal(net.readout.linear.weight, weights)
+    logits = net.readout(net.readout_features(x[:40]))
+    believed = logits.scatter(1, y[:40].unsqueeze(1), float("-inf")).argmax(1)
+    assert torch.equal(both[40:, 20:].argmax(1), believed)  # hardest: the most believed wrong label
+    assert not torch.any(believed == y[:40])
+
+
+def test_online_readout_negatives_need_a_readout_and_a_model_that_has_one():
+    with pytest.raises(ConfigError, match="readout.enabled"):
+        config_from_dict({"train": {"negatives": "hard", "hard_scores": "readout"}})
+    with pytest.raises(ConfigError, match="'hebbian' has no online readout"):
+        config_from_dict(
+            {
+                "model": {"kind": "hebbian"},
+                "train": {"negatives": "hard", "hard_scores": "readout"},
+                "readout": {"enabled": True},
+            }
+        )

@@ -80,7 +80,9 @@ class ModelSettings:
     goodness_scope: str = choice("sample", SCOPES, doc="goodness of the whole map, of each position or of each channel")
     objective: str = choice("standard", OBJECTIVES)
     theta: float | list[float] = 2.0  # one threshold for all layers, or one per layer
-    peer_weight: float = bounded(0.0, 0.0, doc="weight of Hinton's peer normalisation (0: off)")
+    peer_weight: float = bounded(
+        0.0, 0.0, doc="Hinton's peer normalisation strength, his lambdamean (0.03 in his code; 0: off)"
+    )
     peer_momentum: float = bounded(0.9, 0.0, 1.0, doc="momentum of the running mean activity per unit")
     loss: str = choice(
         "softplus",
@@ -310,10 +312,11 @@ def validate(cfg: Config) -> Config:
                 "train.negatives: recurrent networks take 'random' wrong labels, or 'hard'/'hardest' "
                 "ones with train.hard_scores = 'readout' (the online linear classifier)"
             )
-        if t.hard_scores == "readout" and t.negatives != "random" and not cfg.readout.enabled:
+    if t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
+        if m.kind not in ("ff", "spiking", "recurrent", "spiking-recurrent"):
+            raise ConfigError(f"train.hard_scores = 'readout': model.kind {m.kind!r} has no online readout")
+        if not cfg.readout.enabled:
             raise ConfigError("train.hard_scores = 'readout' needs readout.enabled = true")
-    elif t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
-        raise ConfigError("train.hard_scores = 'readout' is for recurrent networks (the online readout)")
     _validate_spatial(cfg)
     check_device_setting(t.device, m.kind, cfg.data.name)
     competitive = m.loss == "competitive"

@@ -122,12 +122,19 @@ class FFLearner(nn.Module):
         return h.mean(0)
 
     def peer_normalization_loss(self, h_pos: torch.Tensor) -> torch.Tensor:
-        """Hinton's peer normalisation: keep every unit's running mean activity near the layer's
-        average, so that no unit is always on or always off. Updates the running mean."""
-        running = self.peer_mean * self.peer_momentum + self.unit_activity(h_pos) * (1 - self.peer_momentum)
+        """Hinton's peer normalisation: regress every unit's running mean activity (on positive data)
+        towards the layer's average, so that no unit is always on or always off.
+
+        As in his code, the running means are first updated with this batch, then each unit's activity
+        on each positive sample gets the gradient (running_j - mean(running)) / N, which `peer_weight`
+        scales (his lambdamean is 0.03 with sum-of-squares goodness and the softplus loss). The running
+        means are constants of that gradient; the returned value is only a surrogate that carries it.
+        """
+        activity = self.unit_activity(h_pos)
         with torch.no_grad():
-            self.peer_mean.copy_(running)
-        return (running.mean() - running).pow(2).mean()
+            self.peer_mean.mul_(self.peer_momentum).add_(activity, alpha=1 - self.peer_momentum)
+            excess = self.peer_mean - self.peer_mean.mean()
+        return (excess * activity).sum()
 
     def positive_score(self, goodness: torch.Tensor) -> torch.Tensor:
         """Goodness signed so that larger always means "more like positive data"."""

@@ -137,6 +137,11 @@ def check_parallel_support(model: ModelSettings, train: TrainSettings, plan: Par
             "hard negatives scored by the whole network need every layer on the first stage; use "
             "train.hard_scores = 'first_layer' or 'refreshed' with a pipeline"
         )
+    if train.negatives in ("hard", "hardest") and train.hard_scores == "readout":
+        raise FFLabError(
+            "hard negatives from the online readout need every layer and one readout learning in step; "
+            "use train.hard_scores = 'first_layer' or 'refreshed' in parallel training"
+        )
     if plan.replicas > 1:
         if model.batch_norm:
             raise FFLabError("batch norm statistics differ between data-parallel replicas; use pipeline mode")
@@ -245,12 +250,14 @@ class DistributedFFTrainer(FFTrainer):
 
     # -- data ------------------------------------------------------------------------------------
 
-    def label_scores_for(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor | None:
+    def label_scores_for(
+        self, x: torch.Tensor, idx: torch.Tensor | None, y: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Data parallel: each replica scores its slice of the batch and they share the scores, so
         every replica draws the whole batch's negatives exactly as a single process would."""
         refreshed = self.settings.hard_scores == "refreshed"
         if idx is None or self.plan.replicas == 1 or not self.pairs.needs_scores or refreshed:
-            return super().label_scores_for(x, idx)  # idx None: outside training, on rank 0 alone
+            return super().label_scores_for(x, idx, y)  # idx None: outside training, on rank 0 alone
         rows = shard(len(x), self.plan.replicas, self.replica)
         local = super().label_scores_for(x[rows], None)
         return self._gather_rows(local, len(x), "sharing label scores", self.replica_group)

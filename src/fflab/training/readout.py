@@ -18,6 +18,35 @@ def readout_features(model: FFNetwork | RecurrentFFNetwork, x: torch.Tensor, bat
     return torch.cat([model.readout_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+class OnlineReadout:
+    """The readout trained one step per training batch, alongside the FF layers (Hinton's code).
+
+    Its logits on a batch are what the network currently believes about each label without being
+    shown one (the features come from a neutral-label pass), so they rank the wrong labels for
+    dynamic hard negatives.
+    """
+
+    def __init__(self, model: FFNetwork | RecurrentFFNetwork, lr: float) -> None:
+        if model.readout is None:
+            raise ValueError("online readout scores need a readout (set readout.enabled = true)")
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.readout.parameters(), lr=lr, fused=True)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One softmax-regression step on (x, y); the logits [N, C] from before the step, detached."""
+        logits = self.model.readout(self.model.readout_features(x))
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return logits.detach()
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits [N, C] without learning (for negatives made outside training)."""
+        return self.model.readout(self.model.readout_features(x))
+
+
 def train_readout(
     model: FFNetwork | RecurrentFFNetwork, x, y: torch.Tensor, settings: ReadoutSettings, seed: int = 0
 ) -> list[dict]:

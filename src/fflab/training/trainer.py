@@ -23,6 +23,7 @@ from fflab.config import ReadoutSettings, TrainSettings
 from fflab.models import BackpropNetwork, FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import hard_wrong_labels, make_pair_source, random_wrong_labels
 from fflab.training.augment import augment_images
+from fflab.training.readout import OnlineReadout
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -200,6 +201,7 @@ class FFTrainer(Trainer):
         *,
         progress: bool = True,
         image_shape: Sequence[int] | None = None,
+        readout: ReadoutSettings | None = None,
     ) -> None:
         super().__init__(model, settings, progress=progress)
         self.n_slots = len(model.layers)
@@ -208,14 +210,25 @@ class FFTrainer(Trainer):
         self.pairs = make_pair_source(model.embedding, tuple(image_shape or ()), settings)
         self.active: list[int] | None = None  # layers trained now; None: all
         self.score_bank: torch.Tensor | None = None  # [N, C] label scores of the training set
+        self.online_readout = None  # scores hard negatives when hard_scores = "readout" (Hinton's code)
+        if self.pairs.needs_scores and settings.hard_scores == "readout":
+            self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
 
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
         return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
 
-    def label_scores_for(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor | None:
-        """Scores ranking the wrong labels of a batch, from where the settings say (None if not needed)."""
+    def label_scores_for(
+        self, x: torch.Tensor, idx: torch.Tensor | None, y: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Scores ranking the wrong labels of a batch, from where the settings say (None if not needed).
+
+        `idx` (the batch's rows of the training set) is given during training only; then the online
+        readout, if it makes the scores, also takes its step on the batch's labels `y`.
+        """
         if not self.pairs.needs_scores:
             return None
+        if self.online_readout is not None:
+            return self.online_readout.step(x, y) if idx is not None else self.online_readout.scores(x)
         if self.settings.hard_scores == "refreshed":
             if idx is not None and self.score_bank is not None:
                 return self.score_bank[idx]
@@ -245,7 +258,7 @@ class FFTrainer(Trainer):
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, idx=None
     ) -> torch.Tensor:
         """Positive rows then negative rows for (x, y), made as training makes them."""
-        return self.pairs.make(x, y, generator or self.generator, self.label_scores_for(x, idx))
+        return self.pairs.make(x, y, generator or self.generator, self.label_scores_for(x, idx, y))
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
         """One local update of the active learners on the batch (x, y)."""
@@ -293,7 +306,8 @@ class FFTrainer(Trainer):
     def flops_per_sample(self) -> int:
         """Matrix-multiply FLOPs one training sample costs, averaged over the schedule: the local
         updates (4 forward passes' worth per trained layer: a forward and a weight-gradient product for
-        each of the positive and negative rows; 2 without negatives) plus scoring labels for hard negatives."""
+        each of the positive and negative rows; 2 without negatives) plus scoring labels for hard negatives
+        (or running the online readout that scores them)."""
         dense = [layer.forward_flops() for layer in self.model.layers]
         rows = 1 if self.settings.negatives == "none" else 2
         if self.settings.schedule == "greedy":
@@ -301,7 +315,10 @@ class FFTrainer(Trainer):
             flops = sum(2 * rows * dense[k] + rows * sum(dense[:k]) for k in range(len(dense))) / len(dense)
         else:
             flops = 2 * rows * sum(dense)
-        if self.pairs.needs_scores and self.settings.hard_scores != "refreshed":
+        if self.online_readout is not None:  # a neutral-label pass, and the readout's forward and gradient
+            readout = self.model.readout
+            flops += sum(dense[: max(readout.layers) + 1]) + 2 * 2 * readout.linear.in_features * self.model.num_classes
+        elif self.pairs.needs_scores and self.settings.hard_scores != "refreshed":
             depth = 1 if self.settings.hard_scores == "first_layer" else max(self.model.predict_layers) + 1
             flops += dense[0] + self.model.num_classes * sum(dense[1:depth])
         return int(flops)
@@ -345,24 +362,16 @@ class RecurrentTrainer(Trainer):
         super().__init__(model, settings, progress=progress)
         self.n_slots = len(model.layers)
         self.static_input = True
-        self.readout_optimizer = None
+        self.online_readout = None
         if model.readout is not None:
-            lr = readout.lr if readout is not None else settings.lr
-            self.readout_optimizer = torch.optim.Adam(model.readout.parameters(), lr=lr, fused=True)
+            self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
 
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
         return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
 
     def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train the readout one step on this batch, then draw each sample's negative label."""
-        scores = None
-        if self.readout_optimizer is not None:
-            logits = self.model.readout(self.model.readout_features(x))
-            loss = F.cross_entropy(logits, y)
-            self.readout_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.readout_optimizer.step()
-            scores = logits.detach()
+        scores = self.online_readout.step(x, y) if self.online_readout is not None else None
         if self.settings.negatives == "random":
             return random_wrong_labels(y, self.model.num_classes, self.generator)
         gen = self.generator if self.settings.negatives == "hard" else None
@@ -449,4 +458,4 @@ def make_trainer(
         return HebbianTrainer(model, settings, progress=progress)
     if isinstance(model, RecurrentFFNetwork):
         return RecurrentTrainer(model, settings, progress=progress, readout=readout)
-    return FFTrainer(model, settings, progress=progress, image_shape=image_shape)
+    return FFTrainer(model, settings, progress=progress, image_shape=image_shape, readout=readout)
