@@ -7,7 +7,6 @@ from toydata import toy_data
 from fflab.config import ConfigError, ModelSettings, TrainSettings, config_from_dict
 from fflab.layers import FFDense
 from fflab.models import build_model
-from fflab.objectives import softplus_loss
 from fflab.training.trainer import FFTrainer, lr_factor, make_trainer
 
 
@@ -22,24 +21,24 @@ def test_peer_normalization_matches_hand_computation_and_updates_running_mean():
     assert torch.allclose(h_pos.grad, torch.tensor([[0.05, -0.05], [0.05, -0.05]]))
 
 
-def test_peer_normalization_revives_a_dead_relu_unit_and_leaves_ff_gradients_alone():
+def test_peer_gradient_is_scaled_like_mean_of_squares_goodness():
+    h_pos = torch.tensor([[1.0, 0.0], [3.0, 0.0]], requires_grad=True)
+    FFDense(3, 2, peer_weight=0.5, goodness="mean_squares").peer_normalization_loss(h_pos).backward()
+    # As the hand computation above, divided by the 2 units that the goodness averages over.
+    assert torch.allclose(h_pos.grad, torch.tensor([[0.025, -0.025], [0.025, -0.025]]))
+
+
+def test_peer_normalization_raises_a_quiet_unit_and_leaves_silent_ones_alone():
     torch.manual_seed(0)
     x = torch.rand(6, 5)
-    plain, peer = FFDense(5, 3, loss="softplus"), FFDense(5, 3, loss="softplus", peer_weight=1.0)
-    peer.load_state_dict(plain.state_dict())
-    for layer in (plain, peer):
-        with torch.no_grad():
-            layer.linear.bias[0] = -100.0  # unit 0 is silent on every input
-    # The FF loss alone: the same gradient through the pass-through ReLU (a silent unit's square has none).
-    for layer in (plain, peer):
-        h = layer(x)
-        softplus_loss(h[:3].pow(2).sum(1), h[3:].pow(2).sum(1), 1.0).backward()
-    assert torch.allclose(plain.linear.weight.grad, peer.linear.weight.grad)
-    assert plain.linear.weight.grad[0].abs().sum() == 0
-    # The peer term reaches the silent unit and raises it (its running mean is below the layer's).
-    peer.zero_grad()
-    peer.peer_normalization_loss(peer(x)).backward()
-    assert peer.linear.bias.grad[0] < 0
+    layer = FFDense(5, 3, peer_weight=1.0)
+    with torch.no_grad():
+        layer.linear.weight.zero_()
+        layer.linear.bias.copy_(torch.tensor([0.1, 2.0, -1.0]))  # quiet, busy, silent on every input
+    layer.peer_normalization_loss(layer(x)).backward()
+    grad = layer.linear.bias.grad
+    assert grad[0] < 0 < grad[1], "descent raises the quiet unit and lowers the busy one"
+    assert grad[2] == 0, "a silent ReLU unit passes no gradient, the peer term's included"
 
 
 def test_peer_normalization_pushes_an_always_on_unit_down():

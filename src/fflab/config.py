@@ -81,7 +81,7 @@ class ModelSettings:
     objective: str = choice("standard", OBJECTIVES)
     theta: float | list[float] = 2.0  # one threshold for all layers, or one per layer
     peer_weight: float = bounded(
-        0.0, 0.0, doc="Hinton's peer normalisation strength, his lambdamean (0.03 in his code; 0: off)"
+        0.0, 0.0, doc="Hinton's peer normalisation, his lambdamean (0.03 in his code), scaled like the goodness; 0: off"
     )
     peer_momentum: float = bounded(0.9, 0.0, 1.0, doc="momentum of the running mean activity per unit")
     loss: str = choice(

@@ -127,13 +127,20 @@ class FFLearner(nn.Module):
 
         As in his code, the running means are first updated with this batch, then each unit's activity
         on each positive sample gets the gradient (running_j - mean(running)) / N, which `peer_weight`
-        scales (his lambdamean is 0.03 with sum-of-squares goodness and the softplus loss). The running
-        means are constants of that gradient; the returned value is only a surrogate that carries it.
+        scales (his lambdamean, 0.03 with sum-of-squares goodness). With mean-of-squares goodness the
+        FF gradient per unit is 1/units as large, so the peer gradient is scaled the same way and one
+        `peer_weight` means the same at any width. The running means are constants of that gradient;
+        the returned value is only a surrogate that carries it.
+
+        Unlike his code, silent ReLU units get no peer gradient: passing it through them cost 0.4
+        points on MNIST (BENCHMARKS.md, issue 3).
         """
         activity = self.unit_activity(h_pos)
         with torch.no_grad():
             self.peer_mean.mul_(self.peer_momentum).add_(activity, alpha=1 - self.peer_momentum)
             excess = self.peer_mean - self.peer_mean.mean()
+            if self.goodness_name == "mean_squares":
+                excess /= len(excess)
         return (excess * activity).sum()
 
     def positive_score(self, goodness: torch.Tensor) -> torch.Tensor:

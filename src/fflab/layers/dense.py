@@ -39,23 +39,6 @@ def normalize_direction(x: torch.Tensor, mode: str = "length", eps: float = 1e-8
     return x * inv
 
 
-class ReluPassingGradient(torch.autograd.Function):
-    """ReLU whose gradient passes through silent units too, for peer normalisation (Hinton's code:
-    "we pretend there is a gradient even when hidden units are off", which revives dead units).
-
-    It changes nothing else: every FF loss depends on a unit through its square, whose gradient 2y
-    is zero at a silent unit anyway.
-    """
-
-    @staticmethod
-    def forward(ctx, pre: torch.Tensor) -> torch.Tensor:
-        return torch.relu(pre)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad
-
-
 class FFDense(FFLearner):
     """normalise input direction -> linear -> activation; trained by its own FF loss."""
 
@@ -96,10 +79,7 @@ class FFDense(FFLearner):
         return 2 * self.in_features * self.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.linear(normalize_direction(x.flatten(1), self.input_norm))
-        if self.activation == "relu" and self.peer_weight > 0 and self.training and torch.is_grad_enabled():
-            return ReluPassingGradient.apply(pre)
-        return self._act(pre)
+        return self._act(self.linear(normalize_direction(x.flatten(1), self.input_norm)))
 
     def forward_label_candidates(
         self, blank: torch.Tensor, label_offset: int, num_classes: int, label_value: float
