@@ -56,6 +56,7 @@ def test_shards_cover_the_batch_once():
     [
         ({"kind": "recurrent"}, {}, ("pipeline", 2), "'recurrent' trains in one process"),
         ({}, {"schedule": "greedy"}, ("pipeline", 2), "greedy schedule"),
+        ({}, {"layer_epochs": [5, 10]}, ("pipeline", 2), "layer_epochs"),
         ({}, {"negatives": "hard", "hard_scores": "prediction"}, ("pipeline", 2), "every layer on the first stage"),
         ({}, {"negatives": "hard", "hard_scores": "readout"}, ("data", 2), "online readout"),
         ({"batch_norm": True}, {}, ("data", 2), "batch norm"),

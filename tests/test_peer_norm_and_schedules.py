@@ -157,3 +157,47 @@ def test_online_readout_negatives_need_a_readout_and_a_model_that_has_one():
                 "readout": {"enabled": True},
             }
         )
+
+
+def test_layer_epochs_freeze_each_layer_after_its_window():
+    x, y = toy_data(300)
+    torch.manual_seed(0)
+    net = build_model(ModelSettings(hidden=[16, 16, 16], label="concat"), 20, 4)
+    trainer = FFTrainer(net, TrainSettings(epochs=3, batch_size=50, layer_epochs=[1, 3, 2]), progress=False)
+    snapshots = [[layer.linear.weight.clone() for layer in net.layers]]
+    losses = []
+
+    def on_epoch(stats):
+        losses.append(stats.loss)
+        snapshots.append([layer.linear.weight.clone() for layer in net.layers])
+
+    trainer.fit(x, y, on_epoch)
+    for e in range(1, 4):
+        learning = [e <= last for last in (1, 3, 2)]
+        assert [v is not None for v in losses[e - 1]] == learning
+        changed = [not torch.equal(snapshots[e][j], snapshots[e - 1][j]) for j in range(3)]
+        assert changed == learning, (e, changed)
+
+
+def test_layer_epochs_count_the_flops_of_each_epoch():
+    net = build_model(ModelSettings(hidden=[16, 16], label="concat"), 20, 4)
+    forward = [layer.forward_flops() for layer in net.layers]
+    trainer = FFTrainer(net, TrainSettings(epochs=2, layer_epochs=[1, 2]), progress=False)
+    # Epoch 1 trains both layers (2 rows: positive and negative); epoch 2 runs layer 0 frozen under layer 1.
+    both, top_only = 2 * 2 * sum(forward), 2 * forward[0] + 2 * 2 * forward[1]
+    assert trainer.flops_per_sample() == (both + top_only) // 2
+
+
+@pytest.mark.parametrize(
+    ("model", "train", "message"),
+    [
+        ({"hidden": [8, 8]}, {"epochs": 3, "layer_epochs": [3]}, "one epoch count per layer"),
+        ({"hidden": [8, 8]}, {"epochs": 3, "layer_epochs": [0, 3]}, "each in 1..train.epochs"),
+        ({"hidden": [8, 8]}, {"epochs": 3, "layer_epochs": [1, 2]}, "make the largest entry equal train.epochs"),
+        ({"hidden": [8, 8]}, {"epochs": 3, "layer_epochs": [1, 3], "schedule": "greedy"}, "simultaneous"),
+        ({"kind": "backprop", "hidden": [8, 8]}, {"epochs": 3, "layer_epochs": [1, 3]}, "feed-forward FF"),
+    ],
+)
+def test_layer_epochs_config_errors_name_the_problem(model, train, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"model": model, "train": train})

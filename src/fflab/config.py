@@ -154,6 +154,9 @@ class TrainSettings:
     refresh_every: int = bounded(1, 1, doc="epochs between refreshes of the 'refreshed' score bank")
     hybrid_blur_steps: int = bounded(6, 1, doc="blurs of the random bit image that makes a hybrid mask")
     schedule: str = choice("simultaneous", ["simultaneous", "greedy"], doc="all layers per batch, or one at a time")
+    # Simultaneous schedule: layer k learns during the first layer_epochs[k] epochs only, then stays frozen
+    # (CwComp's interleaved layer training: early layers stop first). Empty: every layer, every epoch.
+    layer_epochs: list[int] = field(default_factory=list)
     update: str = choice("window", ["window", "step"], doc="recurrent: one update per sample, or per time step")
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     augment_crop: int = bounded(0, 0, doc="random crops after zero-padding images by this many pixels (0: off)")
@@ -311,6 +314,22 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(
                 "train.negatives: recurrent networks take 'random' wrong labels, or 'hard'/'hardest' "
                 "ones with train.hard_scores = 'readout' (the online linear classifier)"
+            )
+    if t.layer_epochs:
+        if m.kind not in ("ff", "spiking") or t.schedule != "simultaneous":
+            raise ConfigError(
+                "train.layer_epochs: per-layer training windows are for feed-forward FF networks (model.kind 'ff' "
+                f"or 'spiking') under the simultaneous schedule; got kind {m.kind!r}, schedule {t.schedule!r}"
+            )
+        if len(t.layer_epochs) != len(m.hidden) or not all(1 <= e <= t.epochs for e in t.layer_epochs):
+            raise ConfigError(
+                f"train.layer_epochs: expected one epoch count per layer ({len(m.hidden)}), each in 1..train.epochs "
+                f"({t.epochs}); got {t.layer_epochs}"
+            )
+        if max(t.layer_epochs) != t.epochs:
+            raise ConfigError(
+                f"train.layer_epochs: no layer learns after epoch {max(t.layer_epochs)}, so train.epochs = "
+                f"{t.epochs} would run epochs that train nothing; make the largest entry equal train.epochs"
             )
     if t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
         if m.kind not in ("ff", "spiking", "recurrent", "spiking-recurrent"):

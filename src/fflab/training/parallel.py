@@ -128,6 +128,8 @@ def check_parallel_support(model: ModelSettings, train: TrainSettings, plan: Par
         )
     if train.schedule != "simultaneous":
         raise FFLabError("the greedy schedule trains one layer at a time, so there is nothing to run in parallel")
+    if train.layer_epochs:
+        raise FFLabError("train.layer_epochs (per-layer training windows) runs in one process only")
     if plan.stages > len(model.hidden):
         raise FFLabError(
             f"{plan.stages} pipeline stages need at least as many layers; the model has {len(model.hidden)}"

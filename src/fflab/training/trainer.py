@@ -250,7 +250,10 @@ class FFTrainer(Trainer):
         return bank
 
     def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
-        """Refresh the bank of model-generated label scores every `refresh_every` epochs."""
+        """Freeze the layers whose training window (`layer_epochs`) has closed; refresh the bank of
+        model-generated label scores every `refresh_every` epochs."""
+        if self.settings.layer_epochs:
+            self.active = [k for k, last in enumerate(self.settings.layer_epochs) if epoch <= last]
         if self.refresh_due(epoch):
             self.score_bank = self.score_bank_for(x)
 
@@ -310,11 +313,19 @@ class FFTrainer(Trainer):
         (or running the online readout that scores them)."""
         dense = [layer.forward_flops() for layer in self.model.layers]
         rows = 1 if self.settings.negatives == "none" else 2
-        if self.settings.schedule == "greedy":
-            # Layer k trains on top of frozen layers below it (a forward product per row each).
-            flops = sum(2 * rows * dense[k] + rows * sum(dense[:k]) for k in range(len(dense))) / len(dense)
+        n = len(dense)
+        if self.settings.schedule == "greedy":  # equally long phases, one layer each
+            phases = [[k] for k in range(n)]
+        elif self.settings.layer_epochs:  # one phase per epoch
+            windows = self.settings.layer_epochs
+            phases = [[k for k, last in enumerate(windows) if e <= last] for e in range(1, self.settings.epochs + 1)]
         else:
-            flops = 2 * rows * sum(dense)
+            phases = [list(range(n))]
+        # Trained layers cost a forward and a gradient product per row; frozen layers below them a forward.
+        flops = sum(
+            sum(2 * rows * dense[k] if k in trained else rows * dense[k] for k in range(max(trained) + 1))
+            for trained in phases
+        ) / len(phases)
         if self.online_readout is not None:  # a neutral-label pass, and the readout's forward and gradient
             readout = self.model.readout
             flops += sum(dense[: max(readout.layers) + 1]) + 2 * 2 * readout.linear.in_features * self.model.num_classes
