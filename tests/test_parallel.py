@@ -17,8 +17,10 @@ from fflab.training.launch import free_port, run_local_workers
 from fflab.training.parallel import ParallelPlan, balance_layers, check_parallel_support, shard
 
 
-def toy_config(**train) -> Config:
-    model = ModelSettings(hidden=[24, 24, 24, 24], label="concat", goodness="mean_squares", loss="symba")
+def toy_config(peer_weight: float = 0.0, **train) -> Config:
+    model = ModelSettings(
+        hidden=[24, 24, 24, 24], label="concat", goodness="mean_squares", loss="symba", peer_weight=peer_weight
+    )
     options = {"epochs": 2, "batch_size": 25, "lr": 0.01, "negatives": "hard", "threads": 1, "monitor_size": 0}
     return Config(model=model, train=TrainSettings(**{**options, **train}))
 
@@ -60,7 +62,6 @@ def test_shards_cover_the_batch_once():
         ({}, {"negatives": "hard", "hard_scores": "prediction"}, ("pipeline", 2), "every layer on the first stage"),
         ({}, {"negatives": "hard", "hard_scores": "readout"}, ("data", 2), "online readout"),
         ({"batch_norm": True}, {}, ("data", 2), "batch norm"),
-        ({"peer_weight": 0.1}, {}, ("data", 2), "peer normalisation"),
         ({"hidden": [10]}, {}, ("pipeline", 2), "2 pipeline stages need at least as many layers"),
     ],
 )
@@ -85,12 +86,16 @@ def test_pipeline_reproduces_single_process_training_exactly(tmp_path):
         assert torch.equal(result["state"][name], value), name
 
 
-@pytest.mark.parametrize(("mode", "workers", "stages", "batch"), [("data", 2, None, 40), ("both", 4, 2, 25)])
-def test_data_parallel_matches_single_process_within_rounding(tmp_path, mode, workers, stages, batch):
+@pytest.mark.parametrize(
+    ("mode", "workers", "stages", "batch", "peer"),
+    [("data", 2, None, 40, 0.0), ("both", 4, 2, 25, 0.0), ("data", 2, None, 25, 0.5)],
+)
+def test_data_parallel_matches_single_process_within_rounding(tmp_path, mode, workers, stages, batch, peer):
     """Replicas sum share-weighted gradients, which equals the whole batch's gradient up to the order of
-    float additions; hard negatives are drawn from the whole batch's scores as in one process. Batches of
-    25 split unevenly (13 + 12 rows); 300 samples in batches of 40 end with a batch of 20."""
-    cfg = toy_config(batch_size=batch)
+    float additions; hard negatives are drawn from the whole batch's scores as in one process, and peer
+    normalisation's running means from the whole batch's activities. Batches of 25 split unevenly
+    (13 + 12 rows); 300 samples in batches of 40 end with a batch of 20."""
+    cfg = toy_config(batch_size=batch, peer_weight=peer)
     result = run_parallel(cfg, ParallelPlan.create(mode, workers, stages), tmp_path)
     expected = train_single(cfg)
     for name, value in expected.items():

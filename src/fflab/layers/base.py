@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,9 +84,16 @@ class FFLearner(nn.Module):
         return self._goodness(h.reshape(n * self.num_classes, -1)).view(n, self.num_classes)
 
     def local_loss(
-        self, h: torch.Tensor, n_pos: int, labels: torch.Tensor | None = None
+        self,
+        h: torch.Tensor,
+        n_pos: int,
+        labels: torch.Tensor | None = None,
+        batch_activity: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, goodness) for activity `h` whose first `n_pos` rows come from positive data.
+
+        `batch_activity` (data-parallel training) turns this slice's mean activity per unit into the
+        whole batch's, so that peer normalisation's running means stay those of one process.
 
         The competitive loss needs no negative rows but the `labels` of the positive ones: it is the
         cross-entropy of softmax(alpha * class_goodness) (Papachristodoulou et al. 2024). Its returned
@@ -106,7 +115,7 @@ class FFLearner(nn.Module):
         else:
             loss = softplus_loss(g_pos, g_neg, self.theta, self.objective)
         if self.peer_weight > 0 and self.training:
-            loss = loss + self.peer_weight * self.peer_normalization_loss(h[:n_pos])
+            loss = loss + self.peer_weight * self.peer_normalization_loss(h[:n_pos], batch_activity)
         return loss, units.mean(1)
 
     def latent(self, h: torch.Tensor) -> torch.Tensor:
@@ -121,7 +130,9 @@ class FFLearner(nn.Module):
         """Mean activity of each unit over a batch (subclasses with spatial maps average per channel)."""
         return h.mean(0)
 
-    def peer_normalization_loss(self, h_pos: torch.Tensor) -> torch.Tensor:
+    def peer_normalization_loss(
+        self, h_pos: torch.Tensor, batch_activity: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Hinton's peer normalisation: regress every unit's running mean activity (on positive data)
         towards the layer's average, so that no unit is always on or always off.
 
@@ -137,7 +148,8 @@ class FFLearner(nn.Module):
         """
         activity = self.unit_activity(h_pos)
         with torch.no_grad():
-            self.peer_mean.mul_(self.peer_momentum).add_(activity, alpha=1 - self.peer_momentum)
+            batch = activity if batch_activity is None else batch_activity(activity.detach())
+            self.peer_mean.mul_(self.peer_momentum).add_(batch, alpha=1 - self.peer_momentum)
             excess = self.peer_mean - self.peer_mean.mean()
             if self.goodness_name == "mean_squares":
                 excess /= len(excess)

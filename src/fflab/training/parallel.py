@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -147,8 +148,6 @@ def check_parallel_support(model: ModelSettings, train: TrainSettings, plan: Par
     if plan.replicas > 1:
         if model.batch_norm:
             raise FFLabError("batch norm statistics differ between data-parallel replicas; use pipeline mode")
-        if model.peer_weight > 0:
-            raise FFLabError("peer normalisation's running means differ between data-parallel replicas")
 
 
 def shard(n: int, parts: int, index: int) -> slice:
@@ -298,19 +297,27 @@ class DistributedFFTrainer(FFTrainer):
             both, labels, n_pos = self._receive()
         h = both
         results = []
+        share = n_pos / len(y)
+        batch_activity = partial(self._batch_activity, share=share) if self.plan.replicas > 1 else None
         for i in self.active:
             h = self.model.layers[i](h.detach())
-            loss, g = self.model.layers[i].local_loss(h, n_pos, labels)
+            loss, g = self.model.layers[i].local_loss(h, n_pos, labels, batch_activity)
             results.append(LocalResult(loss, g.detach()))
         if self.stage + 1 < self.plan.stages:
             self._send_up(h, labels, n_pos)
         if self.plan.replicas > 1:
             # Weighted by this replica's share of the batch, losses (so gradients) and statistics summed
             # over the replicas are the whole batch's.
-            share = n_pos / len(y)
             results = [LocalResult(r.loss * share, r.goodness * share) for r in results]
         self.update(results)
         return self.by_slot(results)
+
+    def _batch_activity(self, activity: torch.Tensor, share: float) -> torch.Tensor:
+        """The whole batch's mean activity per unit, from each replica's mean over its own rows (for peer
+        normalisation, whose running means must stay equal on every replica)."""
+        total = (activity * share).to(self.device)
+        self._blocking("sharing mean activities", lambda: dist.all_reduce(total, group=self.replica_group))
+        return total.to(activity.device)
 
     def backward(self, results: list[LocalResult]) -> None:
         """Data parallel: each layer's backward, then an all-reduce (sum) of its gradient, started at once
