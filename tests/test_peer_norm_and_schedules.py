@@ -177,6 +177,7 @@ def test_layer_epochs_freeze_each_layer_after_its_window():
         assert [v is not None for v in losses[e - 1]] == learning
         changed = [not torch.equal(snapshots[e][j], snapshots[e - 1][j]) for j in range(3)]
         assert changed == learning, (e, changed)
+    assert trainer.trained_layers == [0, 1, 2], "after training no layer is left frozen"
 
 
 def test_layer_epochs_count_the_flops_of_each_epoch():

@@ -297,7 +297,9 @@ class FFTrainer(Trainer):
 
     def fit(self, x, y, on_epoch=None) -> list[EpochStats]:
         if self.settings.schedule == "simultaneous":
-            return super().fit(x, y, on_epoch)
+            history = super().fit(x, y, on_epoch)
+            self.active = None  # layer_epochs may have frozen some; nothing is training now
+            return history
         history = []
         n_layers, e = len(self.model.layers), self.settings.epochs
         for k in range(n_layers):
