@@ -22,7 +22,7 @@ from fflab.training.readout import readout_features, train_readout
 from fflab.training.run import load_for_config
 
 VALIDATION = 5000
-GRID = [  # the first entry is replaced by the run's own settings
+GRID = [  # changes to the run's own readout settings; {} is the config as it stands
     {},
     {"standardize": True},
     {"epochs": 40},

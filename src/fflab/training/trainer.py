@@ -296,17 +296,17 @@ class FFTrainer(Trainer):
         return out
 
     def fit(self, x, y, on_epoch=None) -> list[EpochStats]:
-        if self.settings.schedule == "simultaneous":
-            history = super().fit(x, y, on_epoch)
-            self.active = None  # layer_epochs may have frozen some; nothing is training now
+        try:
+            if self.settings.schedule == "simultaneous":
+                return super().fit(x, y, on_epoch)
+            history = []
+            n_layers, e = len(self.model.layers), self.settings.epochs
+            for k in range(n_layers):
+                self.active = [k]
+                history += self._run_phase(x, y, k * e, n_layers * e, on_epoch)
             return history
-        history = []
-        n_layers, e = len(self.model.layers), self.settings.epochs
-        for k in range(n_layers):
-            self.active = [k]
-            history += self._run_phase(x, y, k * e, n_layers * e, on_epoch)
-        self.active = None
-        return history
+        finally:
+            self.active = None  # the greedy schedule and layer_epochs narrow it only while training
 
     def flops_per_sample(self) -> int:
         """Matrix-multiply FLOPs one training sample costs, averaged over the schedule: the local
