@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from fflab.checkpoint import load_checkpoint
-from fflab.models.readout import LinearReadout
+from fflab.models import readout_head
 from fflab.perf import set_threads
 from fflab.training.readout import readout_features, train_readout
 from fflab.training.run import load_for_config
@@ -35,8 +35,7 @@ GRID = [  # changes to the run's own readout settings; {} is the config as it st
 def refit(model, cfg, changes: dict, x: torch.Tensor, y: torch.Tensor, layers: list[int]):
     """A fresh zero readout on `layers`, trained with the config's settings plus `changes`."""
     settings = dataclasses.replace(cfg.readout, **changes)
-    width = sum(model.layers[i].out_features for i in layers)
-    model.readout = LinearReadout(width, model.num_classes, layers, settings.standardize)
+    model.readout = readout_head(model.layers, layers, model.num_classes, settings.standardize)
     train_readout(model, x, y, settings, seed=cfg.train.seed)
 
 

@@ -157,6 +157,11 @@ def spiking_stack(settings: ModelSettings, input_dim: int, spiking: SpikingSetti
     ]
 
 
+def readout_head(layers, chosen: list[int], num_classes: int, standardize: bool = False) -> LinearReadout:
+    """A zero linear readout on the activities of `layers[i]` for i in `chosen` (the layers' out_features wide)."""
+    return LinearReadout(sum(layers[i].out_features for i in chosen), num_classes, chosen, standardize)
+
+
 def build_ff(
     settings: ModelSettings,
     input_dim: int,
@@ -176,8 +181,7 @@ def build_ff(
         layers = hidden_stack(settings, embedding.input_dim, input_shape, num_classes, embedding.extra_channels)
     head = None
     if readout is not None and readout.enabled:
-        chosen = readout.layers or all_but_first(len(layers))
-        head = LinearReadout(sum(layers[i].out_features for i in chosen), num_classes, chosen, readout.standardize)
+        head = readout_head(layers, readout.layers or all_but_first(len(layers)), num_classes, readout.standardize)
     return FFNetwork(layers, embedding, settings.predict_layers, head)
 
 
@@ -224,8 +228,7 @@ def build_recurrent(
     ]
     head = None
     if readout is not None and readout.enabled:
-        chosen = readout.layers or list(range(len(widths)))
-        head = LinearReadout(sum(widths[i] for i in chosen), num_classes, chosen, readout.standardize)
+        head = readout_head(layers, readout.layers or list(range(len(layers))), num_classes, readout.standardize)
     return RecurrentFFNetwork(
         layers,
         input_dim,
