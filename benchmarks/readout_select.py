@@ -3,10 +3,11 @@
     FFLAB_DATA=../shared/datasets python benchmarks/readout_select.py RUN_DIR [--layers 3 ...] [--threads N]
 
 Refits the readout of a saved run (FF layers frozen; with --layers, a new readout on those layers, also for
-a run that has none) with a few settings on 55,000 training images, scores each on the 5,000 held out (a
-fixed seeded split), then refits the config's setting and the best one on the whole training set and scores
-the test set once each. The config's refit reproduces the run's own readout accuracy, which checks the
-procedure. The held-out images trained the FF layers too, so validation scores run high; they rank settings.
+a run that has none) with a few settings on the training images less 5,000 (a tenth on smaller sets),
+scores each on those held out (a fixed seeded split), then refits the config's setting and the best one on
+the whole training set and scores the test set once each. The config's refit reproduces the run's own
+readout accuracy, which checks the procedure. The held-out images trained the FF layers too, so validation
+scores run high; they rank settings.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fflab.perf import set_threads
 from fflab.training.readout import readout_features, train_readout
 from fflab.training.run import load_for_config
 
-VALIDATION = 5000
+VALIDATION = 5000  # held-out training images, at most a tenth of the set
 GRID = [  # changes to the run's own readout settings; {} is the config as it stands
     {},
     {"standardize": True},
@@ -60,7 +61,8 @@ def main() -> None:
     ds = load_for_config(cfg, None, progress=False)
     x, y = ds.train_x, ds.train_y
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    fit, held = order[VALIDATION:], order[:VALIDATION]
+    n_held = min(VALIDATION, len(x) // 10)
+    fit, held = order[n_held:], order[:n_held]
     scores = []
     for changes in GRID:
         refit(model, cfg, changes, x[fit], y[fit], layers)
