@@ -74,22 +74,29 @@ def test_competitive_loss_is_cross_entropy_over_group_goodness():
     assert torch.allclose(g, torch.cat([own, groups.sum(1) - own]))  # 2 groups: "others" is the other one
 
 
-def test_locally_connected_equals_convolution_when_every_position_shares_its_filters():
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding"), [(3, 1, "same"), (3, 2, "same"), (4, 2, "valid"), (10, 6, "valid")]
+)
+def test_locally_connected_equals_convolution_when_every_position_shares_its_filters(kernel, stride, padding):
     torch.manual_seed(0)
-    local = FFLocal2d((3, 5, 5), 4, kernel=3, input_norm="none")
-    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    size = 28 if kernel == 10 else 7
+    local = FFLocal2d((3, size, size), 4, kernel=kernel, stride=stride, padding=padding, input_norm="none")
+    pad = kernel // 2 if padding == "same" else 0
+    conv = torch.nn.Conv2d(3, 4, kernel, stride=stride, padding=pad)
+    mh, mw = local.map_size
+    assert conv(torch.zeros(1, 3, size, size)).shape[2:] == (mh, mw)
     with torch.no_grad():
         local.weight.zero_()
-        w = local.weight.view(4, 5, 5, 3, 5, 5)  # (o, y, x) <- (c, y', x')
-        for y in range(5):
-            for x in range(5):
-                for dy in range(3):
-                    for dx in range(3):
-                        yy, xx = y + dy - 1, x + dx - 1
-                        if 0 <= yy < 5 and 0 <= xx < 5:
-                            w[:, y, x, :, yy, xx] = conv.weight[:, :, dy, dx]
-        local.bias.copy_(conv.bias.view(4, 1, 1).expand(4, 5, 5))
-    x = torch.randn(2, 3, 5, 5)
+        w = local.weight.view(4, mh, mw, 3, size, size)  # (o, i, j) <- (c, y, x)
+        for i in range(mh):
+            for j in range(mw):
+                for dy in range(kernel):
+                    for dx in range(kernel):
+                        y, x = i * stride - pad + dy, j * stride - pad + dx
+                        if 0 <= y < size and 0 <= x < size:
+                            w[:, i, j, :, y, x] = conv.weight[:, :, dy, dx]
+        local.bias.copy_(conv.bias.view(4, 1, 1).expand(4, mh, mw))
+    x = torch.randn(2, 3, size, size)
     assert torch.allclose(local(x), torch.relu(conv(x)), atol=1e-5)
 
 
@@ -108,6 +115,27 @@ def test_locally_connected_units_see_only_their_field_and_have_their_own_weights
     loss, _ = local.local_loss(local(torch.rand(4, 36)), 2)
     loss.backward()
     assert torch.all(local.weight.grad[~local.mask] == 0)  # weights outside the fields never learn
+
+
+def test_strided_fields_tile_the_image_as_in_hintons_unsupervised_mnist_net():
+    # The paper's first local layer: a 4x4 grid of 10x10 fields, stride 6, over a 28x28 image.
+    local = FFLocal2d((1, 28, 28), 2, kernel=10, stride=6, padding="valid", input_norm="none")
+    assert local.out_shape == (2, 4, 4)
+    x = torch.randn(1, 1, 28, 28, requires_grad=True)
+    local.pre_activation(x)[0, 0, 1, 2].backward()  # grid point (row 1, column 2)
+    seen = x.grad[0, 0] != 0
+    assert seen[6:16, 12:22].all() and seen.sum() == 100
+    assert local.mask.view(2, 16, 28, 28).any(1).all()  # together the fields cover every pixel
+
+
+def test_field_geometry_rejects_what_cannot_be_placed():
+    with pytest.raises(ValueError, match="odd size with padding 'same'"):
+        FFLocal2d((1, 8, 8), 2, kernel=4)
+    with pytest.raises(ValueError, match="does not fit"):
+        FFLocal2d((1, 8, 8), 2, kernel=9, padding="valid")
+    with pytest.raises(ValueError, match="stride must be positive"):
+        FFConv2d((1, 8, 8), 2, stride=0)
+    assert FFConv2d((1, 8, 8), 2, kernel=3, stride=2)(torch.rand(3, 64)).shape == (3, 2, 4, 4)
 
 
 def test_locally_connected_layer_too_large_for_its_dense_form_is_refused():
@@ -255,6 +283,9 @@ def test_config_checks_for_conv_and_competitive_settings():
         config_from_dict({"model": {"architecture": "conv", "hidden": [4, 4], "pool": [2]}})
     with pytest.raises(ConfigError, match="model.kernel"):
         config_from_dict({"model": {"architecture": "conv", "kernel": 4}})
+    config_from_dict({"model": {"architecture": "local", "kernel": 4, "padding": "valid"}})  # even fits "valid"
+    with pytest.raises(ConfigError, match="model.stride"):
+        config_from_dict({"model": {"architecture": "local", "hidden": [4, 4], "stride": [1, 0]}})
     with pytest.raises(ConfigError, match="multiple of 10"):
         cfg = config_from_dict({**ok, "model": {**ok["model"], "hidden": [15]}})
         build_model(cfg.model, 784, 10, input_shape=(1, 28, 28))
@@ -307,3 +338,17 @@ def test_short_label_pattern_conv_run_on_mnist_clears_accuracy_bar(tmp_path):
     )
     summary = train_run(cfg, tmp_path / "mnist", progress=False, log=lambda s: None)
     assert summary["test_accuracy"] >= 0.6
+
+
+def test_peer_normalisation_tracks_every_unit_of_a_local_layer_but_every_channel_of_a_conv_layer():
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8)
+    for layer, units in (
+        (FFLocal2d((1, 8, 8), 3, kernel=3, peer_weight=0.1, peer_momentum=0.0), 3 * 64),
+        (FFConv2d((1, 8, 8), 3, kernel=3, peer_weight=0.1, peer_momentum=0.0), 3),
+    ):
+        h = layer(x)
+        layer.local_loss(h, n_pos=3)
+        positives = h[:3].detach()
+        expected = positives.mean(0).flatten() if units > 3 else positives.mean((0, 2, 3))
+        assert layer.peer_mean.shape == (units,) and torch.allclose(layer.peer_mean, expected)

@@ -20,7 +20,7 @@ from fflab.data.registry import get_spec
 from fflab.devices import check_device_setting
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
-from fflab.layers.conv import CONV_INPUT_NORMS, SCOPES
+from fflab.layers.conv import CONV_INPUT_NORMS, PADDINGS, SCOPES
 from fflab.layers.hebbian import NEURONS, POST_GATES, THIRD_FACTORS
 from fflab.layers.recurrent import SCORES, SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
@@ -73,7 +73,11 @@ class ModelSettings:
     input_norm: str = choice("rms", tuple(dict.fromkeys((*INPUT_NORMS, *CONV_INPUT_NORMS))))
     goodness: str = choice("mean_squares", GOODNESS)
     # Convolutional and locally connected layers (architecture = "conv" or "local"):
-    kernel: int | list[int] = 3  # odd receptive-field side, for all layers or one per layer
+    kernel: int | list[int] = 3  # receptive-field side (odd with padding "same"), for all layers or one per layer
+    stride: int | list[int] = 1  # step between neighbouring fields, for all layers or one per layer
+    padding: str = choice(
+        "same", PADDINGS, doc="same: a field centred on every stride-th pixel; valid: fields wholly inside the map"
+    )
     pool: list[int] = field(default_factory=list)  # max-pool factor after each layer; empty: none
     groups: list[int] = field(default_factory=list)  # conv channel groups per layer; empty: 1
     batch_norm: bool = False  # batch-normalise each layer's output (channel-wise competitive FF)
@@ -386,8 +390,13 @@ def _validate_spatial(cfg: Config) -> None:
             "model.architecture to 'conv' or 'local'"
         )
     kernels = m.kernel if isinstance(m.kernel, list) else [m.kernel]
-    if len(kernels) not in (1, n) or any(k < 1 or k % 2 == 0 for k in kernels):
-        raise ConfigError(f"model.kernel: expected an odd size, or one per layer ({n}), got {m.kernel}")
+    odd = m.padding == "same"  # a centred field needs a middle pixel
+    if len(kernels) not in (1, n) or any(k < 1 or (odd and k % 2 == 0) for k in kernels):
+        size = "an odd size (padding 'same')" if odd else "a positive size"
+        raise ConfigError(f"model.kernel: expected {size}, or one per layer ({n}), got {m.kernel}")
+    strides = m.stride if isinstance(m.stride, list) else [m.stride]
+    if len(strides) not in (1, n) or any(s < 1 for s in strides):
+        raise ConfigError(f"model.stride: expected a positive integer, or one per layer ({n}), got {m.stride}")
     for key, values in (("model.pool", m.pool), ("model.groups", m.groups)):
         if values and (len(values) != n or any(v < 1 for v in values)):
             raise ConfigError(f"{key}: expected one positive integer per layer ({n}) or an empty list, got {values}")

@@ -2,7 +2,7 @@
 
 Both map an image-shaped input [N, C, H, W] (or its flattened rows) to feature maps:
 normalise the input's direction -> convolution (shared weights) or locally connected map
-(one filter bank per output position, as in Hinton 2022's CIFAR-10 nets) -> activation ->
+(one filter bank per output position, as in Hinton 2022's CIFAR-10 and MNIST nets) -> activation ->
 optional max-pool -> optional batch norm (the normalisation between learners of channel-wise
 competitive FF). Goodness is taken over the whole map ("sample"), at each spatial position
 ("position") or in each channel ("channel"); the FF loss then separates positive from negative
@@ -23,10 +23,29 @@ from fflab.layers.dense import ACTIVATIONS, INIT_GAIN, INITS, normalize_directio
 
 SCOPES = ("sample", "position", "channel")
 CONV_INPUT_NORMS = ("length", "rms", "none")
+PADDINGS = ("same", "valid")
+
+
+def field_geometry(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """(output size, offset of the first field) along one side of a map.
+
+    "same": fields centred on every stride-th input position (cut at the border), so stride 1 keeps the
+    size; "valid": fields lie wholly inside the map, stride apart (Hinton 2022's grids of locations)."""
+    if padding == "same":
+        if kernel % 2 == 0:
+            raise ValueError(
+                f"kernel must be an odd size with padding 'same' (a field centres on a pixel), got {kernel}"
+            )
+        return (size - 1) // stride + 1, -(kernel // 2)
+    if kernel > size:
+        raise ValueError(f"a {kernel}-wide field does not fit in a map {size} wide (padding 'valid')")
+    return (size - kernel) // stride + 1, 0
 
 
 class SpatialFFLearner(FFLearner, abc.ABC):
     """What convolutional and locally connected learners share; subclasses define `pre_activation`."""
+
+    shares_filters = True  # a channel's units at all positions compute one feature
 
     def __init__(
         self,
@@ -34,6 +53,8 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         out_channels: int,
         *,
         kernel: int = 3,
+        stride: int = 1,
+        padding: str = "same",
         pool: int = 1,
         batch_norm: bool = False,
         scope: str = "sample",
@@ -45,25 +66,30 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         require_choice("activation", activation, ACTIVATIONS)
         require_choice("goodness scope", scope, SCOPES)
         require_choice("input_norm", input_norm, CONV_INPUT_NORMS)
+        require_choice("padding", padding, PADDINGS)
+        if kernel < 1 or stride < 1:
+            raise ValueError(f"kernel and stride must be positive, got kernel {kernel}, stride {stride}")
         c, h, w = in_shape
-        if kernel % 2 == 0 or kernel < 1:
-            raise ValueError(f"kernel must be an odd size (padding keeps the map size), got {kernel}")
-        if h % pool or w % pool:
-            raise ValueError(f"a {h}x{w} map cannot be max-pooled by {pool}: pick a pool that divides both sides")
+        (mh, self.offset), (mw, _) = (field_geometry(side, kernel, stride, padding) for side in (h, w))
+        if mh % pool or mw % pool:
+            raise ValueError(f"a {mh}x{mw} map cannot be max-pooled by {pool}: pick a pool that divides both sides")
         self.in_shape = (c, h, w)
+        self.map_size = (mh, mw)  # before pooling
         self.out_channels = out_channels
         self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
         self.pool = pool
         self.scope = scope
         self.activation = activation
         self.input_norm = input_norm
         self._act = ACTIVATIONS[activation]
         self.norm = nn.BatchNorm2d(out_channels, eps=1e-4) if batch_norm else None
-        self.register_peer_mean(out_channels)
+        self.register_peer_mean(out_channels if self.shares_filters else self.out_features)
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
-        _, h, w = self.in_shape
+        h, w = self.map_size
         return (self.out_channels, h // self.pool, w // self.pool)
 
     @property
@@ -76,7 +102,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
 
     @abc.abstractmethod
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, C, H, W] -> [N, out_channels, H, W] (same-size padding)."""
+        """[N, C, H, W] -> [N, out_channels, *map_size]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -97,12 +123,13 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         return self._goodness(h.reshape(n * c, height * width)).view(n, c)
 
     def unit_activity(self, h: torch.Tensor) -> torch.Tensor:
-        """Mean activity of each channel (a channel's units share one feature)."""
-        return h.mean((0, 2, 3))
+        """Mean activity of each channel where its units share one feature, else of each unit."""
+        return h.mean((0, 2, 3)) if self.shares_filters else h.mean(0).flatten()
 
     def extra_repr(self) -> str:
         return (
-            f"in_shape={self.in_shape}, out_channels={self.out_channels}, kernel={self.kernel}, pool={self.pool}, "
+            f"in_shape={self.in_shape}, out_channels={self.out_channels}, kernel={self.kernel}, "
+            f"stride={self.stride}, padding={self.padding}, pool={self.pool}, "
             f"scope={self.scope}, goodness={self.goodness_name}, loss={self.loss_name}"
         )
 
@@ -118,7 +145,7 @@ def _init_weight(weight: torch.Tensor, init: str, activation: str, fan_in: int) 
 
 
 class FFConv2d(SpatialFFLearner):
-    """A convolutional FF learner (shared weights, stride 1, same padding, optional channel groups)."""
+    """A convolutional FF learner (shared weights, optional channel groups)."""
 
     def __init__(
         self,
@@ -137,7 +164,9 @@ class FFConv2d(SpatialFFLearner):
                 f"channel groups must divide the input ({in_channels}) and output ({out_channels}) channels; "
                 f"got groups = {groups}"
             )
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, groups=groups)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel, stride=self.stride, padding=-self.offset, groups=groups
+        )
         if init != "torch":
             _init_weight(self.conv.weight, init, self.activation, in_channels // groups * kernel * kernel)
             nn.init.zeros_(self.conv.bias)
@@ -147,51 +176,59 @@ class FFConv2d(SpatialFFLearner):
 
     def forward_flops(self) -> int:
         """Multiply-add FLOPs of one input's convolution (2 per multiply-add)."""
-        _, h, w = self.in_shape
+        h, w = self.map_size
         return 2 * self.conv.weight[0].numel() * self.out_channels * h * w
 
 
 MAX_LOCAL_WEIGHTS = 1 << 26  # entries of a locally connected layer's dense weight (256 MB of float32)
 
 
-def receptive_field_mask(in_shape: tuple[int, int, int], out_channels: int, kernel: int) -> torch.Tensor:
-    """[out_channels*H*W, C*H*W] bool: output unit (o, y, x) sees input (c, y', x') iff |y - y'| and |x - x'|
-    are at most kernel // 2 (same-size padding: fields are cut at the border)."""
+def receptive_field_mask(
+    in_shape: tuple[int, int, int], out_channels: int, kernel: int, stride: int = 1, padding: str = "same"
+) -> torch.Tensor:
+    """[out_channels*H'*W', C*H*W] bool: output unit (o, i, j) sees input (c, y, x) iff y lies in
+    [offset + i*stride, offset + i*stride + kernel), and likewise x (see `field_geometry`)."""
     c, h, w = in_shape
-    r = kernel // 2
 
-    def band(n: int) -> torch.Tensor:
-        i = torch.arange(n)
-        return ((i.view(-1, 1) - i.view(1, -1)).abs() <= r).float()
+    def band(size: int) -> torch.Tensor:
+        n_out, offset = field_geometry(size, kernel, stride, padding)
+        start = offset + stride * torch.arange(n_out).view(-1, 1)
+        inputs = torch.arange(size).view(1, -1)
+        return ((inputs >= start) & (inputs < start + kernel)).float()
 
-    field = torch.kron(band(h), band(w))  # [(y, x), (y', x')]
+    field = torch.kron(band(h), band(w))  # [(i, j), (y, x)]
     return torch.kron(torch.ones(out_channels, c), field).bool()
 
 
 class FFLocal2d(SpatialFFLearner):
     """A locally connected FF learner: like a convolution, but every output position has its own filters.
 
-    Hinton (2022) used these on CIFAR-10 (e.g. 11x11 receptive fields) because weight sharing is
-    biologically implausible. The layer is computed as one dense matrix product with a fixed
-    receptive-field mask: that does more multiply-adds than the layer needs (a 32x32x3 map with 11x11
-    fields uses 12% of them) but runs at matrix-product speed, about 40x faster on a CPU than
-    gathering every patch (unfold), whose memory traffic dominates for maps with few channels.
+    Hinton (2022) used these on CIFAR-10 (e.g. 11x11 receptive fields) and for unsupervised MNIST (grids
+    of strided fields) because weight sharing is biologically implausible. The layer is computed as one
+    dense matrix product with a fixed receptive-field mask: that does more multiply-adds than the layer
+    needs (a 32x32x3 map with 11x11 fields uses 12% of them) but runs at matrix-product speed, about 40x
+    faster on a CPU than gathering every patch (unfold), whose memory traffic dominates for maps with few
+    channels.
     """
+
+    shares_filters = False  # every unit is its own feature, for peer normalisation too
 
     def __init__(
         self, in_shape: tuple[int, int, int], out_channels: int, *, kernel: int = 3, init: str = "kaiming", **options
     ) -> None:
         super().__init__(in_shape, out_channels, kernel=kernel, **options)
         c, h, w = in_shape
-        n_in, n_out = c * h * w, out_channels * h * w
+        mh, mw = self.map_size
+        n_in, n_out = c * h * w, out_channels * mh * mw
         if n_in * n_out > MAX_LOCAL_WEIGHTS:
             raise ValueError(
-                f"a locally connected layer from {c}x{h}x{w} to {out_channels}x{h}x{w} needs a {n_out}x{n_in} masked "
-                f"weight, over the limit of {MAX_LOCAL_WEIGHTS:,} entries: use fewer channels or a smaller map"
+                f"a locally connected layer from {c}x{h}x{w} to {out_channels}x{mh}x{mw} needs a {n_out}x{n_in} "
+                f"masked weight, over the limit of {MAX_LOCAL_WEIGHTS:,} entries: use fewer channels or a smaller map"
             )
-        self.register_buffer("mask", receptive_field_mask(self.in_shape, out_channels, kernel), persistent=False)
+        mask = receptive_field_mask(self.in_shape, out_channels, kernel, self.stride, self.padding)
+        self.register_buffer("mask", mask, persistent=False)
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
-        self.bias = nn.Parameter(torch.zeros(out_channels, h, w))
+        self.bias = nn.Parameter(torch.zeros(out_channels, mh, mw))
         patch = c * kernel * kernel  # inputs of a unit away from the border
         if init == "torch":
             nn.init.uniform_(self.weight, -1 / math.sqrt(patch), 1 / math.sqrt(patch))
@@ -201,9 +238,8 @@ class FFLocal2d(SpatialFFLearner):
             self.weight.mul_(self.mask)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        out = x.reshape(n, -1) @ (self.weight * self.mask).t()  # masked entries get zero gradient
-        return out.view(n, self.out_channels, h, w) + self.bias
+        out = x.reshape(len(x), -1) @ (self.weight * self.mask).t()  # masked entries get zero gradient
+        return out.view(len(x), self.out_channels, *self.map_size) + self.bias
 
     def forward_flops(self) -> int:
         """Multiply-add FLOPs of the dense product as executed (masked entries included)."""

@@ -62,13 +62,15 @@ def spatial_stack(
 ) -> list[FFConv2d | FFLocal2d]:
     """Convolutional or locally connected learners; each layer's output shape is the next one's input."""
     n = len(settings.hidden)
-    kernels, pools = per_layer(settings.kernel, n), settings.pool or [1] * n
+    kernels, strides, pools = per_layer(settings.kernel, n), per_layer(settings.stride, n), settings.pool or [1] * n
     groups = settings.groups or [1] * n
     layers: list[FFConv2d | FFLocal2d] = []
     shape = in_shape
     for i, options in enumerate(learner_options(settings, num_classes)):
         common = {
             "kernel": kernels[i],
+            "stride": strides[i],
+            "padding": settings.padding,
             "pool": pools[i],
             "batch_norm": settings.batch_norm,
             "scope": settings.goodness_scope,
