@@ -5,7 +5,7 @@
 Each config is trained and evaluated exactly as `fflab train` does (wall time includes loading
 data, training, per-epoch monitoring, final evaluation and writing the run directory). The fp32
 matmul peak is measured in the same process before each run. Results go to
-benchmarks/results/<config>.json and a Markdown row is printed for BENCHMARKS.md.
+benchmarks/results/<config>.json (or under --results) and a Markdown row is printed for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -62,12 +62,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data-dir")
     parser.add_argument("--keep", metavar="DIR", help="keep each run directory under DIR (default: discard)")
+    parser.add_argument("--results", metavar="DIR", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     args = parser.parse_args()
     rows = []
     for config in args.configs:
         result = bench(config, args.set, args.data_dir, args.keep)
         suffix = ("-" + "-".join(s.replace("=", "_") for s in args.set)) if args.set else ""
-        write_json_atomic(RESULTS / f"{Path(config).stem}{suffix}.json", result)
+        write_json_atomic(args.results / f"{Path(config).stem}{suffix}.json", result)
         rows.append(markdown_row(result))
     print("| config | data | test acc | epochs | wall (train) | samples/s | GFLOP/s / peak |")
     print("|---|---|---|---|---|---|---|")

@@ -5,16 +5,15 @@ import os
 
 import pytest
 import torch
+from repo import shipped_config
 from safetensors.torch import load_file
 
 from fflab.analysis.compare import recurrent_cost
 from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca_2d
 from fflab.cli import main
-from fflab.config import config_from_dict, load_config
+from fflab.config import config_from_dict
 from fflab.models import build_model
 from fflab.training.run import train_run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_cka_of_a_representation_with_itself_is_one_and_invariant_to_rotation_and_scale():
@@ -61,7 +60,7 @@ def test_silent_latents_count_as_wrong_in_knn():
 
 def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, capsys):
     def run(name, *overrides):
-        cfg = load_config(os.path.join(REPO, "configs", "digits-ff.toml"), ["train.epochs=2", *overrides])
+        cfg = shipped_config("digits-ff", ["train.epochs=2", *overrides])
         train_run(cfg, tmp_path / name, progress=False, log=lambda s: None)
         return str(tmp_path / name)
 
@@ -88,8 +87,8 @@ def test_analyze_names_a_missing_run_without_a_traceback(tmp_path, capsys):
 
 
 def train_and_analyze(tmp_path, config: str, overrides: list[str], name: str) -> dict:
-    """Train a run from configs/<config> with overrides, `fflab analyze` it, and return its analysis entry."""
-    cfg = load_config(os.path.join(REPO, "configs", config), overrides)
+    """Train a run of the shipped config with overrides, `fflab analyze` it, and return its analysis entry."""
+    cfg = shipped_config(config, overrides)
     train_run(cfg, tmp_path / name, progress=False, log=lambda s: None)
     assert main(["analyze", str(tmp_path / name), "--out", str(tmp_path / "analysis"), "--no-progress"]) == 0
     (run,) = json.loads((tmp_path / "analysis" / "analysis.json").read_text())["runs"]
@@ -98,7 +97,7 @@ def train_and_analyze(tmp_path, config: str, overrides: list[str], name: str) ->
 
 def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
     overrides = ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3"]
-    run = train_and_analyze(tmp_path, "digits-ff.toml", [*overrides, "train.epochs=2"], "spk")
+    run = train_and_analyze(tmp_path, "digits-ff", [*overrides, "train.epochs=2"], "spk")
     assert run["spiking"] and run["spikes_per_sample"] > 0
     # The first layer takes analog pixels (direct code): it costs MACs; the second layer costs synaptic ops.
     assert run["analog_macs_per_sample"] == 74 * 256 and run["synops_per_sample"] > 0
@@ -119,14 +118,14 @@ def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_st
 
 def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
     overrides = ["data.name=digits", "model.hidden=[32, 32]", "train.epochs=1", "train.monitor_every=1"]
-    run = train_and_analyze(tmp_path, "mnist-spiking-recurrent.toml", [*overrides, "train.threads=1"], "srec")
+    run = train_and_analyze(tmp_path, "mnist-spiking-recurrent", [*overrides, "train.threads=1"], "srec")
     assert run["spiking"] and run["spikes_per_sample"] > 0 and run["synops_per_sample"] > 0
     assert (tmp_path / "analysis" / "plots" / "spike_raster_srec.png").is_file()
 
 
 def test_analyze_reuses_the_runs_own_test_accuracy_only_when_it_measured_the_same_thing(tmp_path):
     run_dir = tmp_path / "ff"
-    train_run(load_config(os.path.join(REPO, "configs", "digits-ff.toml"), ["train.epochs=1"]), run_dir, progress=False)
+    train_run(shipped_config("digits-ff", ["train.epochs=1"]), run_dir, progress=False)
     summary = json.loads((run_dir / "summary.json").read_text())
 
     def analyze(*extra):

@@ -1,24 +1,23 @@
-"""Benchmark scripts that read a saved run, run end to end on a small one."""
+"""Benchmark scripts, run end to end on small digits runs."""
 
-import os
+import json
 import re
 import subprocess
 import sys
 
-from fflab.config import load_config
-from fflab.training.run import train_run
+from repo import REPO, config_path, shipped_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fflab.training.run import train_run
 
 
 def script(name, *args):
-    path = os.path.join(REPO, "benchmarks", f"{name}.py")
+    path = REPO / "benchmarks" / f"{name}.py"
     return subprocess.run([sys.executable, path, *args], capture_output=True, text=True, timeout=300)
 
 
 def digits_run(run_dir, *overrides):
     """A short digits-ff run saved in `run_dir`; its summary."""
-    cfg = load_config(os.path.join(REPO, "configs", "digits-ff.toml"), ["train.monitor_size=0", *overrides])
+    cfg = shipped_config("digits-ff", ["train.monitor_size=0", *overrides])
     return train_run(cfg, run_dir, progress=False, log=lambda s: None)
 
 
@@ -42,3 +41,15 @@ def test_readout_select_rejects_layers_the_model_lacks(tmp_path):
     assert no_layers.returncode != 0 and "name the layers to read out with --layers" in no_layers.stderr
     bad = script("readout_select", str(tmp_path / "run"), "--layers", "5")
     assert bad.returncode != 0 and "--layers [5]: the model has layers 0-1" in bad.stderr
+
+
+def test_train_benchmark_writes_the_run_summary_and_a_table_row(tmp_path):
+    overrides = ["--set", "train.epochs=2", "--set", "train.threads=1"]
+    done = script("train", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "digits-ff-train.epochs_2-train.threads_1.json").read_text())
+    assert result["epochs"] == 2 and result["test_accuracy"] > 0.5  # chance is 10%
+    share = result["train_gflop_per_second"] / result["matmul_peak_gflop_per_second"]  # of rounded figures
+    assert 0 < result["share_of_peak"] and abs(result["share_of_peak"] - share) < 0.01
+    row = f"| digits-ff | digits | {result['test_accuracy']:.2%} | 2 | "
+    assert row in done.stdout, done.stdout

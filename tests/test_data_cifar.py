@@ -22,6 +22,7 @@ import pytest
 import torch
 from localhttp import serve
 from PIL import Image
+from repo import config_path
 
 import fflab.data.imagefolder as imagefolder
 import fflab.data.registry as registry
@@ -33,8 +34,6 @@ from fflab.errors import DataError
 from fflab.models import build_model
 from fflab.training.evaluate import evaluate
 from fflab.training.trainer import FFTrainer
-
-REPO = Path(__file__).resolve().parent.parent
 
 CLASSES = get_spec("cifar10").class_names
 REFUSED = "http://127.0.0.1:1/"  # nothing listens on port 1: connection refused at once
@@ -516,7 +515,7 @@ def test_real_cifar10_and_a_short_conv_run(
     # A subset (the first N) holds every class, and a short channel-wise competitive conv run learns from it.
     assert torch.bincount(data.train_y[:10000]).min() >= 900
     cfg = load_config(
-        REPO / "configs" / "cifar10-conv.toml",
+        config_path("cifar10-conv"),
         [
             "model.hidden=[20, 40]",
             "model.pool=[2, 2]",

@@ -2,22 +2,20 @@
 machine only) a real run on the GPU that matches the CPU run's accuracy."""
 
 import json
-import os
 
 import pytest
 import torch
+from repo import config_path, shipped_config
 
-from fflab.config import load_config
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import ConfigError, FFLabError
 from fflab.training.run import train_run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def digits(*overrides):
-    return load_config(os.path.join(REPO, "configs", "digits-ff.toml"), overrides)
+    return shipped_config("digits-ff", overrides)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +41,7 @@ def test_auto_takes_the_gpu_only_when_there_is_one_and_the_run_can_use_it(monkey
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device(digits()) == torch.device("cuda", 0)
     assert resolve_device(digits("model.kind=backprop")) == torch.device("cuda", 0)
-    recurrent = load_config(os.path.join(REPO, "configs", "mnist-recurrent.toml"))
+    recurrent = shipped_config("mnist-recurrent")
     assert resolve_device(recurrent) == torch.device("cpu")  # a kind that runs on the CPU only
     assert resolve_device(digits("data.name=seq-mnist")) == torch.device("cpu")  # rendered on the CPU
     with pytest.raises(ConfigError, match="on 'seq-mnist' runs on the CPU only"):
@@ -90,7 +88,7 @@ def test_a_gpu_run_matches_the_cpu_run(tmp_path):
 def test_parallel_workers_on_two_gpus_talk_over_nccl(tmp_path, mode):
     from fflab.cli import main
 
-    args = ["train", os.path.join(REPO, "configs", "digits-ff.toml"), "--no-progress", "--set", "train.epochs=15"]
+    args = ["train", config_path("digits-ff"), "--no-progress", "--set", "train.epochs=15"]
     args += ["--set", "train.device=cuda", "--parallel", mode, "--workers", "2", "--out", str(tmp_path)]
     assert main(args) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from repo import config_path
 
 from fflab.config import ConfigError, ModelSettings, SpikingSettings, config_from_dict, load_config
 from fflab.layers.hebbian import HebbianFFLayer
@@ -12,8 +13,6 @@ from fflab.models import build_model
 from fflab.spiking import trace
 from fflab.supervision import label_codes
 from fflab.training.run import train_run
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ff_loss_gradient(layer: HebbianFFLayer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -163,7 +162,7 @@ def test_eligibility_decay_weighs_recent_steps_more_and_top_k_limits_the_update(
 @pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
 def test_short_spiking_hebbian_mnist_run_clears_accuracy_bar(tmp_path):
     cfg = load_config(
-        os.path.join(REPO, "configs", "mnist-hebbian.toml"),
+        config_path("mnist-hebbian"),
         ["data.train_subset=5000", "data.test_subset=1000", "train.epochs=1", "train.monitor_size=0"]
         + ["eval.train_accuracy=false"],
     )

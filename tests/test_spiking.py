@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from repo import shipped_config
 
 from fflab.spiking import LIF, encode, spike, surrogate_derivative, trace
 
@@ -142,14 +143,10 @@ def test_spiking_ff_local_losses_reach_only_their_own_layer():
 
 
 def test_spiking_ff_digits_run_learns(tmp_path):
-    import os
-
-    from fflab.config import load_config
     from fflab.training.run import train_run
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cfg = load_config(
-        os.path.join(repo, "configs", "digits-ff.toml"),
+    cfg = shipped_config(
+        "digits-ff",
         ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3", "train.epochs=6"],
     )
     summary = train_run(cfg, tmp_path / "spk", progress=False, log=lambda s: None)

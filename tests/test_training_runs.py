@@ -4,21 +4,20 @@ import json
 import os
 
 import pytest
+from repo import config_path, shipped_config
 
 from fflab.cli import main
 from fflab.config import load_config
 from fflab.training.run import train_run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def config(name, *overrides):
-    return load_config(os.path.join(REPO, "configs", f"{name}.toml"), overrides)
+    return shipped_config(name, overrides)
 
 
 def test_digits_cli_train_then_eval(tmp_path, capsys):
     run = tmp_path / "run"
-    cfg_path = os.path.join(REPO, "configs", "digits-ff.toml")
+    cfg_path = config_path("digits-ff")
     assert main(["train", cfg_path, "--out", str(run), "--no-progress", "--set", "train.epochs=15"]) == 0
     names = {p.name for p in run.iterdir()}
     assert {"config.toml", "metrics.jsonl", "summary.json", "model.safetensors", "model.json", "plots"} <= names
@@ -60,7 +59,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
     run = tmp_path / "run"
     args = [
         "train",
-        os.path.join(REPO, "configs", "digits-ff.toml"),
+        config_path("digits-ff"),
         "--out",
         str(run),
         "--no-progress",
@@ -73,7 +72,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
-    assert main(["train", os.path.join(REPO, "configs", "digits-ff.toml"), "--set", "train.epochz=3"]) == 2
+    assert main(["train", config_path("digits-ff"), "--set", "train.epochz=3"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'train.epochz'" in err and "Traceback" not in err
     assert main(["train", str(tmp_path / "missing.toml")]) == 2
