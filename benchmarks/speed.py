@@ -10,7 +10,7 @@ the real trainer loop (samples/s, GFLOP/s and the share of the peak), then on 10
   all-labels - goodness for every candidate label, as fflab predicts (first layer shared, candidates batched),
   naive    - the same scores from one full forward pass per label (what simple implementations do).
 The arithmetic ratio naive/all-labels counts matrix-multiply FLOPs only. Results go to
-benchmarks/results/speed-<config>.json.
+benchmarks/results/speed-<config>.json (or under --results).
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", default=["configs/mnist-ff.toml", "configs/mnist-hinton.toml"])
     parser.add_argument("--steps", type=int, default=100, help="training steps to time (default 100)")
     parser.add_argument("--data-dir")
+    parser.add_argument("--results", metavar="DIR", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     args = parser.parse_args()
     print(
         "| config | train samples/s | GFLOP/s / peak | forward | readout | all labels | naive loop "
@@ -130,7 +131,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for config in args.configs:
         r = bench(config, args.steps, args.data_dir)
-        write_json_atomic(RESULTS / f"speed-{Path(config).stem}.json", r)
+        write_json_atomic(args.results / f"speed-{Path(config).stem}.json", r)
         t = r["seconds_per_10k"]
         print(
             f"| {Path(config).stem} | {r['train_samples_per_second']:,.0f} | {r['train_gflop_per_second']:.0f} / "

@@ -49,8 +49,10 @@ def bench(config: str, overrides: list[str], data_dir: str | None, keep: str | N
 
 
 def markdown_row(r: dict) -> str:
+    held_out = "test" if "test_accuracy" in r else "validation"  # data.validation runs never read the test set
+    accuracy = f"{r[f'{held_out}_accuracy']:.2%}" + (" (validation)" if held_out == "validation" else "")
     return (
-        f"| {Path(r['config']).stem} | {r['dataset']} | {r['test_accuracy']:.2%} | {r['epochs']} | "
+        f"| {Path(r['config']).stem} | {r['dataset']} | {accuracy} | {r['epochs']} | "
         f"{r['bench_wall_seconds']:.0f} s ({r['train_seconds']:.0f} s train) | {r['samples_per_second']:,.0f} | "
         f"{r['train_gflop_per_second']:.0f} / {r['matmul_peak_gflop_per_second']:.0f} ({r['share_of_peak']:.0%}) |"
     )

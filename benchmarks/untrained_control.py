@@ -6,7 +6,7 @@ Builds the config's network with its seeded random weights, trains no FF layer a
 linear readout exactly as a training run fits it after FF training (`readout.*` settings, frozen
 features). The test accuracy of that readout is the floor an FF-trained readout must beat: for recurrent
 networks the random dynamics alone (a reservoir) may keep much of a sequence. Writes
-benchmarks/results/<config>-untrained.json.
+benchmarks/results/<config>-untrained.json (or under --results).
 """
 
 from __future__ import annotations
@@ -63,13 +63,14 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data-dir")
+    parser.add_argument("--results", metavar="DIR", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     args = parser.parse_args()
     try:
         result = untrained_control(args.config, args.set, args.data_dir)
     except FFLabError as e:
         raise SystemExit(f"error: {e}") from None
     suffix = ("-" + "-".join(s.replace("=", "_") for s in args.set)) if args.set else ""
-    write_json_atomic(RESULTS / f"{Path(args.config).stem}{suffix}-untrained.json", result)
+    write_json_atomic(args.results / f"{Path(args.config).stem}{suffix}-untrained.json", result)
     print(
         f"{Path(args.config).stem}, untrained + readout: test {result['readout_test_accuracy']:.2%} "
         f"(train {result['readout_train_accuracy']:.2%}), {result['seconds']:.0f} s"

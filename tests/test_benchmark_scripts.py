@@ -53,3 +53,36 @@ def test_train_benchmark_writes_the_run_summary_and_a_table_row(tmp_path):
     assert 0 < result["share_of_peak"] and abs(result["share_of_peak"] - share) < 0.01
     row = f"| digits-ff | digits | {result['test_accuracy']:.2%} | 2 | "
     assert row in done.stdout, done.stdout
+
+
+def test_train_benchmark_marks_a_validation_runs_accuracy(tmp_path):
+    overrides = ["--set", "train.epochs=2", "--set", "train.threads=1", "--set", "data.validation=300"]
+    done = script("train", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.iterdir()
+    result = json.loads(written.read_text())
+    assert "test_accuracy" not in result and result["validation_samples"] == 300
+    assert f"| digits-ff | digits | {result['validation_accuracy']:.2%} (validation) | 2 | " in done.stdout
+
+
+def test_speed_benchmark_scores_all_labels_in_one_batch_as_the_naive_loop_does(tmp_path):
+    done = script("speed", config_path("digits-ff"), "--steps", "3", "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "speed-digits-ff.json").read_text())
+    assert result["all_labels_matches_naive"] == 1.0  # the batched candidates predict what one pass per label does
+    assert result["naive_over_all_labels_arithmetic"] > 1  # ... with fewer products: the first layer is shared
+    assert result["train_steps"] == 3 and result["train_samples_per_second"] > 0
+    assert set(result["seconds_per_10k"]) == {"forward", "readout", "all_labels", "naive"}
+    assert "| digits-ff | " in done.stdout
+
+
+def test_untrained_control_fits_the_readout_on_random_layers(tmp_path):
+    overrides = ["--set", "readout.enabled=true", "--set", "readout.epochs=5"]
+    done = script("untrained_control", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.iterdir()
+    result = json.loads(written.read_text())
+    assert result["ff_epochs"] == 0 and 0.5 < result["readout_test_accuracy"] <= 1  # random features carry digits
+    assert f"untrained + readout: test {result['readout_test_accuracy']:.2%}" in done.stdout
+    no_readout = script("untrained_control", config_path("digits-ff"), "--results", str(tmp_path))
+    assert no_readout.returncode != 0 and "set readout.enabled = true" in no_readout.stderr

@@ -1,6 +1,7 @@
 """Convolutional and locally connected FF: goodness maths, locality, competitive loss, label channels."""
 
 import json
+import math
 import os
 
 import pytest
@@ -74,6 +75,18 @@ def test_competitive_loss_is_cross_entropy_over_group_goodness():
     assert loss.item() == pytest.approx(F.cross_entropy(2.0 * groups, labels).item(), rel=1e-6)
     own = groups[torch.arange(3), labels]
     assert torch.allclose(g, torch.cat([own, groups.sum(1) - own]))  # 2 groups: "others" is the other one
+
+
+def test_smoothed_competitive_loss_matches_a_hand_computation():
+    layer = FFConv2d(
+        (1, 2, 2), 4, loss="competitive", num_classes=2, alpha=1.0, label_smoothing=0.2, goodness="mean_squares"
+    )
+    h = torch.zeros(1, 4, 1, 1)
+    h[0, 2:] = 2.0  # mean-square goodness: group 0 scores 0, group 1 scores 4
+    loss, _ = layer.local_loss(h, n_pos=1, labels=torch.tensor([0]))
+    # targets: 1 - 0.2 + 0.1 = 0.9 for class 0 and 0.1 for class 1; log-softmax of (0, 4)
+    log_p0, log_p1 = -math.log(1 + math.exp(4)), 4 - math.log(1 + math.exp(4))
+    assert loss.item() == pytest.approx(-(0.9 * log_p0 + 0.1 * log_p1), rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -277,6 +290,8 @@ def test_config_checks_for_conv_and_competitive_settings():
     config_from_dict(ok)
     with pytest.raises(ConfigError, match="competitive"):
         config_from_dict({"model": {"loss": "competitive"}})
+    with pytest.raises(ConfigError, match="model.label_smoothing is for model.loss = 'competitive'"):
+        config_from_dict({"model": {"loss": "symba", "label_smoothing": 0.1}})
     with pytest.raises(ConfigError, match="data.path"):
         config_from_dict({"data": {"name": "image-folder"}})
     with pytest.raises(ConfigError, match="channels"):

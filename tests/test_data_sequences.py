@@ -328,3 +328,12 @@ def test_head_is_a_lazy_prefix(base: Dataset, tmp_path: Path) -> None:
     assert len(head) == 7 and head.shape == (7, 20, 64 * 64)
     assert torch.equal(head[torch.arange(7)], ds.train_x[:7])
     assert ds.train_x.head(10**6) is ds.train_x
+
+
+def test_rows_is_a_lazy_range(base: Dataset, tmp_path: Path) -> None:
+    ds = moving(base, tmp_path)
+    middle = ds.train_x.rows(3, 8)
+    assert len(middle) == 5 and torch.equal(middle[torch.arange(5)], ds.train_x[3:8])
+    assert torch.equal(middle.rows(1, 3)[0:2], ds.train_x[4:6])  # ranges of ranges keep their offsets
+    assert torch.equal(middle[-1], ds.train_x[7])
+    assert len(ds.train_x.rows(len(ds.train_x) - 2, 10**6)) == 2

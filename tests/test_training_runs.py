@@ -4,11 +4,15 @@ import json
 import os
 
 import pytest
+import torch
 from repo import config_path, shipped_config
 
+from fflab.checkpoint import load_checkpoint
 from fflab.cli import main
 from fflab.config import load_config
-from fflab.training.run import train_run
+from fflab.errors import ConfigError, FFLabError
+from fflab.training.evaluate import evaluate
+from fflab.training.run import load_for_config, train_run
 
 
 def config(name, *overrides):
@@ -151,3 +155,37 @@ def test_recurrent_digits_run_writes_time_plots_and_reloads(tmp_path, capsys):
     assert {"goodness_over_time.png", "activity_over_time.png", "training_curves.png"} <= plots
     assert main(["eval", str(run), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_validation_run_holds_out_the_last_training_samples_in_place_of_the_test_set(tmp_path):
+    full = load_for_config(config("digits-ff"), None, progress=False)
+    cfg = config("digits-ff", "data.validation=300", "train.epochs=8")
+    held = load_for_config(cfg, None, progress=False)
+    n = len(full.train_x)
+    assert torch.equal(held.train_x, full.train_x[: n - 300]) and torch.equal(held.train_y, full.train_y[: n - 300])
+    assert torch.equal(held.test_x, full.train_x[n - 300 :]) and torch.equal(held.test_y, full.train_y[n - 300 :])
+
+    lines = []
+    summary = train_run(cfg, tmp_path / "val", progress=False, log=lines.append)
+    assert summary["train_samples"] == n - 300 and summary["validation_samples"] == 300
+    assert not [key for key in summary if key.startswith("test")]
+    assert summary["validation_accuracy"] >= 0.85
+    model, _, _ = load_checkpoint(tmp_path / "val")
+    again = evaluate(model, held.test_x, held.test_y, cfg.eval.batch_size, summary["predict"])
+    assert again["accuracy"] == summary["validation_accuracy"]
+    last_epoch = json.loads((tmp_path / "val" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "validation_accuracy" in last_epoch and "test_accuracy" not in last_epoch
+    assert lines[-1].startswith("validation accuracy") and "300 validation" in lines[0]
+    assert main(["eval", str(tmp_path / "val"), "--no-progress"]) == 0  # re-scores the held-out rows, as named
+    assert json.loads((tmp_path / "val" / "eval.json").read_text())["validation_accuracy"] == again["accuracy"]
+
+
+def test_validation_sizes_that_leave_nothing_to_train_on_are_named():
+    with pytest.raises(ConfigError, match="never reads the test set"):
+        config("digits-ff", "data.validation=100", "data.test_subset=50")
+    with pytest.raises(
+        ConfigError, match="data.validation = 100 leaves no training samples of data.train_subset = 100"
+    ):
+        config("digits-ff", "data.train_subset=100", "data.validation=100")
+    with pytest.raises(FFLabError, match="data.validation = 5000 leaves no training samples of the 1437 there are"):
+        load_for_config(config("digits-ff", "data.validation=5000"), None, progress=False)

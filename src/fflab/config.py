@@ -44,6 +44,12 @@ class DataSettings:
     path: str = ""  # folder of MNIST-format files when name = "idx"
     train_subset: int = bounded(0, 0, doc="use only the first N training samples (0: all)")
     test_subset: int = bounded(0, 0, doc="use only the first N test samples (0: all)")
+    validation: int = bounded(
+        0,
+        0,
+        doc="hold out the last N training samples (after train_subset); the run monitors and reports them "
+        "in place of the test set, which it never reads (0: train on all, report the test set)",
+    )
     # Sequence data derived from MNIST (name = "seq-mnist" or "moving-mnist"):
     seq_mode: str = choice("rows", ["rows", "chunks"], doc="seq-mnist: row by row, or chunks of chunk_size pixels")
     chunk_size: int = bounded(28, 1)
@@ -94,6 +100,9 @@ class ModelSettings:
         doc="softplus: Hinton's threshold loss; symba: pairwise margin; competitive: softmax over class channel groups",
     )
     alpha: float = bounded(4.0, 0.0, doc="sharpness of the symba loss; logit scale of the competitive loss")
+    label_smoothing: float = bounded(
+        0.0, 0.0, 0.5, doc="competitive loss: cross-entropy against one-hot targets smoothed by this much"
+    )
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0)
     predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
@@ -283,6 +292,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("data.path: the 'idx' data set needs the folder of its IDX files in data.path")
     if cfg.data.name == "image-folder" and not cfg.data.path:
         raise ConfigError("data.path: the 'image-folder' data set needs its folder (holding train/ and test/)")
+    d = cfg.data
+    if d.validation and d.test_subset:
+        raise ConfigError("data.test_subset: a run with data.validation never reads the test set; drop one of them")
+    if d.validation and d.train_subset and d.validation >= d.train_subset:
+        raise ConfigError(
+            f"data.validation = {d.validation} leaves no training samples of data.train_subset = {d.train_subset}"
+        )
     if not m.hidden or any(h < 1 for h in m.hidden):
         raise ConfigError(f"model.hidden: expected a non-empty list of positive layer widths, got {m.hidden}")
     for key, layers in (("model.predict_layers", m.predict_layers), ("readout.layers", cfg.readout.layers)):
@@ -343,6 +359,8 @@ def validate(cfg: Config) -> Config:
     _validate_spatial(cfg)
     check_device_setting(t.device, m.kind, cfg.data.name)
     competitive = m.loss == "competitive"
+    if m.label_smoothing and not competitive:
+        raise ConfigError(f"model.label_smoothing is for model.loss = 'competitive', not {m.loss!r}")
     local_learning = m.kind != "backprop"  # the baseline ignores the FF loss and negatives
     if local_learning and (
         competitive != (t.negatives == "none") or (competitive and (m.label != "none" or m.kind != "ff"))

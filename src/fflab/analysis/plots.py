@@ -29,10 +29,8 @@ def plot_training_curves(history: Sequence[dict], path: str | Path) -> None:
         ax_loss.plot(epochs, values, marker="o", label=f"layer {j}" if n_layers > 1 else "loss")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss" + (" per layer" if n_layers > 1 else ""))
     ax_loss.legend()
-    for key, label in (
-        ("train_accuracy", "train (monitor subset)"),
-        ("test_accuracy", "test (monitor subset)"),
-    ):
+    for split in ("train", "validation", "test"):
+        key, label = f"{split}_accuracy", f"{split} (monitor subset)"
         points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
         if points:
             ax_acc.plot(*zip(*points, strict=True), marker="o", label=label)

@@ -80,18 +80,25 @@ class FrameSource(ABC):
 
     def head(self, count: int) -> FrameSource:
         """The first `count` sequences, still rendered lazily (slicing would render them all at once)."""
-        return self if count >= self._count else _FirstRows(self, count)
+        return self.rows(0, count)
+
+    def rows(self, start: int, stop: int) -> FrameSource:
+        """Sequences start..stop-1 (clipped to the source), still rendered lazily."""
+        start, stop = max(0, start), min(stop, self._count)
+        if start == 0 and stop == self._count:
+            return self
+        return _RowRange(self, start, max(stop - start, 0))
 
 
-class _FirstRows(FrameSource):
-    """A lazy prefix of another frame source."""
+class _RowRange(FrameSource):
+    """A lazy run of consecutive sequences of another frame source."""
 
-    def __init__(self, source: FrameSource, count: int) -> None:
+    def __init__(self, source: FrameSource, start: int, count: int) -> None:
         super().__init__(count, source.num_steps, source.frame_shape)
-        self.source = source
+        self.source, self.start = source, start
 
     def _render(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.source._render(rows)
+        return self.source._render(rows + self.start)
 
 
 class ChunkedImages(FrameSource):

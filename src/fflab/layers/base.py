@@ -36,8 +36,10 @@ class FFLearner(nn.Module):
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
         num_classes: int = 0,
+        label_smoothing: float = 0.0,
     ) -> None:
-        """`num_classes` is needed by the competitive loss only: unit (or channel) groups, one per class."""
+        """`num_classes` and `label_smoothing` are for the competitive loss only: unit (or channel) groups, one
+        per class, and how far its cross-entropy targets are smoothed towards uniform."""
         super().__init__()
         self.peer_weight = float(peer_weight)
         self.peer_momentum = float(peer_momentum)
@@ -47,6 +49,7 @@ class FFLearner(nn.Module):
             raise ValueError("the competitive loss needs num_classes >= 2 (one group of units per class)")
         self.loss_name = loss
         self.num_classes = num_classes
+        self.label_smoothing = float(label_smoothing)
         self.alpha = float(alpha)
         self.goodness_name = goodness
         self._goodness = goodness_fn(goodness)
@@ -96,7 +99,8 @@ class FFLearner(nn.Module):
         whole batch's, so that peer normalisation's running means stay those of one process.
 
         The competitive loss needs no negative rows but the `labels` of the positive ones: it is the
-        cross-entropy of softmax(alpha * class_goodness) (Papachristodoulou et al. 2024). Its returned
+        cross-entropy of softmax(alpha * class_goodness) (Papachristodoulou et al. 2024), against one-hot
+        targets or, with `label_smoothing` e, targets of 1 - e + e/C for the class and e/C elsewhere. Its returned
         goodness is that of the true class's group, then the mean of the other groups (2N values), so
         statistics still compare "positive" with "negative" goodness.
         """
@@ -104,7 +108,7 @@ class FFLearner(nn.Module):
             if labels is None:
                 raise ValueError("the competitive loss needs the labels of the batch")
             g = self.class_goodness(h)
-            loss = F.cross_entropy(self.alpha * g, labels)
+            loss = F.cross_entropy(self.alpha * g, labels, label_smoothing=self.label_smoothing)
             own = g.gather(1, labels.unsqueeze(1)).squeeze(1)
             others = (g.sum(1) - own) / (self.num_classes - 1)
             return loss, torch.cat([own, others])

@@ -50,6 +50,7 @@ def learner_options(settings: ModelSettings, num_classes: int = 0) -> list[dict]
         "objective": settings.objective,
         "loss": settings.loss,
         "alpha": settings.alpha,
+        "label_smoothing": settings.label_smoothing,
         "peer_weight": settings.peer_weight,
         "peer_momentum": settings.peer_momentum,
         "num_classes": num_classes,

@@ -54,13 +54,22 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 SEQUENCE_SETS = ("seq-mnist", "moving-mnist")
 
 
-def first(x, count: int):
-    """The first `count` rows of a tensor, or (lazily) of a sequence frame source."""
-    return x.head(count) if isinstance(x, FrameSource) else x[:count]
+def rows(x, start: int, stop: int):
+    """Rows start..stop-1 of a tensor, or (lazily) of a sequence frame source."""
+    return x.rows(start, stop) if isinstance(x, FrameSource) else x[start:stop]
+
+
+def evaluation_split(cfg: Config) -> str:
+    """The held-out set a run monitors and reports: 'validation' (data.validation) or 'test'."""
+    return "validation" if cfg.data.validation else "test"
 
 
 def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Dataset | SequenceDataset:
-    """The configured data set (images, or sequences derived from MNIST), cut to the configured subset sizes."""
+    """The configured data set (images, or sequences derived from MNIST), cut to the configured subset sizes.
+
+    With data.validation = N the last N training samples take the test split's place, so nothing
+    downstream can read the test set.
+    """
     d = cfg.data
     if d.name in SEQUENCE_SETS:
         if d.name == "seq-mnist":
@@ -78,13 +87,24 @@ def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Datase
         ds = load_sequence_dataset(d.name, data_dir=data_dir, progress=progress, **options)
     else:
         ds = load_dataset(d.name, data_dir=data_dir, path=d.path or None, progress=progress)
-    n_train = d.train_subset or len(ds.train_x)
+    n_train = min(d.train_subset or len(ds.train_x), len(ds.train_x))
+    if d.validation:
+        if d.validation >= n_train:
+            raise FFLabError(f"data.validation = {d.validation} leaves no training samples of the {n_train} there are")
+        n_fit = n_train - d.validation
+        return dataclasses.replace(
+            ds,
+            train_x=rows(ds.train_x, 0, n_fit),
+            train_y=ds.train_y[:n_fit],
+            test_x=rows(ds.train_x, n_fit, n_train),
+            test_y=ds.train_y[n_fit:n_train],
+        )
     n_test = d.test_subset or len(ds.test_x)
     return dataclasses.replace(
         ds,
-        train_x=first(ds.train_x, n_train),
+        train_x=rows(ds.train_x, 0, n_train),
         train_y=ds.train_y[:n_train],
-        test_x=first(ds.test_x, n_test),
+        test_x=rows(ds.test_x, 0, n_test),
         test_y=ds.test_y[:n_test],
     )
 
@@ -156,15 +176,16 @@ def train_run(
     schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
     total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if cfg.train.schedule == "greedy" else 1)
     workers = f", {parallel.mode}-parallel on {parallel.world_size} workers" if parallel else ""
+    held_out = evaluation_split(cfg)
     log(
         f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} "
-        f"test), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {_where(device, threads)}{workers} "
+        f"{held_out}), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {_where(device, threads)}{workers} "
         f"-> {run_dir}"
     )
 
     m = cfg.train.monitor_size
     method = _monitor_method(model) if m else None
-    monitor = [("train", first(ds.train_x, m), ds.train_y[:m]), ("test", first(ds.test_x, m), ds.test_y[:m])]
+    monitor = [("train", rows(ds.train_x, 0, m), ds.train_y[:m]), (held_out, rows(ds.test_x, 0, m), ds.test_y[:m])]
     history: list[dict] = []
     monitor_seconds = 0.0
     with open(run_dir / "metrics.jsonl", "w") as metrics:
@@ -184,7 +205,9 @@ def train_run(
             history.append(row)
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
-            accs = "  ".join(f"{k.split('_')[0]} {row[k]:.2%}" for k in ("train_accuracy", "test_accuracy") if k in row)
+            accs = "  ".join(
+                f"{name} {row[f'{name}_accuracy']:.2%}" for name, *_ in monitor if f"{name}_accuracy" in row
+            )
             log(
                 f"epoch {stats.epoch:>3}/{total_epochs}  loss {_fmt(stats.loss)}  "
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
@@ -215,7 +238,7 @@ def train_run(
 
     primary = primary_method(cfg)
     eval_start = time.perf_counter()
-    test = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary)
+    held = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary)
     train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size, primary) if cfg.eval.train_accuracy else None
     eval_seconds = time.perf_counter() - eval_start
 
@@ -226,13 +249,13 @@ def train_run(
         "config": cfg.name,
         "model": cfg.model.kind,
         "predict": primary,
-        "test_accuracy": test["accuracy"],
-        "test_accuracy_by_method": test["accuracy_by_method"],
-        "test_accuracy_per_layer": test["accuracy_per_layer"],
+        f"{held_out}_accuracy": held["accuracy"],
+        f"{held_out}_accuracy_by_method": held["accuracy_by_method"],
+        f"{held_out}_accuracy_per_layer": held["accuracy_per_layer"],
         "train_accuracy": train["accuracy"] if train else None,
         "epochs": total_epochs,
         "train_samples": len(ds.train_x),
-        "test_samples": len(ds.test_x),
+        f"{held_out}_samples": len(ds.test_x),
         "train_seconds": round(train_seconds, 3),
         "readout_seconds": round(readout_seconds, 3),
         "monitor_seconds": round(monitor_seconds, 3),
@@ -252,9 +275,9 @@ def train_run(
         }
     write_json_atomic(run_dir / "summary.json", summary)
     train_text = f", train accuracy {summary['train_accuracy']:.2%}" if train else ""
-    methods = ", ".join(f"{k} {v:.2%}" for k, v in test["accuracy_by_method"].items())
+    methods = ", ".join(f"{k} {v:.2%}" for k, v in held["accuracy_by_method"].items())
     log(
-        f"test accuracy {test['accuracy']:.2%} by {primary}{train_text} (test by method: {methods}); "
+        f"{held_out} accuracy {held['accuracy']:.2%} by {primary}{train_text} ({held_out} by method: {methods}); "
         f"train {train_seconds:.1f}s, eval {eval_seconds:.1f}s -> {run_dir}"
     )
     return summary
