@@ -64,6 +64,11 @@ def evaluation_split(cfg: Config) -> str:
     return "validation" if cfg.data.validation else "test"
 
 
+def held_out_scores(split: str, result: dict) -> dict:
+    """An evaluation's accuracies under the held-out split's name (`test_accuracy`, ...), as summaries store them."""
+    return {f"{split}_{key}": result[key] for key in ("accuracy", "accuracy_by_method", "accuracy_per_layer")}
+
+
 def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Dataset | SequenceDataset:
     """The configured data set (images, or sequences derived from MNIST), cut to the configured subset sizes.
 
@@ -88,24 +93,19 @@ def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Datase
     else:
         ds = load_dataset(d.name, data_dir=data_dir, path=d.path or None, progress=progress)
     n_train = min(d.train_subset or len(ds.train_x), len(ds.train_x))
-    if d.validation:
-        if d.validation >= n_train:
-            raise FFLabError(f"data.validation = {d.validation} leaves no training samples of the {n_train} there are")
-        n_fit = n_train - d.validation
-        return dataclasses.replace(
-            ds,
-            train_x=rows(ds.train_x, 0, n_fit),
-            train_y=ds.train_y[:n_fit],
-            test_x=rows(ds.train_x, n_fit, n_train),
-            test_y=ds.train_y[n_fit:n_train],
-        )
-    n_test = d.test_subset or len(ds.test_x)
+    if d.validation >= n_train:
+        raise FFLabError(f"data.validation = {d.validation} leaves no training samples of the {n_train} there are")
+    n_fit = n_train - d.validation
+    if d.validation:  # held out: the end of the training rows
+        held_x, held_y, start, stop = ds.train_x, ds.train_y, n_fit, n_train
+    else:
+        held_x, held_y, start, stop = ds.test_x, ds.test_y, 0, d.test_subset or len(ds.test_x)
     return dataclasses.replace(
         ds,
-        train_x=rows(ds.train_x, 0, n_train),
-        train_y=ds.train_y[:n_train],
-        test_x=rows(ds.test_x, 0, n_test),
-        test_y=ds.test_y[:n_test],
+        train_x=rows(ds.train_x, 0, n_fit),
+        train_y=ds.train_y[:n_fit],
+        test_x=rows(held_x, start, stop),
+        test_y=held_y[start:stop],
     )
 
 
@@ -249,9 +249,7 @@ def train_run(
         "config": cfg.name,
         "model": cfg.model.kind,
         "predict": primary,
-        f"{held_out}_accuracy": held["accuracy"],
-        f"{held_out}_accuracy_by_method": held["accuracy_by_method"],
-        f"{held_out}_accuracy_per_layer": held["accuracy_per_layer"],
+        **held_out_scores(held_out, held),
         "train_accuracy": train["accuracy"] if train else None,
         "epochs": total_epochs,
         "train_samples": len(ds.train_x),
