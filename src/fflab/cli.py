@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="latents, sparsity, separability, CKA and cost of trained runs")
     an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     an.add_argument("--out", help="output folder (default: analysis-<time> beside the first run)")
-    an.add_argument("--samples", type=int, default=10000, help="test samples to analyse (default 10000)")
+    an.add_argument(
+        "--samples", type=int, default=10000, help="held-out samples to analyse (test or validation; default 10000)"
+    )
     an.add_argument("--threads", type=int, default=0, help="torch threads (default 0: one per core)")
     common(an)
     an.set_defaults(func=cmd_analyze)

@@ -1,7 +1,8 @@
-"""`fflab analyze`: test-set latents of trained runs, their statistics, similarity and cost, and plots.
+"""`fflab analyze`: held-out latents of trained runs, their statistics, similarity and cost, and plots.
 
 Works on any run directory: latents are each model's own (`model.latents`: activities for a neutral
-label, averaged over time for recurrent and spiking networks). For two or more runs on the same data,
+label, averaged over time for recurrent and spiking networks) on the run's held-out split: the test set,
+or the validation rows of a run trained with data.validation. For two or more runs on the same samples,
 linear CKA compares their representations sample by sample.
 """
 
@@ -23,7 +24,7 @@ from fflab.layers.spiking import SpikingFFDense
 from fflab.models import FFNetwork, HebbianFFNetwork, RecurrentFFNetwork
 from fflab.perf import set_threads
 from fflab.training.evaluate import evaluate, primary_method
-from fflab.training.run import load_for_config
+from fflab.training.run import evaluation_split, load_for_config
 
 LATENTS = "latents.safetensors"
 
@@ -108,12 +109,13 @@ def recurrent_cost(model: RecurrentFFNetwork, outputs: list[torch.Tensor], stati
     return synops, macs
 
 
-def stored_test_accuracy(run_dir: Path, cfg, dataset: str, samples: int, test_size: int) -> float | None:
-    """The run's own test accuracy from summary.json when it measured exactly what analysis would (the
-    whole test set, same data and prediction method, no model saved after it), else None. Spares
-    recurrent runs a second pass over 10 labels x all steps x the test set."""
+def stored_accuracy(run_dir: Path, cfg, dataset: str, samples: int, held_out_size: int) -> float | None:
+    """The run's own held-out accuracy from summary.json when it measured exactly what analysis would (the
+    whole held-out split, same data and prediction method, no model saved after it), else None. Spares
+    recurrent runs a second pass over 10 labels x all steps x the held-out set."""
     summary_path, model_path = run_dir / "summary.json", run_dir / WEIGHTS
-    if samples != test_size or not summary_path.exists():
+    split = evaluation_split(cfg)
+    if samples != held_out_size or not summary_path.exists():
         return None
     if model_path.exists() and model_path.stat().st_mtime > summary_path.stat().st_mtime:
         return None
@@ -123,20 +125,21 @@ def stored_test_accuracy(run_dir: Path, cfg, dataset: str, samples: int, test_si
         return None
     same = (
         summary.get("dataset") == dataset
-        and summary.get("test_samples") == test_size
+        and summary.get(f"{split}_samples") == held_out_size
         and summary.get("predict") == primary_method(cfg)
     )
-    return float(summary["test_accuracy"]) if same and summary.get("test_accuracy") is not None else None
+    accuracy = summary.get(f"{split}_accuracy")
+    return float(accuracy) if same and accuracy is not None else None
 
 
 def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: bool) -> dict:
-    """Latents (saved into the run directory) and their statistics for one run's test set."""
+    """Latents (saved into the run directory) and their statistics for one run's held-out split."""
     model, cfg, _ = load_checkpoint(run_dir)
     ds = load_for_config(cfg, data_dir, progress)
     x, y = ds.test_x[:samples], ds.test_y[:samples]
     model.eval()
     start = time.perf_counter()
-    accuracy, accuracy_source = stored_test_accuracy(run_dir, cfg, ds.name, len(x), len(ds.test_x)), "summary.json"
+    accuracy, accuracy_source = stored_accuracy(run_dir, cfg, ds.name, len(x), len(ds.test_x)), "summary.json"
     if accuracy is None:
         accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
         accuracy_source = "evaluated"
@@ -150,6 +153,7 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
         "model": cfg.model.kind,
         "spiking": trains is not None,
         "dataset": ds.name,
+        "split": evaluation_split(cfg),  # the loader put validation rows in the test split's place
         "samples": len(x),
         "accuracy": accuracy,
         "accuracy_source": accuracy_source,
@@ -184,11 +188,12 @@ def analyze_runs(
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
             a, b = runs[i], runs[j]
-            n = min(len(a["labels"]), len(b["labels"]))  # runs on test subsets share their first rows
-            if a["stats"]["dataset"] != b["stats"]["dataset"] or not torch.equal(a["labels"][:n], b["labels"][:n]):
+            n = min(len(a["labels"]), len(b["labels"]))  # runs on subsets of one split share their first rows
+            same_split = all(a["stats"][k] == b["stats"][k] for k in ("dataset", "split"))
+            if not same_split or not torch.equal(a["labels"][:n], b["labels"][:n]):
                 raise FFLabError(
-                    f"{a['stats']['run']} and {b['stats']['run']} were not tested on the same samples; "
-                    "CKA compares representations of the same inputs"
+                    f"{a['stats']['run']} ({a['stats']['split']}) and {b['stats']['run']} ({b['stats']['split']}) "
+                    "were not evaluated on the same samples; CKA compares representations of the same inputs"
                 )
             cka = linear_cka(a["latents"][:n], b["latents"][:n])
             similarity.append({"a": a["stats"]["name"], "b": b["stats"]["name"], "samples": n, "linear_cka": cka})
@@ -205,7 +210,9 @@ def analyze_runs(
         if first_layer is not None:
             histograms.append((name, first_layer.mean((0, 1)), "firing rate (spikes per step)"))
             plot_spike_raster(
-                first_layer[:, 0], plots / f"spike_raster_{name}.png", f"{name}: first layer, one test sample"
+                first_layer[:, 0],
+                plots / f"spike_raster_{name}.png",
+                f"{name}: first layer, one {r['stats']['split']} sample",
             )
         else:
             histograms.append((name, r["latents"].mean(0), "mean activity"))

@@ -127,7 +127,7 @@ def plot_latent_pca(runs: Sequence[tuple[str, Sequence, Sequence]], path: str | 
 
 
 def plot_unit_activity_histograms(runs: Sequence[tuple[str, Sequence, str]], path: str | Path) -> None:
-    """Side by side, the distribution over units of each run's mean activity on the test samples:
+    """Side by side, the distribution over units of each run's mean activity on its held-out samples:
     runs = [(name, per-unit values, what the values are, e.g. "firing rate (spikes/step)")]."""
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
     for ax, (name, values, what) in zip(axes[0], runs, strict=True):
