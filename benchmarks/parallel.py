@@ -10,7 +10,7 @@ it reports the busy share of wall time (not waiting on others) and its CPU secon
 machine with fewer cores than workers the wall-clock figures are capped by the cores, while CPU seconds
 per step show the work each worker has, and so the speed-up the same split would give with a device per
 worker (one step takes as long as the slowest worker's share). Results go to
-benchmarks/results/parallel-<config>.json.
+benchmarks/results/parallel-<config>.json (or under --results).
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default="configs/mnist-hinton.toml")
     parser.add_argument("--steps", type=int, default=60, help="timed training steps per setting (default 60)")
+    parser.add_argument("--results", metavar="DIR", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     args = parser.parse_args()
     cfg = load_config(args.config)
     cores = os.cpu_count() or 1
@@ -125,7 +126,7 @@ def main() -> None:
         if row["threads_per_worker"] == 1:
             row["modelled_speedup_one_device_per_worker"] = round(single_cpu / max(row["cpu_seconds_per_step"]), 2)
     write_json_atomic(
-        RESULTS / f"parallel-{Path(args.config).stem}.json",
+        args.results / f"parallel-{Path(args.config).stem}.json",
         {"config": args.config, "steps": args.steps, "cores": cores, "date": time.strftime("%Y-%m-%d"), "rows": rows},
     )
     print("\n| setting | samples/s | vs 1 worker | busy share per worker | CPU s/step per worker | modelled |")

@@ -86,3 +86,25 @@ def test_untrained_control_fits_the_readout_on_random_layers(tmp_path):
     assert f"untrained + readout: test {result['readout_test_accuracy']:.2%}" in done.stdout
     no_readout = script("untrained_control", config_path("digits-ff"), "--results", str(tmp_path))
     assert no_readout.returncode != 0 and "set readout.enabled = true" in no_readout.stderr
+
+
+def test_parallel_benchmark_splits_the_layers_over_workers_and_reports_each_worker(tmp_path):
+    done = script("parallel", config_path("digits-ff"), "--steps", "3", "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "pipeline, 4 workers: skipped, the network has 2 layers" in done.stdout
+    result = json.loads((tmp_path / "parallel-digits-ff.json").read_text())
+    rows = {row["setting"]: row for row in result["rows"]}
+    assert set(rows) == {
+        "single process, 1 thread",
+        f"single process, {result['cores']} threads",
+        "pipeline, 1 worker",
+        "pipeline, 2 workers",
+        "data parallel, 2 workers",
+        "pipeline 2 x data 2",
+    }
+    for row in rows.values():
+        assert len(row["cpu_seconds_per_step"]) == row["workers"] and row["samples_per_second"] > 0
+        assert sorted(sum(row["layers_per_stage"], [])) == [0, 1]  # every layer trains in exactly one stage
+    assert rows["pipeline, 2 workers"]["layers_per_stage"] == [[0], [1]]
+    assert len(rows["pipeline 2 x data 2"]["worker_busy"]) == 4
+    assert rows["single process, 1 thread"]["speedup_vs_one_worker"] == 1.0
