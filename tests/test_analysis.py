@@ -144,11 +144,9 @@ def test_analyze_reuses_the_runs_own_test_accuracy_only_when_it_measured_the_sam
 
 def test_analyze_names_a_validation_runs_held_out_rows_and_will_not_compare_them_with_test_rows(tmp_path, capsys):
     validation_dir, test_dir = tmp_path / "val", tmp_path / "test"
-    train_run(shipped_config("digits-ff", ["train.epochs=1", "data.validation=300"]), validation_dir, progress=False)
+    run = train_and_analyze(tmp_path, "digits-ff", ["train.epochs=1", "data.validation=300"], "val")
     train_run(shipped_config("digits-ff", ["train.epochs=1"]), test_dir, progress=False)
     summary = json.loads((validation_dir / "summary.json").read_text())
-    assert main(["analyze", str(validation_dir), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
-    (run,) = json.loads((tmp_path / "a" / "analysis.json").read_text())["runs"]
     assert run["split"] == "validation" and run["samples"] == 300
     assert run["accuracy_source"] == "summary.json" and run["accuracy"] == summary["validation_accuracy"]
     capsys.readouterr()
