@@ -3,8 +3,8 @@
     python benchmarks/train.py configs/mnist-ff.toml configs/fashion-ff.toml [--set key=value ...]
 
 Each config is trained and evaluated exactly as `fflab train` does (wall time includes loading
-data, training, per-epoch monitoring, final evaluation and writing the run directory). The fp32
-matmul peak is measured in the same process before each run. Results go to
+data, training, per-epoch monitoring, final evaluation and writing the run directory). The matmul
+peak at the run's `train.precision` is measured in the same process before each run. Results go to
 benchmarks/results/<config>.json (or under --results) and a Markdown row is printed for BENCHMARKS.md.
 """
 
@@ -30,7 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 def bench(config: str, overrides: list[str], data_dir: str | None, keep: str | None) -> dict:
     cfg = load_config(config, overrides)
     set_threads(cfg.train.threads)
-    peak = matmul_peak_gflops(device=resolve_device(cfg))
+    peak = matmul_peak_gflops(device=resolve_device(cfg), precision=cfg.train.precision)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(keep) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}" if keep else Path(tmp) / "run"

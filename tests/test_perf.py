@@ -1,4 +1,5 @@
-"""Machine settings: threads and the allocator setting that keeps freed tensors' memory for reuse."""
+"""Machine settings: threads, the allocator setting that keeps freed tensors' memory for reuse, and the
+compute precision."""
 
 import platform
 import sys
@@ -6,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from fflab.perf import keep_freed_memory, matmul_peak_gflops, set_threads
+from fflab.objectives import mean_squares, sum_squares
+from fflab.perf import compute_precision, keep_freed_memory, matmul_peak_gflops, set_threads
 
 
 @pytest.mark.skipif(
@@ -27,3 +29,38 @@ def test_set_threads_uses_every_core_by_default():
 
 def test_matmul_peak_is_a_positive_rate():
     assert matmul_peak_gflops(sizes=(64,), repeats=2, rounds=1) > 0
+
+
+def test_matmul_peak_is_measured_at_the_precision_asked_for():
+    assert matmul_peak_gflops(sizes=(64,), repeats=2, rounds=1, precision="bfloat16") > 0
+
+
+def test_bfloat16_precision_runs_products_in_bfloat16_but_keeps_weights_and_goodness_float32():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with compute_precision("float32", "cpu"):
+        assert layer(x).dtype == torch.float32
+    with compute_precision("bfloat16", "cpu"):
+        h = layer(x)
+        assert h.dtype == torch.bfloat16 and layer.weight.dtype == torch.float32
+        # goodness of bfloat16 activity is summed in float32: the hand computation on the same values
+        exact = h.float().pow(2)
+        assert sum_squares(h).dtype == torch.float32
+        assert torch.equal(sum_squares(h), exact.sum(1)) and torch.equal(mean_squares(h), exact.mean(1))
+
+
+def test_bfloat16_precision_sees_each_weight_update():
+    # A whole run computes inside one context, so cast weights must not be cached across steps.
+    layer = torch.nn.Linear(4, 1, bias=False)
+    x = torch.ones(1, 4)
+    with compute_precision("bfloat16", "cpu"):
+        before = layer(x).item()
+        with torch.no_grad():
+            layer.weight.add_(1.0)
+        assert layer(x).item() == pytest.approx(before + 4.0, abs=0.05)
+
+
+def test_unknown_precision_is_named():
+    with pytest.raises(ValueError, match="unknown precision 'float16'.*bfloat16"):
+        compute_precision("float16", "cpu")

@@ -51,6 +51,21 @@ def test_digits_cli_train_then_eval(tmp_path, capsys):
     assert evaluated["test_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
+def test_bfloat16_run_learns_as_float32_does_and_eval_reproduces_its_score(tmp_path, capsys):
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = config("digits-ff", "train.epochs=10", "train.monitor_size=0", f"train.precision={precision}")
+        runs[precision] = train_run(cfg, tmp_path / precision, progress=False, log=lambda s: None)
+    assert runs["bfloat16"]["precision"] == "bfloat16"
+    assert runs["bfloat16"]["test_accuracy"] >= 0.9
+    assert abs(runs["bfloat16"]["test_accuracy"] - runs["float32"]["test_accuracy"]) <= 0.03
+    model, _, _ = load_checkpoint(tmp_path / "bfloat16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "bfloat16"), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == runs["bfloat16"]["test_accuracy"]
+
+
 def test_same_seed_same_run(tmp_path):
     cfg = config("digits-ff", "train.epochs=3", "train.monitor_size=0", "train.device=cpu")
     a = train_run(cfg, tmp_path / "a", progress=False, log=lambda s: None)

@@ -49,14 +49,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from fflab.checkpoint import load_checkpoint
     from fflab.io import write_json_atomic
-    from fflab.perf import set_threads
+    from fflab.perf import compute_precision, set_threads
     from fflab.training.evaluate import evaluate, primary_method
     from fflab.training.run import evaluation_split, held_out_scores, load_for_config
 
     model, cfg, _ = load_checkpoint(args.run_dir)
     set_threads(cfg.train.threads)
     ds = load_for_config(cfg, args.data_dir, progress=not args.no_progress)
-    result = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary_method(cfg))
+    with compute_precision(cfg.train.precision, "cpu"):  # the run's precision reproduces its summary's score
+        result = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary_method(cfg))
     # a run trained with data.validation is re-scored on its held-out rows, under their name
     result = {"dataset": ds.name, "predict": primary_method(cfg), **held_out_scores(evaluation_split(cfg), result)}
     write_json_atomic(Path(args.run_dir) / "eval.json", result)

@@ -24,6 +24,7 @@ from fflab.layers.conv import CONV_INPUT_NORMS, PADDINGS, SCOPES
 from fflab.layers.hebbian import NEURONS, POST_GATES, THIRD_FACTORS
 from fflab.layers.recurrent import SCORES, SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
+from fflab.perf import PRECISIONS
 from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
 from fflab.supervision import HARD_SCORE_SOURCES, LABEL_CODES, LABEL_MODES, NEGATIVE_MODES
 
@@ -178,6 +179,9 @@ class TrainSettings:
     seed: int = 0
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
     device: str = "auto"  # "auto" (a CUDA GPU when torch sees one and model.kind can use it), "cpu", "cuda[:N]"
+    precision: str = choice(
+        "float32", PRECISIONS, doc="bfloat16: matrix products and convolutions in bfloat16, the rest float32"
+    )
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
     monitor_every: int = bounded(1, 1, doc="monitor every this many epochs (and always after the last)")
 

@@ -16,14 +16,18 @@ import torch.nn.functional as F
 GoodnessFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+# Goodness is summed in float32 even where the products ran in bfloat16 (train.precision): bfloat16 keeps
+# 3 significant digits, too few to rank the labels' scores against each other.
+
+
 def sum_squares(h: torch.Tensor) -> torch.Tensor:
     """Sum of squared activities over every non-batch dimension."""
-    return h.pow(2).flatten(1).sum(1)
+    return h.float().pow(2).flatten(1).sum(1)
 
 
 def mean_squares(h: torch.Tensor) -> torch.Tensor:
     """Mean of squared activities: sum of squares divided by the number of units."""
-    return h.pow(2).flatten(1).mean(1)
+    return h.float().pow(2).flatten(1).mean(1)
 
 
 GOODNESS: dict[str, GoodnessFn] = {"sum_squares": sum_squares, "mean_squares": mean_squares}

@@ -172,7 +172,7 @@ class FFConv2d(SpatialFFLearner):
             nn.init.zeros_(self.conv.bias)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return self.conv(x.contiguous(memory_format=torch.channels_last))
 
     def forward_flops(self) -> int:
         """Multiply-add FLOPs of one input's convolution (2 per multiply-add)."""

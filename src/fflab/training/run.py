@@ -28,7 +28,7 @@ from fflab.devices import dataset_to, resolve_device
 from fflab.errors import FFLabError
 from fflab.io import write_json_atomic, write_text_atomic
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
-from fflab.perf import set_threads
+from fflab.perf import compute_precision, set_threads
 from fflab.supervision import random_wrong_labels
 from fflab.training.evaluate import evaluate, goodness_samples, primary_method
 from fflab.training.launch import (
@@ -163,6 +163,7 @@ def train_run(
     model = build_model(
         cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=ds.input_shape
     ).to(device)
+    precision = compute_precision(cfg.train.precision, device)  # training, monitoring, readout and evaluation
     if parallel is None:
         trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
     else:
@@ -170,7 +171,8 @@ def train_run(
             model, cfg.train, parallel, progress=progress and lead, image_shape=ds.input_shape
         )
         if not lead:
-            trainer.fit(ds.train_x, ds.train_y)
+            with precision:
+                trainer.fit(ds.train_x, ds.train_y)
             return {}
     write_text_atomic(run_dir / "config.toml", to_toml(cfg))
     schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
@@ -213,7 +215,8 @@ def train_run(
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
             )
 
-        trainer.fit(ds.train_x, ds.train_y, on_epoch)
+        with precision:
+            trainer.fit(ds.train_x, ds.train_y, on_epoch)
     train_seconds = sum(h["train_seconds"] for h in history)
     meta = {
         "dataset": ds.name,
@@ -228,18 +231,22 @@ def train_run(
     # A recurrent network's readout has also learned online (for hard negatives), on features that kept changing.
     if isinstance(model, FFNetwork | RecurrentFFNetwork) and model.readout is not None:
         t = time.perf_counter()
-        for row in train_readout(model, ds.train_x, ds.train_y, cfg.readout, seed=cfg.train.seed):
-            log(
-                f"readout epoch {row['readout_epoch']:>2}/{cfg.readout.epochs}  loss {row['loss']:.4f}  "
-                f"train {row['train_accuracy']:.2%}"
-            )
+        with precision:
+            for row in train_readout(model, ds.train_x, ds.train_y, cfg.readout, seed=cfg.train.seed):
+                log(
+                    f"readout epoch {row['readout_epoch']:>2}/{cfg.readout.epochs}  loss {row['loss']:.4f}  "
+                    f"train {row['train_accuracy']:.2%}"
+                )
         readout_seconds = time.perf_counter() - t
         save_checkpoint(run_dir, model, cfg, **meta)
 
     primary = primary_method(cfg)
     eval_start = time.perf_counter()
-    held = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary)
-    train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size, primary) if cfg.eval.train_accuracy else None
+    with precision:
+        held = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary)
+        train = None
+        if cfg.eval.train_accuracy:
+            train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size, primary)
     eval_seconds = time.perf_counter() - eval_start
 
     _write_plots(cfg, model, trainer, ds, history, run_dir)
@@ -263,6 +270,7 @@ def train_run(
         "train_gflop_per_second": round(trainer.flops_per_sample() * samples / train_seconds / 1e9, 2),
         "threads": threads,
         "device": str(device),
+        "precision": cfg.train.precision,
         "torch": torch.__version__,
     }
     if parallel is not None:
