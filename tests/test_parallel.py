@@ -165,6 +165,22 @@ def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize(("mode", "workers", "peer"), [("pipeline", "2", "0"), ("both", "4", "0.03")])
+def test_bfloat16_parallel_runs_learn_as_the_single_process_run_does(tmp_path, mode, workers, peer):
+    """bfloat16 activity crosses between stages (as float32) and peer normalisation's activities between
+    replicas; the run scores as one process does, up to bfloat16 rounding."""
+    common = ["train", "configs/digits-ff.toml", "--no-progress", "--set", "train.epochs=3", "--set", "train.threads=1"]
+    common += ["--set", "train.device=cpu", "--set", "train.precision=bfloat16", "--set", f"model.peer_weight={peer}"]
+    stages = ["--stages", "2"] if mode == "both" else []
+    assert main([*common, "--out", str(tmp_path / "single")]) == 0
+    assert main([*common, "--parallel", mode, *stages, "--workers", workers, "--out", str(tmp_path / "par")]) == 0
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())
+    par = json.loads((tmp_path / "par" / "summary.json").read_text())
+    assert par["precision"] == "bfloat16" and par["parallel"]["mode"] == mode
+    assert single["test_accuracy"] > 0.8
+    assert abs(par["test_accuracy"] - single["test_accuracy"]) <= 0.03
+
+
 def test_cli_refuses_parallel_options_without_a_mode(tmp_path, capsys):
     assert main(["train", "configs/digits-ff.toml", "--workers", "2", "--out", str(tmp_path / "r")]) == 2
     assert "add --parallel MODE" in capsys.readouterr().err

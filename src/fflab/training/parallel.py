@@ -226,7 +226,8 @@ class DistributedFFTrainer(FFTrainer):
         header[2 : 2 + h.dim()] = torch.tensor(h.shape)
         header = header.to(self.device)
         dest = self.plan.rank_of(self.stage + 1, self.replica)
-        tensors = [header, h.detach().contiguous(), labels.contiguous()]
+        # float32 whatever the precision: the receiver's buffer is float32 (bfloat16 activity is cast up)
+        tensors = [header, h.detach().float().contiguous(), labels.contiguous()]
         self._blocking("sending to the next stage", lambda: [w.wait() for w in self.pending_sends[:-3]])
         self.pending_sends = self.pending_sends[-3:] + [dist.isend(t, dest) for t in tensors]
 
@@ -315,7 +316,7 @@ class DistributedFFTrainer(FFTrainer):
     def _batch_activity(self, activity: torch.Tensor, share: float) -> torch.Tensor:
         """The whole batch's mean activity per unit, from each replica's mean over its own rows (for peer
         normalisation, whose running means must stay equal on every replica)."""
-        total = (activity * share).to(self.device)
+        total = (activity.float() * share).to(self.device)
         self._blocking("sharing mean activities", lambda: dist.all_reduce(total, group=self.replica_group))
         return total.to(activity.device)
 
