@@ -2,15 +2,16 @@
 prediction time per 10,000 images by each method.
 
     FFLAB_DATA=../shared/datasets python benchmarks/speed.py [configs/mnist-hinton.toml ...] [--steps 100]
+        [--set train.precision=bfloat16 ...]
 
-For each config: the fp32 matmul peak (measured in this process), `--steps` training steps through
+For each config: the matmul peak at its `train.precision` (measured in this process), `--steps` training steps through
 the real trainer loop (samples/s, GFLOP/s and the share of the peak), then on 10,000 test images
   forward  - one pass with a neutral label through every layer (the floor any method pays),
   readout  - the one-pass linear readout (Hinton 2022, 3.3),
   all-labels - goodness for every candidate label, as fflab predicts (first layer shared, candidates batched),
   naive    - the same scores from one full forward pass per label (what simple implementations do).
 The arithmetic ratio naive/all-labels counts matrix-multiply FLOPs only. Results go to
-benchmarks/results/speed-<config>.json (or under --results).
+benchmarks/results/speed-<config>[-overrides].json (or under --results).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fflab.config import load_config
 from fflab.data import load_dataset
 from fflab.io import write_json_atomic
 from fflab.models import build_model
-from fflab.perf import matmul_peak_gflops, set_threads
+from fflab.perf import compute_precision, matmul_peak_gflops, set_threads
 from fflab.training.trainer import make_trainer
 
 RESULTS = Path(__file__).parent / "results"
@@ -61,15 +62,20 @@ def in_chunks(fn, x: torch.Tensor, batch: int):
     return lambda: [fn(x[i : i + batch]) for i in range(0, len(x), batch)]
 
 
-def bench(config: str, steps: int, data_dir: str | None) -> dict:
-    cfg = load_config(config, ["readout.enabled=true"])
+def bench(config: str, steps: int, data_dir: str | None, overrides: list[str]) -> dict:
+    cfg = load_config(config, ["readout.enabled=true", *overrides])
     threads = set_threads(cfg.train.threads)
+    with compute_precision(cfg.train.precision, "cpu"):
+        return measure(cfg, config, steps, data_dir, threads)
+
+
+def measure(cfg, config: str, steps: int, data_dir: str | None, threads: int) -> dict:
     ds = load_dataset(cfg.data.name, data_dir=data_dir, progress=False)
     model = build_model(
         cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, 0, input_shape=ds.input_shape
     )
     trainer = make_trainer(model, cfg.train, progress=False, image_shape=ds.input_shape)
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_gflops(precision=cfg.train.precision)
 
     bs = cfg.train.batch_size
     warm = 5 * bs
@@ -101,6 +107,7 @@ def bench(config: str, steps: int, data_dir: str | None) -> dict:
     return {
         "config": config,
         "threads": threads,
+        "precision": cfg.train.precision,
         "matmul_peak_gflop_per_second": round(peak, 1),
         "train_steps": steps,
         "batch_size": bs,
@@ -121,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", default=["configs/mnist-ff.toml", "configs/mnist-hinton.toml"])
     parser.add_argument("--steps", type=int, default=100, help="training steps to time (default 100)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data-dir")
     parser.add_argument("--results", metavar="DIR", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     args = parser.parse_args()
@@ -130,8 +138,9 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for config in args.configs:
-        r = bench(config, args.steps, args.data_dir)
-        write_json_atomic(args.results / f"speed-{Path(config).stem}.json", r)
+        r = bench(config, args.steps, args.data_dir, args.set)
+        suffix = ("-" + "-".join(o.replace("=", "_") for o in args.set)) if args.set else ""
+        write_json_atomic(args.results / f"speed-{Path(config).stem}{suffix}.json", r)
         t = r["seconds_per_10k"]
         print(
             f"| {Path(config).stem} | {r['train_samples_per_second']:,.0f} | {r['train_gflop_per_second']:.0f} / "

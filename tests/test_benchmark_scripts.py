@@ -76,6 +76,22 @@ def test_speed_benchmark_scores_all_labels_in_one_batch_as_the_naive_loop_does(t
     assert "| digits-ff | " in done.stdout
 
 
+def test_speed_benchmark_runs_at_the_precision_it_is_given(tmp_path):
+    done = script(
+        "speed",
+        config_path("digits-ff"),
+        "--steps",
+        "3",
+        "--set",
+        "train.precision=bfloat16",
+        "--results",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "speed-digits-ff-train.precision_bfloat16.json").read_text())
+    assert result["precision"] == "bfloat16" and result["matmul_peak_gflop_per_second"] > 0
+
+
 def test_untrained_control_fits_the_readout_on_random_layers(tmp_path):
     overrides = ["--set", "readout.enabled=true", "--set", "readout.epochs=5"]
     done = script("untrained_control", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
