@@ -172,6 +172,7 @@ class FFConv2d(SpatialFFLearner):
             nn.init.zeros_(self.conv.bias)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        # channels-last: oneDNN's grouped convolutions and the max-pool after them run 2-10x faster on it (CPU)
         return self.conv(x.contiguous(memory_format=torch.channels_last))
 
     def forward_flops(self) -> int:
