@@ -16,18 +16,20 @@ import torch.nn.functional as F
 GoodnessFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-# Goodness is summed in float32 even where the products ran in bfloat16 (train.precision): bfloat16 keeps
-# 3 significant digits, too few to rank the labels' scores against each other.
+def _at_least_float32(h: torch.Tensor) -> torch.Tensor:
+    """bfloat16 activity (train.precision) cast up for summing; float32 and float64 as they are. bfloat16
+    keeps 3 significant digits, too few to rank the labels' goodness against each other."""
+    return h.to(torch.promote_types(h.dtype, torch.float32))
 
 
 def sum_squares(h: torch.Tensor) -> torch.Tensor:
     """Sum of squared activities over every non-batch dimension."""
-    return h.float().pow(2).flatten(1).sum(1)
+    return _at_least_float32(h).pow(2).flatten(1).sum(1)
 
 
 def mean_squares(h: torch.Tensor) -> torch.Tensor:
     """Mean of squared activities: sum of squares divided by the number of units."""
-    return h.float().pow(2).flatten(1).mean(1)
+    return _at_least_float32(h).pow(2).flatten(1).mean(1)
 
 
 GOODNESS: dict[str, GoodnessFn] = {"sum_squares": sum_squares, "mean_squares": mean_squares}
