@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from fflab.config import load_config
+from fflab.config import load_config, overrides_tag
 from fflab.data import load_dataset
 from fflab.io import write_json_atomic
 from fflab.models import build_model
@@ -139,8 +139,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for config in args.configs:
         r = bench(config, args.steps, args.data_dir, args.set)
-        suffix = ("-" + "-".join(o.replace("=", "_") for o in args.set)) if args.set else ""
-        write_json_atomic(args.results / f"speed-{Path(config).stem}{suffix}.json", r)
+        write_json_atomic(args.results / f"speed-{Path(config).stem}{overrides_tag(args.set)}.json", r)
         t = r["seconds_per_10k"]
         print(
             f"| {Path(config).stem} | {r['train_samples_per_second']:,.0f} | {r['train_gflop_per_second']:.0f} / "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from fflab.config import load_config
+from fflab.config import load_config, overrides_tag
 from fflab.devices import resolve_device
 from fflab.io import write_json_atomic
 from fflab.perf import matmul_peak_gflops, set_threads
@@ -69,8 +69,7 @@ def main() -> None:
     rows = []
     for config in args.configs:
         result = bench(config, args.set, args.data_dir, args.keep)
-        suffix = ("-" + "-".join(s.replace("=", "_") for s in args.set)) if args.set else ""
-        write_json_atomic(args.results / f"{Path(config).stem}{suffix}.json", result)
+        write_json_atomic(args.results / f"{Path(config).stem}{overrides_tag(args.set)}.json", result)
         rows.append(markdown_row(result))
     print("| config | data | test acc | epochs | wall (train) | samples/s | GFLOP/s / peak |")
     print("|---|---|---|---|---|---|---|")

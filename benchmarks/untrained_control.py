@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fflab.config import load_config
+from fflab.config import load_config, overrides_tag
 from fflab.errors import FFLabError
 from fflab.io import write_json_atomic
 from fflab.models import build_model
@@ -69,8 +69,7 @@ def main() -> None:
         result = untrained_control(args.config, args.set, args.data_dir)
     except FFLabError as e:
         raise SystemExit(f"error: {e}") from None
-    suffix = ("-" + "-".join(s.replace("=", "_") for s in args.set)) if args.set else ""
-    write_json_atomic(args.results / f"{Path(args.config).stem}{suffix}-untrained.json", result)
+    write_json_atomic(args.results / f"{Path(args.config).stem}{overrides_tag(args.set)}-untrained.json", result)
     print(
         f"{Path(args.config).stem}, untrained + readout: test {result['readout_test_accuracy']:.2%} "
         f"(train {result['readout_train_accuracy']:.2%}), {result['seconds']:.0f} s"

@@ -452,6 +452,11 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def overrides_tag(overrides: typing.Sequence[str]) -> str:
+    """A file-name suffix naming `overrides` ("-train.lr_0.01-..."; "" for none), for results files."""
+    return "".join("-" + item.replace("=", "_") for item in overrides)
+
+
 def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     """Return a copy of `data` with each `a.b=value` applied."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
