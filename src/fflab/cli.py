@@ -73,7 +73,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]).parent / f"analysis-{time.strftime('%Y%m%d-%H%M%S')}"
     result = analyze_runs(
-        args.run_dirs, out, data_dir=args.data_dir, samples=args.samples, progress=not args.no_progress
+        args.run_dirs,
+        out,
+        data_dir=args.data_dir,
+        samples=args.samples,
+        threads=args.threads,
+        progress=not args.no_progress,
     )
     print(json.dumps(result, indent=2))
     print(f"analysis written to {out}", file=sys.stderr)
