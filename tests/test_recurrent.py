@@ -205,6 +205,33 @@ def test_recurrent_training_learns_toy_data_with_dynamic_hard_negatives(wiring, 
     assert all(b < a for a, b in zip(history[0].loss, history[-1].loss, strict=True))
     result = evaluate(net, x, y)
     assert result["accuracy_by_method"]["goodness"] > 0.95 and result["accuracy_by_method"]["readout"] > 0.95
+    assert result["accuracy_by_method"]["goodness+readout"] > 0.95
+
+
+def test_goodness_and_readout_vote_by_summed_log_probabilities():
+    model = {"kind": "recurrent", "hidden": [3, 4], "steps": 6, "loss": "symba", "alpha": 4.0}
+    cfg = config_from_dict({"model": model, "readout": {"enabled": True}})
+    torch.manual_seed(0)
+    net = build_model(cfg.model, 5, 3, cfg.readout).eval()
+    torch.manual_seed(1)
+    torch.nn.init.normal_(net.readout.linear.weight, std=0.2)  # a readout as sure as the goodness, so votes differ
+    x = torch.rand(40, 5)
+    scores = net.label_scores(x).mean(2)  # [N, C]
+    logits = net.readout(net.readout_features(x))
+    by_hand = []
+    for g, z in zip(scores.tolist(), logits.tolist(), strict=True):
+        g_log = [4.0 * v - math.log(sum(math.exp(4.0 * u) for u in g)) for v in g]  # alpha = 4 (SymBa)
+        z_log = [v - math.log(sum(math.exp(u) for u in z)) for v in z]
+        votes = [a + b for a, b in zip(g_log, z_log, strict=True)]
+        by_hand.append(votes.index(max(votes)))
+    predictions = net.predictions(x)
+    assert predictions["goodness+readout"].tolist() == by_hand
+    for single in ("goodness", "readout"):  # the vote overrules each method alone somewhere
+        assert predictions["goodness+readout"].tolist() != predictions[single].tolist()
+    with pytest.raises(ConfigError, match="goodness\\+readout.*readout.enabled"):
+        config_from_dict({"model": {"kind": "recurrent"}, "eval": {"predict": "goodness+readout"}})
+    with pytest.raises(ConfigError, match="model.kind = 'recurrent'"):
+        config_from_dict({"readout": {"enabled": True}, "eval": {"predict": "goodness+readout"}})
 
 
 def test_metalayer_mixes_three_units():

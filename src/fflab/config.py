@@ -203,7 +203,11 @@ class ReadoutSettings:
 class EvalSettings:
     batch_size: int = bounded(1000, 1)
     train_accuracy: bool = True  # also score the whole training set at the end
-    predict: str = choice("goodness", ["goodness", "readout"], doc="the method test_accuracy reports")
+    predict: str = choice(
+        "goodness",
+        ["goodness", "readout", "goodness+readout"],
+        doc="the method test_accuracy reports (goodness+readout: recurrent networks with a readout)",
+    )
 
 
 @dataclass
@@ -397,6 +401,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError("spiking.post_gate: the surrogate gate is for LIF neurons; analog units need none")
     if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind in ("ff", "spiking"):
         raise ConfigError("eval.predict = 'readout' needs readout.enabled = true")
+    if cfg.eval.predict == "goodness+readout" and (m.kind != "recurrent" or not cfg.readout.enabled):
+        raise ConfigError(
+            "eval.predict = 'goodness+readout' combines a recurrent network's goodness with its linear readout: "
+            f"it needs model.kind = 'recurrent' and readout.enabled = true (got kind = {m.kind!r}, "
+            f"readout.enabled = {cfg.readout.enabled})"
+        )
     return cfg
 
 

@@ -122,6 +122,12 @@ class FFLearner(nn.Module):
             loss = loss + self.peer_weight * self.peer_normalization_loss(h[:n_pos], batch_activity)
         return loss, units.mean(1)
 
+    @property
+    def logit_scale(self) -> float:
+        """What turns a goodness difference into the log-odds the loss trains: alpha for SymBa and the
+        competitive loss (sigmoid(alpha (G+ - G-))), 1 for the threshold loss (sigmoid(G - theta))."""
+        return 1.0 if self.loss_name == "softplus" else self.alpha
+
     def latent(self, h: torch.Tensor) -> torch.Tensor:
         """The activity as one vector per sample [N, D] (spiking layers: firing rates)."""
         return h.flatten(1)

@@ -289,7 +289,9 @@ class RecurrentFFNetwork(nn.Module):
     @torch.no_grad()
     def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
         """Predicted labels by goodness averaged over window and layers ("goodness", and per layer
-        "goodness_layerJ"), and by the linear readout ("readout") when there is one."""
+        "goodness_layerJ"), by the linear readout ("readout") when there is one, and by both
+        ("goodness+readout"): the sum of the two log-softmaxes, the goodness scaled by the loss's own
+        logit scale, so each method's confidence weighs its vote."""
         self.eval()
         chunk = max(1, batch_size // self.num_classes)
         scores = torch.cat([self.label_scores(x[i : i + chunk]) for i in range(0, len(x), chunk)])
@@ -297,6 +299,10 @@ class RecurrentFFNetwork(nn.Module):
         for j in range(scores.shape[2]):
             out[f"goodness_layer{j}"] = scores[:, :, j].argmax(1)
         if self.readout is not None:
-            logits = [self.readout(self.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-            out["readout"] = torch.cat(logits).argmax(1)
+            logits = torch.cat(
+                [self.readout(self.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+            )
+            out["readout"] = logits.argmax(1)
+            goodness_logits = self.layers[0].logit_scale * scores.mean(2).float()
+            out["goodness+readout"] = (goodness_logits.log_softmax(1) + logits.float().log_softmax(1)).argmax(1)
         return out
