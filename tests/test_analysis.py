@@ -134,9 +134,11 @@ def test_analyze_reuses_the_runs_own_test_accuracy_only_when_it_measured_the_sam
         return run
 
     threads_before = torch.get_num_threads()
-    stored = analyze("--threads", "1")
-    assert torch.get_num_threads() == 1  # --threads reaches the analysis
-    torch.set_num_threads(threads_before)
+    try:
+        stored = analyze("--threads", "1")
+        assert torch.get_num_threads() == 1  # --threads reaches the analysis
+    finally:
+        torch.set_num_threads(threads_before)
     assert stored["accuracy_source"] == "summary.json" and stored["accuracy"] == summary["test_accuracy"]
     assert analyze("--samples", "100")["accuracy_source"] == "evaluated"  # a subset: the summary does not apply
     os.utime(run_dir / "model.safetensors")  # a model newer than its summary is evaluated afresh ...

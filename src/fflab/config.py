@@ -399,13 +399,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError("model.theta: Hebbian layers share one threshold; give a number")
         if cfg.spiking.post_gate != "none" and cfg.spiking.neuron != "lif":
             raise ConfigError("spiking.post_gate: the surrogate gate is for LIF neurons; analog units need none")
-    if cfg.eval.predict == "readout" and not cfg.readout.enabled and m.kind in ("ff", "spiking"):
-        raise ConfigError("eval.predict = 'readout' needs readout.enabled = true")
-    if cfg.eval.predict == "goodness+readout" and (m.kind != "recurrent" or not cfg.readout.enabled):
+    if cfg.eval.predict in ("readout", "goodness+readout") and not cfg.readout.enabled and m.kind != "backprop":
+        raise ConfigError(f"eval.predict = {cfg.eval.predict!r} needs readout.enabled = true")
+    if cfg.eval.predict == "goodness+readout" and m.kind not in ("recurrent", "spiking-recurrent"):
         raise ConfigError(
             "eval.predict = 'goodness+readout' combines a recurrent network's goodness with its linear readout: "
-            f"it needs model.kind = 'recurrent' and readout.enabled = true (got kind = {m.kind!r}, "
-            f"readout.enabled = {cfg.readout.enabled})"
+            f"it needs model.kind = 'recurrent' or 'spiking-recurrent', got {m.kind!r}"
         )
     return cfg
 

@@ -295,7 +295,8 @@ class RecurrentFFNetwork(nn.Module):
         self.eval()
         chunk = max(1, batch_size // self.num_classes)
         scores = torch.cat([self.label_scores(x[i : i + chunk]) for i in range(0, len(x), chunk)])
-        out = {"goodness": scores.mean(2).argmax(1)}
+        mean_scores = scores.mean(2)
+        out = {"goodness": mean_scores.argmax(1)}
         for j in range(scores.shape[2]):
             out[f"goodness_layer{j}"] = scores[:, :, j].argmax(1)
         if self.readout is not None:
@@ -303,6 +304,6 @@ class RecurrentFFNetwork(nn.Module):
                 [self.readout(self.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
             )
             out["readout"] = logits.argmax(1)
-            goodness_logits = self.layers[0].logit_scale * scores.mean(2).float()
+            goodness_logits = self.layers[0].logit_scale * mean_scores.float()
             out["goodness+readout"] = (goodness_logits.log_softmax(1) + logits.float().log_softmax(1)).argmax(1)
         return out
