@@ -2,6 +2,10 @@
 
 Loading never runs code: the JSON is parsed, the model is rebuilt from its settings and the
 tensors are copied in, with a clear error if the two disagree.
+
+A run in progress also keeps its training state (weights, optimiser moments, random streams) in
+resume.pt, so that `fflab resume` can continue it; it is read with torch.load(weights_only=True),
+which builds tensors and plain containers only, and removed when the run finishes.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -22,6 +27,8 @@ from fflab.models import BackpropNetwork, FFNetwork, build_model
 WEIGHTS = "model.safetensors"
 SETTINGS = "model.json"
 FORMAT = "fflab-model/1"
+TRAINING_STATE = "resume.pt"
+STATE_FORMAT = "fflab-training-state/1"
 
 
 def save_checkpoint(directory: str | Path, model: FFNetwork | BackpropNetwork, cfg: Config, **meta: Any) -> None:
@@ -77,3 +84,31 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
     model.load_state_dict(tensors)
     model.eval()
     return model, cfg, meta
+
+
+def save_training_state(
+    directory: str | Path, epoch: int, model: torch.nn.Module, trainer_state: dict, **extra
+) -> None:
+    """Atomically write what resuming after `epoch` needs: the model's and the trainer's state, plus `extra`."""
+    state = {"format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(), "trainer": trainer_state, **extra}
+    with atomic_path(Path(directory) / TRAINING_STATE) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(directory: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The training state saved in `directory`, or a CheckpointError that says why there is none."""
+    path = Path(directory) / TRAINING_STATE
+    if not path.is_file():
+        if (Path(directory) / "summary.json").is_file():
+            raise CheckpointError(f"{directory} holds a finished run (summary.json); there is nothing to resume")
+        raise CheckpointError(
+            f"{directory} has no saved training state ({TRAINING_STATE}): it is not a run directory, or the run "
+            "saved none (train.checkpoint_every = 0, layer-parallel training) or stopped before its first epoch ended"
+        )
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: unpickling errors of many kinds
+        raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not an fflab training state (expected format {STATE_FORMAT!r})")
+    return state

@@ -1,4 +1,4 @@
-"""Command line: fflab train | eval | analyze | data."""
+"""Command line: fflab train | resume | eval | analyze | data."""
 
 from __future__ import annotations
 
@@ -40,6 +40,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         progress=not args.no_progress,
         timeout=args.timeout,
+    )
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from fflab.config import load_config
+    from fflab.training.run import train_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise FFLabError(f"{run_dir} is not a run directory: it has no config.toml")
+    train_run(
+        load_config(run_dir / "config.toml"),
+        run_dir,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+        resume=True,
     )
     return 0
 
@@ -131,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(train)
     train.set_defaults(func=cmd_train)
+
+    res = sub.add_parser("resume", help="continue a stopped training run from its last saved epoch")
+    res.add_argument("run_dir")
+    common(res)
+    res.set_defaults(func=cmd_resume)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on its test set")
     ev.add_argument("run_dir")

@@ -184,6 +184,9 @@ class TrainSettings:
     )
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
     monitor_every: int = bounded(1, 1, doc="monitor every this many epochs (and always after the last)")
+    checkpoint_every: int = bounded(
+        1, 0, doc="save the training state every this many epochs, for `fflab resume RUN` (0: never)"
+    )
 
 
 @dataclass

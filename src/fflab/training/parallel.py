@@ -340,7 +340,7 @@ class DistributedFFTrainer(FFTrainer):
 
     # -- epochs ----------------------------------------------------------------------------------
 
-    def fit(self, x, y, on_epoch=None):
+    def fit(self, x, y, on_epoch=None, done: int = 0):
         n, b, r = len(x), self.settings.batch_size, self.plan.replicas
         smallest = min(b, n % b or b, n)
         if smallest < r:
@@ -348,7 +348,7 @@ class DistributedFFTrainer(FFTrainer):
                 f"{n} training samples in batches of {b} give a batch of {smallest} rows, too few for "
                 f"{r} data-parallel replicas to have a row each; change train.batch_size or data.train_subset"
             )
-        return super().fit(x, y, on_epoch)
+        return super().fit(x, y, on_epoch, done)
 
     def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """A refreshed score bank is computed by every rank, a shard each (all hold the whole network

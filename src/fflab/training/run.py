@@ -1,7 +1,8 @@
 """A training run end to end: config in, run directory out.
 
 The run directory holds config.toml (resolved), metrics.jsonl (one line per epoch),
-summary.json, the model (model.safetensors + model.json) and plots/*.png.
+summary.json, the model (model.safetensors + model.json) and plots/*.png; while the run is in
+progress, also its training state (resume.pt), from which `fflab resume` continues a stopped run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fflab.analysis.plots import (
     plot_goodness_over_time,
     plot_training_curves,
 )
-from fflab.checkpoint import SETTINGS, save_checkpoint
+from fflab.checkpoint import SETTINGS, TRAINING_STATE, load_training_state, save_checkpoint, save_training_state
 from fflab.config import Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
@@ -116,7 +117,26 @@ def _where(device: torch.device, threads: int) -> str:
 def _prepare_run_dir(run_dir: Path) -> None:
     if (run_dir / SETTINGS).exists() or (run_dir / "summary.json").exists():
         raise FFLabError(f"{run_dir} already holds a run; choose another --out or remove it")
+    if (run_dir / TRAINING_STATE).exists():
+        raise FFLabError(
+            f"{run_dir} holds an unfinished run: continue it with `fflab resume {run_dir}`, or choose another --out"
+        )
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+
+
+def _completed_epochs(run_dir: Path, done: int) -> list[dict]:
+    """The metrics of a stopped run's first `done` epochs, with metrics.jsonl cut back to them (an epoch
+    whose line was written after the last saved state runs again)."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise FFLabError(f"{path}: cannot read the metrics of the epochs done ({e})") from None
+    kept = [row for row in rows if row.get("epoch", 0) <= done]
+    if len(kept) != done:
+        raise FFLabError(f"{path} holds {len(kept)} of the {done} epochs the saved training state has done")
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+    return kept
 
 
 def _fmt(values) -> str:
@@ -141,8 +161,12 @@ def train_run(
     log: Log = print,
     parallel: ParallelPlan | None = None,
     threads: int | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train and evaluate the configured network; write everything to `run_dir`; return the summary.
+
+    With `resume`, continue the stopped run in `run_dir` (`cfg` is its config.toml) from its last saved
+    training state: the result is the one the run would have had without stopping.
 
     With a `parallel` plan this is one worker of a layer-parallel run (torch.distributed initialised):
     every worker trains its share, and rank 0 alone monitors, evaluates and writes the run directory
@@ -152,7 +176,10 @@ def train_run(
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
     lead = parallel is None or dist.get_rank() == 0
-    if lead:
+    if resume and parallel is not None:
+        raise FFLabError("layer-parallel runs save no training state, so they cannot be resumed")
+    saved = load_training_state(run_dir) if resume else None
+    if lead and not resume:
         _prepare_run_dir(run_dir)
     threads = set_threads(cfg.train.threads if threads is None else threads)
     device = resolve_device(cfg, local_rank())
@@ -174,7 +201,17 @@ def train_run(
             with precision:
                 trainer.fit(ds.train_x, ds.train_y)
             return {}
-    write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+    done, resumes, wall_before, monitor_seconds = 0, [], 0.0, 0.0
+    if saved is None:
+        write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+    else:
+        try:
+            model.load_state_dict(saved["model"])
+            trainer.load_state_dict(saved["trainer"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise FFLabError(f"{run_dir / TRAINING_STATE} does not fit the run's config.toml ({e})") from None
+        done, wall_before, monitor_seconds = saved["epoch"], saved["wall_seconds"], saved["monitor_seconds"]
+        resumes = [*saved["resumes"], done]
     schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
     total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if cfg.train.schedule == "greedy" else 1)
     workers = f", {parallel.mode}-parallel on {parallel.world_size} workers" if parallel else ""
@@ -182,15 +219,15 @@ def train_run(
     log(
         f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} "
         f"{held_out}), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {_where(device, threads)}{workers} "
-        f"-> {run_dir}"
+        f"-> {run_dir}" + (f", resumed after epoch {done}" if resume else "")
     )
 
     m = cfg.train.monitor_size
     method = _monitor_method(model) if m else None
     monitor = [("train", rows(ds.train_x, 0, m), ds.train_y[:m]), (held_out, rows(ds.test_x, 0, m), ds.test_y[:m])]
-    history: list[dict] = []
-    monitor_seconds = 0.0
-    with open(run_dir / "metrics.jsonl", "w") as metrics:
+    history: list[dict] = _completed_epochs(run_dir, done) if resume else []
+    every = cfg.train.checkpoint_every if parallel is None else 0
+    with open(run_dir / "metrics.jsonl", "a" if resume else "w") as metrics:
 
         def on_epoch(stats) -> None:
             nonlocal monitor_seconds
@@ -214,9 +251,19 @@ def train_run(
                 f"epoch {stats.epoch:>3}/{total_epochs}  loss {_fmt(stats.loss)}  "
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
             )
+            if every and (stats.epoch % every == 0 or stats.epoch == total_epochs):
+                save_training_state(
+                    run_dir,
+                    stats.epoch,
+                    model,
+                    trainer.state_dict(),
+                    monitor_seconds=monitor_seconds,
+                    wall_seconds=wall_before + time.perf_counter() - wall_start,
+                    resumes=resumes,
+                )
 
         with precision:
-            trainer.fit(ds.train_x, ds.train_y, on_epoch)
+            trainer.fit(ds.train_x, ds.train_y, on_epoch, done)
     train_seconds = sum(h["train_seconds"] for h in history)
     meta = {
         "dataset": ds.name,
@@ -265,7 +312,7 @@ def train_run(
         "readout_seconds": round(readout_seconds, 3),
         "monitor_seconds": round(monitor_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "wall_seconds": round(wall_before + time.perf_counter() - wall_start, 3),
         "samples_per_second": round(samples / train_seconds, 1),
         "train_gflop_per_second": round(trainer.flops_per_sample() * samples / train_seconds / 1e9, 2),
         "threads": threads,
@@ -273,6 +320,8 @@ def train_run(
         "precision": cfg.train.precision,
         "torch": torch.__version__,
     }
+    if resumes:
+        summary["resumed_after_epochs"] = resumes
     if parallel is not None:
         busy = [h["worker_busy"] for h in history]
         summary["parallel"] = {
@@ -280,6 +329,7 @@ def train_run(
             "worker_busy": [round(sum(b) / len(busy), 3) for b in zip(*busy, strict=True)],
         }
     write_json_atomic(run_dir / "summary.json", summary)
+    (run_dir / TRAINING_STATE).unlink(missing_ok=True)  # the run is complete: model.safetensors is its result
     train_text = f", train accuracy {summary['train_accuracy']:.2%}" if train else ""
     methods = ", ".join(f"{k} {v:.2%}" for k, v in held["accuracy_by_method"].items())
     log(

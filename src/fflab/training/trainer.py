@@ -76,6 +76,7 @@ class Trainer(abc.ABC):
     """The shared loop. Subclasses implement `make_optimizers`, `step` and `flops_per_sample`."""
 
     n_slots = 1  # entries per stats list (layers for FF, 1 for backprop)
+    online_readout: OnlineReadout | None = None  # set where a readout learning alongside ranks hard negatives
 
     def __init__(self, model, settings: TrainSettings, *, progress: bool = True) -> None:
         self.model = model
@@ -107,6 +108,32 @@ class Trainer(abc.ABC):
         if s.augment_crop or s.augment_flip or s.augment_mask:
             return augment_images(x[idx], s.augment_crop, s.augment_flip, self.generator, s.augment_mask)
         return x[idx]
+
+    def state_dict(self) -> dict:
+        """What resuming needs besides the model's weights: the optimisers' state, the random streams and the
+        lr schedule's clock, so that a resumed run continues exactly as if it had not stopped."""
+        state = {
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "phase_steps": self.phase_steps,
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+        }
+        if self.online_readout is not None:
+            state["readout_optimizer"] = self.online_readout.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["optimizers"]) != len(self.optimizers):
+            raise ValueError(
+                f"the state holds {len(state['optimizers'])} optimisers, this trainer has {len(self.optimizers)}"
+            )
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.phase_steps = state["phase_steps"]
+        for opt, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        if self.online_readout is not None:
+            self.online_readout.optimizer.load_state_dict(state["readout_optimizer"])
 
     def _set_lr(self, progress: float) -> float:
         lr = self.lr = self.settings.lr * lr_factor(self.settings.lr_decay, progress)
@@ -170,15 +197,18 @@ class Trainer(abc.ABC):
         """Hook after an epoch's statistics are complete, before anyone sees them; nothing by default."""
 
     def fit(
-        self, x: torch.Tensor, y: torch.Tensor, on_epoch: Callable[[EpochStats], None] | None = None
+        self, x: torch.Tensor, y: torch.Tensor, on_epoch: Callable[[EpochStats], None] | None = None, done: int = 0
     ) -> list[EpochStats]:
-        """Train for settings.epochs epochs; `on_epoch` sees each epoch's stats as they arrive."""
-        return self._run_phase(x, y, 0, self.settings.epochs, on_epoch)
+        """Train for settings.epochs epochs, the first `done` of which ran before (a resumed run, its
+        state loaded); `on_epoch` sees each epoch's stats as they arrive."""
+        return self._run_phase(x, y, 0, self.settings.epochs, on_epoch, done)
 
-    def _run_phase(self, x, y, first_epoch: int, total_epochs: int, on_epoch) -> list[EpochStats]:
-        self.phase_steps = 0
+    def _run_phase(self, x, y, first_epoch: int, total_epochs: int, on_epoch, done: int = 0) -> list[EpochStats]:
+        """Epochs done+1..settings.epochs of one schedule phase (its lr clock restarts unless resumed mid-phase)."""
+        if not done:
+            self.phase_steps = 0
         history = []
-        for e in range(1, self.settings.epochs + 1):
+        for e in range(done + 1, self.settings.epochs + 1):
             stats = self.train_epoch(x, y, first_epoch + e, total_epochs)
             if on_epoch is not None:
                 on_epoch(stats)
@@ -210,7 +240,6 @@ class FFTrainer(Trainer):
         self.pairs = make_pair_source(model.embedding, tuple(image_shape or ()), settings)
         self.active: list[int] | None = None  # layers trained now; None: all
         self.score_bank: torch.Tensor | None = None  # [N, C] label scores of the training set
-        self.online_readout = None  # scores hard negatives when hard_scores = "readout" (Hinton's code)
         if self.pairs.needs_scores and settings.hard_scores == "readout":
             self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
 
@@ -248,6 +277,13 @@ class FFTrainer(Trainer):
         bank = torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
         self.model.train(was_training)
         return bank
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "score_bank": self.score_bank}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.score_bank = state["score_bank"]
 
     def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """Freeze the layers whose training window (`layer_epochs`) has closed; refresh the bank of
@@ -295,15 +331,15 @@ class FFTrainer(Trainer):
             out[i] = r
         return out
 
-    def fit(self, x, y, on_epoch=None) -> list[EpochStats]:
+    def fit(self, x, y, on_epoch=None, done: int = 0) -> list[EpochStats]:
         try:
             if self.settings.schedule == "simultaneous":
-                return super().fit(x, y, on_epoch)
+                return super().fit(x, y, on_epoch, done)
             history = []
             n_layers, e = len(self.model.layers), self.settings.epochs
-            for k in range(n_layers):
+            for k in range(done // e, n_layers):
                 self.active = [k]
-                history += self._run_phase(x, y, k * e, n_layers * e, on_epoch)
+                history += self._run_phase(x, y, k * e, n_layers * e, on_epoch, max(0, done - k * e))
             return history
         finally:
             self.active = None  # the greedy schedule and layer_epochs narrow it only while training
@@ -375,7 +411,6 @@ class RecurrentTrainer(Trainer):
         super().__init__(model, settings, progress=progress)
         self.n_slots = len(model.layers)
         self.static_input = True
-        self.online_readout = None
         if model.readout is not None:
             self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
 

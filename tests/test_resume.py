@@ -1,0 +1,133 @@
+"""A stopped run resumed from its saved training state ends exactly where the uninterrupted run does."""
+
+import json
+
+import pytest
+import torch
+from repo import config_path, shipped_config
+
+from fflab.checkpoint import TRAINING_STATE, load_training_state
+from fflab.cli import main
+from fflab.errors import CheckpointError
+from fflab.training.run import train_run
+
+QUIET = {"progress": False}
+
+
+class Stop(Exception):
+    """Stands for the process being killed."""
+
+
+def stop_at_epoch(epoch: int):
+    """A log that stops the run when epoch `epoch` is logged: its metrics line is written, its state is not."""
+
+    def log(line: str) -> None:
+        if line.startswith(f"epoch {epoch:>3}/"):
+            raise Stop
+
+    return log
+
+
+def assert_same_run(a, b):
+    """Same weights, same per-epoch losses, same scores (timings aside)."""
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    rows = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (a, b)]
+    assert len(rows[0]) == len(rows[1])
+    for ra, rb in zip(*rows, strict=True):
+        assert {k: v for k, v in ra.items() if "second" not in k} == {k: v for k, v in rb.items() if "second" not in k}
+    sa, sb = (json.loads((run / "summary.json").read_text()) for run in (a, b))
+    assert sa["test_accuracy_by_method"] == sb["test_accuracy_by_method"]
+
+
+CASES = {
+    # feed-forward: hard negatives scored by the network, masking noise drawn from the trainer's generator
+    "ff": ("digits-ff", "train.epochs=4", "train.negatives=hard", "train.augment_mask=0.2"),
+    # stopped in the second layer's phase of the greedy schedule
+    "greedy": ("digits-ff", "train.epochs=2", "train.schedule=greedy"),
+    # the score bank is refreshed before epochs 1 and 4 only, so resumed epoch 3 needs the saved bank
+    "refreshed": (
+        "digits-ff",
+        "train.epochs=4",
+        "train.negatives=hard",
+        "train.hard_scores=refreshed",
+        "train.refresh_every=3",
+    ),
+    # recurrent with an online readout (its own optimiser) ranking the negatives
+    "recurrent": (
+        "digits-ff",
+        "model.kind=recurrent",
+        "model.hidden=[64,64]",
+        "train.epochs=4",
+        "train.negatives=hard",
+        "train.hard_scores=readout",
+        "readout.enabled=true",
+        "readout.epochs=2",
+    ),
+    "backprop": ("digits-ff", "model.kind=backprop", "train.epochs=4"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_resumed_run_equals_the_uninterrupted_run(tmp_path, case):
+    name, *overrides = CASES[case]
+    # one thread: small products on two threads crawl when other work shares the cores
+    cfg = shipped_config(name, [*overrides, "train.device=cpu", "train.monitor_size=100", "train.threads=1"])
+    whole = tmp_path / "whole"
+    train_run(cfg, whole, log=lambda s: None, **QUIET)
+    assert not (whole / TRAINING_STATE).exists(), "a finished run keeps no training state"
+
+    run = tmp_path / "stopped"
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=stop_at_epoch(3), **QUIET)
+    assert load_training_state(run)["epoch"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # epoch 3's line, written before the stop
+    logged = []
+    summary = train_run(cfg, run, log=logged.append, resume=True, **QUIET)
+    assert "resumed after epoch 2" in logged[0]
+    assert summary["resumed_after_epochs"] == [2]
+    assert not (run / TRAINING_STATE).exists()
+    assert_same_run(whole, run)
+
+
+def test_resume_from_the_command_line_and_its_errors(tmp_path, capsys):
+    run = tmp_path / "run"
+    train = ["train", config_path("digits-ff"), "--out", str(run), "--no-progress", "--set", "train.epochs=3"]
+    cfg = shipped_config("digits-ff", ["train.epochs=3", "train.threads=1"])
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=stop_at_epoch(2), **QUIET)
+
+    assert main(train) == 2
+    assert f"holds an unfinished run: continue it with `fflab resume {run}`" in capsys.readouterr().err
+    assert main(["resume", str(run), "--no-progress"]) == 0
+    assert "resumed after epoch 1" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 3
+
+    assert main(["resume", str(run), "--no-progress"]) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert main(["resume", str(tmp_path / "elsewhere"), "--no-progress"]) == 2
+    assert "is not a run directory: it has no config.toml" in capsys.readouterr().err
+
+
+def test_runs_that_save_no_state_say_why_they_cannot_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = shipped_config("digits-ff", ["train.epochs=3", "train.checkpoint_every=0", "train.threads=1"])
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=stop_at_epoch(2), **QUIET)
+    assert not (run / TRAINING_STATE).exists()
+    assert main(["resume", str(run), "--no-progress"]) == 2
+    assert "saved none (train.checkpoint_every = 0" in capsys.readouterr().err
+
+
+def test_a_damaged_training_state_is_named(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        train_run(
+            shipped_config("digits-ff", ["train.epochs=3", "train.threads=1"]), run, log=stop_at_epoch(2), **QUIET
+        )
+    state = run / TRAINING_STATE
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"resume\.pt: unreadable training state"):
+        load_training_state(run)
+    torch.save({"format": "something else"}, state)
+    with pytest.raises(CheckpointError, match="not an fflab training state"):
+        load_training_state(run)
