@@ -169,6 +169,26 @@ def test_conv_layer_output_shape_pool_and_bad_options():
         FFConv2d((3, 8, 8), 4, kernel=4)
 
 
+def test_dropout_zeroes_activity_while_training_only_and_keeps_its_scale():
+    torch.manual_seed(0)
+    layer = FFConv2d((3, 8, 8), 16, dropout=0.25, input_norm="none")
+    x = torch.rand(64, 3 * 64)
+    layer.eval()
+    full = layer(x)
+    assert torch.equal(full, layer(x)), "no dropout at evaluation"
+    layer.train()
+    dropped = layer(x)
+    live = full > 0
+    zeroed = (dropped[live] == 0).float().mean().item()
+    assert 0.22 < zeroed < 0.28  # of the active units, about the asked fraction
+    kept = dropped[live] != 0
+    torch.testing.assert_close(dropped[live][kept], full[live][kept] / 0.75)  # survivors scaled by 1 / (1 - p)
+    with pytest.raises(ValueError, match="dropout"):
+        FFConv2d((3, 8, 8), 4, dropout=1.0)
+    with pytest.raises(ConfigError, match="model.dropout is for convolutional"):
+        config_from_dict({"model": {"dropout": 0.2}})
+
+
 def conv_settings(**kw) -> ModelSettings:
     base = {"architecture": "conv", "hidden": [6, 8], "kernel": 3, "pool": [2, 1], "label": "channels"}
     return ModelSettings(**{**base, **kw})

@@ -88,6 +88,9 @@ class ModelSettings:
     pool: list[int] = field(default_factory=list)  # max-pool factor after each layer; empty: none
     groups: list[int] = field(default_factory=list)  # conv channel groups per layer; empty: 1
     batch_norm: bool = False  # batch-normalise each layer's output (channel-wise competitive FF)
+    dropout: float = bounded(
+        0.0, 0.0, 0.9, doc="conv/local layers: zero this fraction of each layer's activity while training (0: off)"
+    )
     goodness_scope: str = choice("sample", SCOPES, doc="goodness of the whole map, of each position or of each channel")
     objective: str = choice("standard", OBJECTIVES)
     theta: float | list[float] = 2.0  # one threshold for all layers, or one per layer
@@ -422,6 +425,10 @@ def _validate_spatial(cfg: Config) -> None:
         raise ConfigError(
             "model.label = 'channels' or 'pattern' and model.input_norm = 'none' are for images: set "
             "model.architecture to 'conv' or 'local'"
+        )
+    if m.dropout and not spatial:
+        raise ConfigError(
+            "model.dropout is for convolutional and locally connected layers (architecture 'conv' or 'local')"
         )
     kernels = m.kernel if isinstance(m.kernel, list) else [m.kernel]
     odd = m.padding == "same"  # a centred field needs a middle pixel

@@ -3,10 +3,11 @@
 Both map an image-shaped input [N, C, H, W] (or its flattened rows) to feature maps:
 normalise the input's direction -> convolution (shared weights) or locally connected map
 (one filter bank per output position, as in Hinton 2022's CIFAR-10 and MNIST nets) -> activation ->
-optional max-pool -> optional batch norm (the normalisation between learners of channel-wise
-competitive FF). Goodness is taken over the whole map ("sample"), at each spatial position
-("position") or in each channel ("channel"); the FF loss then separates positive from negative
-data at every position or channel separately, and the layer's score is the mean over them.
+optional dropout (training only) -> optional max-pool -> optional batch norm (the normalisation
+between learners of channel-wise competitive FF). Goodness is taken over the whole map ("sample"),
+at each spatial position ("position") or in each channel ("channel"); the FF loss then separates
+positive from negative data at every position or channel separately, and the layer's score is the
+mean over them.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         padding: str = "same",
         pool: int = 1,
         batch_norm: bool = False,
+        dropout: float = 0.0,
         scope: str = "sample",
         activation: str = "relu",
         input_norm: str = "rms",
@@ -67,6 +69,8 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         require_choice("goodness scope", scope, SCOPES)
         require_choice("input_norm", input_norm, CONV_INPUT_NORMS)
         require_choice("padding", padding, PADDINGS)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a fraction in [0, 1), got {dropout}")
         if kernel < 1 or stride < 1:
             raise ValueError(f"kernel and stride must be positive, got kernel {kernel}, stride {stride}")
         c, h, w = in_shape
@@ -80,6 +84,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         self.stride = stride
         self.padding = padding
         self.pool = pool
+        self.dropout = float(dropout)
         self.scope = scope
         self.activation = activation
         self.input_norm = input_norm
@@ -109,6 +114,8 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         if self.input_norm != "none":
             x = normalize_direction(x.reshape(n, -1), self.input_norm)
         h = self._act(self.pre_activation(x.reshape(n, *self.in_shape)))
+        if self.dropout and self.training:
+            h = F.dropout(h, self.dropout)  # scaled by 1/(1-p), so goodness keeps its scale at test time
         if self.pool > 1:
             h = F.max_pool2d(h, self.pool)
         return self.norm(h) if self.norm is not None else h
@@ -129,7 +136,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
     def extra_repr(self) -> str:
         return (
             f"in_shape={self.in_shape}, out_channels={self.out_channels}, kernel={self.kernel}, "
-            f"stride={self.stride}, padding={self.padding}, pool={self.pool}, "
+            f"stride={self.stride}, padding={self.padding}, pool={self.pool}, dropout={self.dropout}, "
             f"scope={self.scope}, goodness={self.goodness_name}, loss={self.loss_name}"
         )
 

@@ -74,6 +74,7 @@ def spatial_stack(
             "padding": settings.padding,
             "pool": pools[i],
             "batch_norm": settings.batch_norm,
+            "dropout": settings.dropout,
             "scope": settings.goodness_scope,
             "activation": settings.activation,
             "input_norm": settings.input_norm,
