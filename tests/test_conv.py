@@ -38,6 +38,10 @@ H = torch.tensor(
         # per channel: (1,2,0,3) and (4,0,1,1)
         ("channel", "sum_squares", [[14, 18]]),
         ("channel", "mean_squares", [[3.5, 4.5]]),
+        # DeeperForward's mean goodness: the activities themselves, averaged
+        ("sample", "mean_activity", [[12 / 8]]),
+        ("position", "mean_activity", [[2.5, 1, 0.5, 2]]),
+        ("channel", "mean_activity", [[1.5, 1.5]]),
     ],
 )
 def test_conv_goodness_equals_hand_computation(scope, goodness, expected):
@@ -187,6 +191,37 @@ def test_dropout_zeroes_activity_while_training_only_and_keeps_its_scale():
         FFConv2d((3, 8, 8), 4, dropout=1.0)
     with pytest.raises(ConfigError, match="model.dropout is for convolutional"):
         config_from_dict({"model": {"dropout": 0.2}})
+
+
+def test_average_pooling_keeps_the_mean_activity_of_the_map():
+    torch.manual_seed(0)
+    x = torch.rand(5, 3 * 64)
+    avg = FFConv2d((3, 8, 8), 10, pool=2, pool_mode="avg", goodness="mean_activity")
+    whole = FFConv2d((3, 8, 8), 10, goodness="mean_activity")
+    whole.load_state_dict(avg.state_dict())
+    h, unpooled = avg(x), whole(x)
+    assert h.shape == (5, 10, 4, 4)
+    torch.testing.assert_close(h, F.avg_pool2d(unpooled, 2))
+    torch.testing.assert_close(avg.goodness(h), whole.goodness(unpooled))  # so mean goodness does not see the pool
+    with pytest.raises(ValueError, match="pool mode"):
+        FFConv2d((3, 8, 8), 10, pool=2, pool_mode="median")
+
+
+def test_group_input_norm_standardises_each_class_group_of_channels_or_the_whole_image():
+    torch.manual_seed(0)
+    seen = {}
+    for channels in (20, 3):  # a competitive learner's 10 class groups of 2 channels; an RGB image
+        layer = FFConv2d((channels, 4, 4), 10, input_norm="group", num_classes=10)
+        layer.conv.register_forward_pre_hook(lambda module, args, c=channels: seen.setdefault(c, args[0]))
+        layer(torch.rand(3, channels * 16) * 5 + 2)  # what the convolution sees
+    groups = seen[20].reshape(3, 10, -1)
+    torch.testing.assert_close(groups.mean(2), torch.zeros(3, 10), atol=1e-5, rtol=0)
+    torch.testing.assert_close(groups.var(2, unbiased=False), torch.ones(3, 10), atol=1e-3, rtol=0)
+    image = seen[3].reshape(3, -1)
+    torch.testing.assert_close(image.mean(1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(image.var(1, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+    with pytest.raises(ConfigError, match="input_norm = 'none' or 'group' are for images"):
+        config_from_dict({"model": {"input_norm": "group"}})
 
 
 def conv_settings(**kw) -> ModelSettings:

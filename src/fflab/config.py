@@ -20,7 +20,7 @@ from fflab.data.registry import get_spec
 from fflab.devices import check_device_setting
 from fflab.errors import ConfigError
 from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
-from fflab.layers.conv import CONV_INPUT_NORMS, PADDINGS, SCOPES
+from fflab.layers.conv import CONV_INPUT_NORMS, PADDINGS, POOLS, SCOPES
 from fflab.layers.hebbian import NEURONS, POST_GATES, THIRD_FACTORS
 from fflab.layers.recurrent import SCORES, SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
@@ -85,7 +85,8 @@ class ModelSettings:
     padding: str = choice(
         "same", PADDINGS, doc="same: a field centred on every stride-th pixel; valid: fields wholly inside the map"
     )
-    pool: list[int] = field(default_factory=list)  # max-pool factor after each layer; empty: none
+    pool: list[int] = field(default_factory=list)  # pooling factor after each layer; empty: none
+    pool_mode: str = choice("max", POOLS, doc="pooling after a layer: the maximum or the mean of each window")
     groups: list[int] = field(default_factory=list)  # conv channel groups per layer; empty: 1
     batch_norm: bool = False  # batch-normalise each layer's output (channel-wise competitive FF)
     dropout: float = bounded(
@@ -421,9 +422,9 @@ def _validate_spatial(cfg: Config) -> None:
     spatial = m.architecture != "dense"
     if spatial and m.kind not in ("ff", "backprop"):
         raise ConfigError(f"model.architecture = {m.architecture!r} is for kind 'ff' or 'backprop', got {m.kind!r}")
-    if not spatial and (m.label in ("channels", "pattern") or m.input_norm == "none"):
+    if not spatial and (m.label in ("channels", "pattern") or m.input_norm in ("none", "group")):
         raise ConfigError(
-            "model.label = 'channels' or 'pattern' and model.input_norm = 'none' are for images: set "
+            "model.label = 'channels' or 'pattern' and model.input_norm = 'none' or 'group' are for images: set "
             "model.architecture to 'conv' or 'local'"
         )
     if m.dropout and not spatial:

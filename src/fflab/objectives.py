@@ -32,7 +32,17 @@ def mean_squares(h: torch.Tensor) -> torch.Tensor:
     return _at_least_float32(h).pow(2).flatten(1).mean(1)
 
 
-GOODNESS: dict[str, GoodnessFn] = {"sum_squares": sum_squares, "mean_squares": mean_squares}
+def mean_activity(h: torch.Tensor) -> torch.Tensor:
+    """Mean activity, not squared: DeeperForward's "mean goodness" (Sun et al. 2025), for ReLU units whose
+    output is normalised before the next layer sees it."""
+    return _at_least_float32(h).flatten(1).mean(1)
+
+
+GOODNESS: dict[str, GoodnessFn] = {
+    "sum_squares": sum_squares,
+    "mean_squares": mean_squares,
+    "mean_activity": mean_activity,
+}
 OBJECTIVES = ("standard", "inverted")
 LOSSES = ("softplus", "symba", "competitive")
 

@@ -23,7 +23,8 @@ from fflab.layers.base import FFLearner, require_choice
 from fflab.layers.dense import ACTIVATIONS, INIT_GAIN, INITS, normalize_direction
 
 SCOPES = ("sample", "position", "channel")
-CONV_INPUT_NORMS = ("length", "rms", "none")
+CONV_INPUT_NORMS = ("length", "rms", "group", "none")
+POOLS = ("max", "avg")
 PADDINGS = ("same", "valid")
 
 
@@ -57,6 +58,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         stride: int = 1,
         padding: str = "same",
         pool: int = 1,
+        pool_mode: str = "max",
         batch_norm: bool = False,
         dropout: float = 0.0,
         scope: str = "sample",
@@ -69,6 +71,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         require_choice("goodness scope", scope, SCOPES)
         require_choice("input_norm", input_norm, CONV_INPUT_NORMS)
         require_choice("padding", padding, PADDINGS)
+        require_choice("pool mode", pool_mode, POOLS)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a fraction in [0, 1), got {dropout}")
         if kernel < 1 or stride < 1:
@@ -84,10 +87,13 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         self.stride = stride
         self.padding = padding
         self.pool = pool
+        self._pool = F.max_pool2d if pool_mode == "max" else F.avg_pool2d
         self.dropout = float(dropout)
         self.scope = scope
         self.activation = activation
         self.input_norm = input_norm
+        # "group": one group of channels per class where they split so (the competitive learner below), else one
+        self.norm_groups = self.num_classes if self.num_classes and c % self.num_classes == 0 else 1
         self._act = ACTIVATIONS[activation]
         self.norm = nn.BatchNorm2d(out_channels, eps=1e-4) if batch_norm else None
         self.register_peer_mean(out_channels if self.shares_filters else self.out_features)
@@ -111,13 +117,15 @@ class SpatialFFLearner(FFLearner, abc.ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        if self.input_norm != "none":
+        if self.input_norm == "group":  # DeeperForward: each sample standardised per class group of channels
+            x = F.group_norm(x.reshape(n, *self.in_shape), self.norm_groups)
+        elif self.input_norm != "none":
             x = normalize_direction(x.reshape(n, -1), self.input_norm)
         h = self._act(self.pre_activation(x.reshape(n, *self.in_shape)))
         if self.dropout and self.training:
             h = F.dropout(h, self.dropout)  # scaled by 1/(1-p), so goodness keeps its scale at test time
         if self.pool > 1:
-            h = F.max_pool2d(h, self.pool)
+            h = self._pool(h, self.pool)
         return self.norm(h) if self.norm is not None else h
 
     def unit_goodness(self, h: torch.Tensor) -> torch.Tensor:
@@ -136,7 +144,8 @@ class SpatialFFLearner(FFLearner, abc.ABC):
     def extra_repr(self) -> str:
         return (
             f"in_shape={self.in_shape}, out_channels={self.out_channels}, kernel={self.kernel}, "
-            f"stride={self.stride}, padding={self.padding}, pool={self.pool}, dropout={self.dropout}, "
+            f"stride={self.stride}, padding={self.padding}, pool={self.pool} ({self._pool.__name__}), "
+            f"dropout={self.dropout}, input_norm={self.input_norm}, "
             f"scope={self.scope}, goodness={self.goodness_name}, loss={self.loss_name}"
         )
 

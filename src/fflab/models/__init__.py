@@ -73,6 +73,7 @@ def spatial_stack(
             "stride": strides[i],
             "padding": settings.padding,
             "pool": pools[i],
+            "pool_mode": settings.pool_mode,
             "batch_norm": settings.batch_norm,
             "dropout": settings.dropout,
             "scope": settings.goodness_scope,
