@@ -124,3 +124,12 @@ def test_parallel_benchmark_splits_the_layers_over_workers_and_reports_each_work
     assert rows["pipeline, 2 workers"]["layers_per_stage"] == [[0], [1]]
     assert len(rows["pipeline 2 x data 2"]["worker_busy"]) == 4
     assert rows["single process, 1 thread"]["speedup_vs_one_worker"] == 1.0
+
+
+def test_resume_cost_writes_and_measures_a_training_state(tmp_path):
+    done = script("resume_cost", config_path("digits-ff"), "--set", "model.hidden=[64]", "--dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    # 8x8 digits + 10 label values into 64 units: 4,800 weights and biases, twice more for Adam's moments
+    mb = float(re.search(r"digits-ff.toml: (\d+\.\d+) MB in \d+\.\d+ s", done.stdout).group(1))
+    assert 0.055 < mb < 0.1, done.stdout  # 57.6 kB of float32 tensors, plus the file's structure
+    assert not list(tmp_path.iterdir()), "the temporary state is removed"
