@@ -131,3 +131,24 @@ def test_a_damaged_training_state_is_named(tmp_path):
     torch.save({"format": "something else"}, state)
     with pytest.raises(CheckpointError, match="not an fflab training state"):
         load_training_state(run)
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import fflab.training.run as run_module
+
+    real = run_module.train_run
+
+    def interrupted_at_epoch_2(*args, **kwargs):
+        def log(line):
+            if line.startswith("epoch   2/"):
+                raise KeyboardInterrupt
+
+        return real(*args, **{**kwargs, "log": log})
+
+    monkeypatch.setattr(run_module, "train_run", interrupted_at_epoch_2)
+    run = tmp_path / "run"
+    args = ["train", config_path("digits-ff"), "--out", str(run), "--no-progress", "--set", "train.epochs=3"]
+    assert main([*args, "--set", "train.threads=1"]) == 130
+    assert f"fflab: interrupted; continue with `fflab resume {run}`" in capsys.readouterr().err
+    monkeypatch.setattr(run_module, "train_run", real)
+    assert main(["resume", str(run), "--no-progress"]) == 0

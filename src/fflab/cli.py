@@ -20,6 +20,15 @@ def _config_path(text: str) -> Path:
     raise FFLabError(f"config file not found: {text} (nor {named})")
 
 
+def _interrupted(run_dir: Path) -> int:
+    """Ctrl-C during training: say how to go on where the run saved its state."""
+    from fflab.checkpoint import TRAINING_STATE
+
+    hint = f"; continue with `fflab resume {run_dir}`" if (run_dir / TRAINING_STATE).exists() else ""
+    print(f"fflab: interrupted{hint}", file=sys.stderr)
+    return 130
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fflab.config import load_config
     from fflab.training.run import default_run_dir, train_parallel, train_run
@@ -29,7 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.parallel is None:
         if args.workers is not None or args.stages is not None:
             raise FFLabError("--workers and --stages choose how to run --parallel training; add --parallel MODE")
-        train_run(cfg, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
+        try:
+            train_run(cfg, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            return _interrupted(run_dir)
         return 0
     train_parallel(
         cfg,
@@ -51,13 +63,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.toml").is_file():
         raise FFLabError(f"{run_dir} is not a run directory: it has no config.toml")
-    train_run(
-        load_config(run_dir / "config.toml"),
-        run_dir,
-        data_dir=args.data_dir,
-        progress=not args.no_progress,
-        resume=True,
-    )
+    try:
+        train_run(
+            load_config(run_dir / "config.toml"),
+            run_dir,
+            data_dir=args.data_dir,
+            progress=not args.no_progress,
+            resume=True,
+        )
+    except KeyboardInterrupt:
+        return _interrupted(run_dir)
     return 0
 
 
