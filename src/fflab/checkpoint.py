@@ -95,8 +95,9 @@ def save_training_state(
         torch.save(state, tmp)
 
 
-def load_training_state(directory: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The training state saved in `directory`, or a CheckpointError that says why there is none."""
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    """The training state saved in `directory` (on the CPU: loading it into the model and optimisers moves
+    it to their device), or a CheckpointError that says why there is none."""
     path = Path(directory) / TRAINING_STATE
     if not path.is_file():
         if (Path(directory) / "summary.json").is_file():
@@ -106,7 +107,7 @@ def load_training_state(directory: str | Path, device: torch.device | str = "cpu
             "saved none (train.checkpoint_every = 0, layer-parallel training) or stopped before its first epoch ended"
         )
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: unpickling errors of many kinds
         raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:

@@ -1,9 +1,10 @@
 """Convolutional and locally connected FF learners for images.
 
 Both map an image-shaped input [N, C, H, W] (or its flattened rows) to feature maps:
-normalise the input's direction -> convolution (shared weights) or locally connected map
-(one filter bank per output position, as in Hinton 2022's CIFAR-10 and MNIST nets) -> activation ->
-optional dropout (training only) -> optional max-pool -> optional batch norm (the normalisation
+normalise the input (its direction, or per class group of channels) -> convolution (shared weights)
+or locally connected map (one filter bank per output position, as in Hinton 2022's CIFAR-10 and MNIST
+nets) -> activation -> optional dropout (training only) -> optional max or average pooling -> optional
+batch norm (the normalisation
 between learners of channel-wise competitive FF). Goodness is taken over the whole map ("sample"),
 at each spatial position ("position") or in each channel ("channel"); the FF loss then separates
 positive from negative data at every position or channel separately, and the layer's score is the
@@ -117,11 +118,12 @@ class SpatialFFLearner(FFLearner, abc.ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
+        x = x.reshape(n, *self.in_shape)
         if self.input_norm == "group":  # DeeperForward: each sample standardised per class group of channels
-            x = F.group_norm(x.reshape(n, *self.in_shape), self.norm_groups)
+            x = F.group_norm(x, self.norm_groups)
         elif self.input_norm != "none":
-            x = normalize_direction(x.reshape(n, -1), self.input_norm)
-        h = self._act(self.pre_activation(x.reshape(n, *self.in_shape)))
+            x = normalize_direction(x.reshape(n, -1), self.input_norm).view_as(x)
+        h = self._act(self.pre_activation(x))
         if self.dropout and self.training:
             h = F.dropout(h, self.dropout)  # scaled by 1/(1-p), so goodness keeps its scale at test time
         if self.pool > 1:
