@@ -333,3 +333,76 @@ def test_spiking_recurrent_training_learns_toy_data(score, alpha, slope, bar):
     make_trainer(net, cfg.train, progress=False, readout=cfg.readout).fit(x, y)
     result = evaluate(net, x, y)
     assert result["accuracy_by_method"]["goodness"] > bar and result["accuracy_by_method"]["readout"] > 0.95, result
+
+
+# --- recurrent wiring over locally connected maps (Hinton's CIFAR-10 nets) -----------------------------------
+
+
+def local_net(hidden=(2, 2), kernel=3, shape=(1, 8, 8), **model):
+    torch.manual_seed(0)
+    settings = {"kind": "recurrent", "architecture": "local", "hidden": list(hidden), "kernel": kernel}
+    settings["source_init"] = ["kaiming", "kaiming", "kaiming"]
+    cfg = config_from_dict({"model": {**settings, **model}})
+    return build_model(cfg.model, math.prod(shape), 4, input_shape=shape)
+
+
+def test_local_recurrent_units_see_only_their_receptive_fields():
+    net = local_net(hidden=(2, 3), kernel=3)
+    low, top = net.layers
+    assert low.dims == (64, 3 * 64, 2 * 64) and top.dims == (2 * 64, 4, 3 * 64)
+    weight = low.linear.weight.detach()
+    up, down, lateral = low._blocks(weight)
+    # unit (channel 1, row 4, col 4) of the lower map sees rows and columns 3-5 of the image and both maps
+    unit = 1 * 64 + 4 * 8 + 4
+    field = torch.zeros(8, 8, dtype=torch.bool)
+    field[3:6, 3:6] = True
+    assert torch.equal(up[unit] != 0, field.flatten())
+    assert torch.equal(down[unit].view(3, 8, 8) != 0, field.expand(3, 8, 8))
+    assert torch.equal(lateral[unit].view(2, 8, 8) != 0, field.expand(2, 8, 8))
+    assert (top._blocks(top.linear.weight)[1] != 0).all()  # the label reaches every top unit
+    # a unit's computed activity ignores a pixel of the map above outside its field
+    u_up, u_down, u_lat = torch.rand(2, 64), torch.rand(2, 3 * 64), torch.rand(2, 2 * 64)
+    base = low(u_up, u_down, u_lat)
+    u_down[:, 0] += 5.0  # channel 0, row 0, col 0 of the map above
+    moved = (low(u_up, u_down, u_lat) - base).abs().amax(0).view(2, 8, 8) > 0
+    assert moved[:, :2, :2].any() and not moved[:, 2:, :].any() and not moved[:, :, 2:].any()
+
+
+def test_local_recurrent_training_learns_images_and_keeps_its_wiring():
+    # 4 classes: which quadrant of an 8x8 image is bright, under noise
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (400,), generator=gen)
+    x = 0.3 * torch.rand(400, 1, 8, 8, generator=gen)
+    for c in range(4):
+        r, q = divmod(c, 2)
+        x[y == c, :, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 1.0
+    net = local_net(hidden=(2, 2), kernel=3, steps=5, window=[3, 5])
+    zero = [layer.linear.weight.detach() == 0 for layer in net.layers]
+    cfg = config_from_dict({"model": {"kind": "recurrent"}, "train": {"epochs": 6, "batch_size": 50, "lr": 3e-3}})
+    make_trainer(net, cfg.train, progress=False).fit(x, y)
+    assert evaluate(net, x, y)["accuracy_by_method"]["goodness"] > 0.95
+    for layer, was_zero in zip(net.layers, zero, strict=True):
+        weight = layer.linear.weight.detach()
+        assert (weight[was_zero] == 0).all(), "a weight outside the receptive fields moved"
+        assert (weight[~was_zero] != 0).float().mean() > 0.99
+
+
+def test_bad_local_recurrent_configs_are_named():
+    base = {"kind": "recurrent", "architecture": "local", "hidden": [3, 3]}
+    for extra, message in [
+        ({"stride": 2}, "model.stride"),
+        ({"pool": [2, 1]}, "model.pool"),
+        ({"clock": True}, "model.clock"),
+        ({"label": "pattern"}, "model.label"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({"model": {**base, **extra}})
+    with pytest.raises(ConfigError, match="needs images"):
+        config_from_dict({"model": base, "data": {"name": "seq-mnist"}})
+    with pytest.raises(ConfigError, match="'local' for the recurrent kinds"):
+        config_from_dict({"model": {**base, "architecture": "conv"}})
+    cfg = config_from_dict({"model": {**base, "hidden": [16, 16]}})
+    with pytest.raises(ConfigError, match="over the limit"):
+        build_model(cfg.model, 3072, 10, input_shape=(3, 32, 32))
+    with pytest.raises(ConfigError, match="needs images"):
+        build_model(config_from_dict({"model": base}).model, 784, 10, input_shape=None)

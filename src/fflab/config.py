@@ -420,8 +420,14 @@ def _validate_spatial(cfg: Config) -> None:
     """Checks of convolutional / locally connected settings and of image augmentation."""
     m, t, n = cfg.model, cfg.train, len(cfg.model.hidden)
     spatial = m.architecture != "dense"
-    if spatial and m.kind not in ("ff", "backprop"):
-        raise ConfigError(f"model.architecture = {m.architecture!r} is for kind 'ff' or 'backprop', got {m.kind!r}")
+    recurrent = m.kind in ("recurrent", "spiking-recurrent")
+    if recurrent and m.architecture == "local":
+        _validate_recurrent_local(cfg)
+    elif spatial and m.kind not in ("ff", "backprop"):
+        raise ConfigError(
+            f"model.architecture = {m.architecture!r} is for kind 'ff' or 'backprop' (and 'local' for the recurrent "
+            f"kinds), got {m.kind!r}"
+        )
     if not spatial and (m.label in ("channels", "pattern") or m.input_norm in ("none", "group")):
         raise ConfigError(
             "model.label = 'channels' or 'pattern' and model.input_norm = 'none' or 'group' are for images: set "
@@ -448,6 +454,30 @@ def _validate_spatial(cfg: Config) -> None:
         raise ConfigError(
             f"train.augment_crop / augment_flip / augment_mask: image augmentation needs image data; "
             f"{cfg.data.name!r} holds sequences"
+        )
+
+
+def _validate_recurrent_local(cfg: Config) -> None:
+    """A recurrent net of locally connected maps keeps every map at the image's size (so top-down fields
+    mirror bottom-up ones) and takes its label at the top, so the feed-forward map options do not apply."""
+    m = cfg.model
+    if get_spec(cfg.data.name).kind == "derived":
+        raise ConfigError(f"model.architecture = 'local' needs images; {cfg.data.name!r} holds sequences")
+    unused = {
+        "model.stride": any(s != 1 for s in (m.stride if isinstance(m.stride, list) else [m.stride])),
+        "model.padding": m.padding != "same",
+        "model.pool": any(p != 1 for p in m.pool),
+        "model.batch_norm": m.batch_norm,
+        "model.dropout": m.dropout > 0,
+        "model.clock": m.clock,
+        "model.label": m.label in ("channels", "pattern"),
+    }
+    bad = [key for key, is_set in unused.items() if is_set]
+    if bad:
+        raise ConfigError(
+            f"{', '.join(bad)}: a recurrent locally connected net keeps every map at the image's size (stride 1, "
+            "padding 'same', no pooling, batch norm or dropout), has no clock, and takes the label at its top "
+            "layer; leave these at their defaults"
         )
 
 

@@ -23,14 +23,16 @@ def rms_normalize(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return v * torch.rsqrt(v.pow(2).mean(1, keepdim=True) + eps)
 
 
-def init_block(weight: torch.Tensor, scheme: str, activation: str) -> None:
-    """Initialise one source's block of weights in place."""
+def init_block(weight: torch.Tensor, scheme: str, activation: str, fan_in: int | None = None) -> None:
+    """Initialise one source's block of weights in place; `fan_in` is the inputs a unit really sees (its
+    receptive field, for a locally connected source), default all the block's columns."""
     gain = nn.init.calculate_gain(activation if activation in ("relu", "tanh", "sigmoid") else "linear")
+    fan_in = fan_in or weight.shape[1]
     with torch.no_grad():
         if scheme == "kaiming":
-            weight.normal_(0.0, gain / math.sqrt(weight.shape[1]))
+            weight.normal_(0.0, gain / math.sqrt(fan_in))
         elif scheme == "xavier":
-            bound = gain * math.sqrt(6.0 / sum(weight.shape))
+            bound = gain * math.sqrt(6.0 / (fan_in + weight.shape[0]))
             weight.uniform_(-bound, bound)
         elif scheme == "orthogonal":
             nn.init.orthogonal_(weight, gain=gain)
@@ -44,6 +46,17 @@ def init_block(weight: torch.Tensor, scheme: str, activation: str) -> None:
             raise ValueError(f"unknown initialisation {scheme!r}; expected one of {list(SOURCE_INITS)}")
 
 
+def confine(weight: nn.Parameter, mask: torch.Tensor) -> None:
+    """Hold `weight` at zero outside `mask` (a fixed wiring, e.g. local receptive fields) without masking
+    it in every forward pass, which would cost a copy of the matrix per step (40-55% of a step's product
+    on this CPU): zero the entries now and mask every gradient that reaches them. Optimiser steps on a zero
+    gradient leave a zero at zero (SGD, Adam, and weight decay, which scales the entry itself)."""
+    mask = mask.bool()
+    with torch.no_grad():
+        weight.mul_(mask)
+    weight.register_hook(lambda grad: grad * mask.to(grad.device))
+
+
 class RecurrentLayer(FFLearner):
     """One hidden layer of the recurrent network: a local learner with three input sources.
 
@@ -52,6 +65,8 @@ class RecurrentLayer(FFLearner):
     wiring "metalayer": computed = m_ud * (unit_up(u_up) + unit_down(u_down)) + m_self * unit_lat(u_lat),
                         each unit its own linear map and activation.
     u_* are the RMS-normalised sources; s is `top_down_sign` (negative in the inverted variant).
+    `masks` (units x inputs, one per source or None) restrict sources to local receptive fields: Hinton's
+    (2022) CIFAR-10 nets are this wiring over locally connected maps.
 
     With `spiking` settings (threshold, surrogate, slope) the layer is a population of LIF neurons:
     its state is the membrane potential, the activation is dropped (the wirings compute input
@@ -72,6 +87,7 @@ class RecurrentLayer(FFLearner):
         top_down_sign: float = 1.0,
         mix: tuple[float, float] = (0.7, 0.3),
         spiking: tuple[float, str, float] | None = None,
+        masks: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] | None = None,
         **learner_options,
     ) -> None:
         super().__init__(**learner_options)
@@ -86,16 +102,29 @@ class RecurrentLayer(FFLearner):
         self.width = width
         self.top_down_sign = float(top_down_sign)
         self.mix = tuple(float(m) for m in mix)
+        masks = masks or (None, None, None)
+        for mask, d in zip(masks, self.dims, strict=True):
+            if mask is not None and tuple(mask.shape) != (width, d):
+                raise ValueError(f"a source mask must be {width}x{d} (units x inputs), got {tuple(mask.shape)}")
+        fan_ins = [None if m is None else int(m.sum(1).max()) for m in masks]
         if wiring == "sum":
             self.linear = nn.Linear(up_dim + down_dim + width, width)
             nn.init.zeros_(self.linear.bias)
-            for block, scheme in zip(self._blocks(self.linear.weight), inits, strict=True):
-                init_block(block, scheme, activation)
+            for block, scheme, fan_in in zip(self._blocks(self.linear.weight), inits, fan_ins, strict=True):
+                init_block(block, scheme, activation, fan_in)
+            if any(m is not None for m in masks):
+                blocks = [
+                    torch.ones(width, d, dtype=torch.bool) if m is None else m
+                    for m, d in zip(masks, self.dims, strict=True)
+                ]
+                confine(self.linear.weight, torch.cat(blocks, 1))
         else:
             self.units = nn.ModuleList(nn.Linear(d, width) for d in self.dims)
-            for unit, scheme in zip(self.units, inits, strict=True):
-                init_block(unit.weight, scheme, activation)
+            for unit, scheme, fan_in, mask in zip(self.units, inits, fan_ins, masks, strict=True):
+                init_block(unit.weight, scheme, activation, fan_in)
                 nn.init.zeros_(unit.bias)
+                if mask is not None:
+                    confine(unit.weight, mask)
         self.register_peer_mean(width)
 
     def _blocks(self, weight: torch.Tensor) -> list[torch.Tensor]:

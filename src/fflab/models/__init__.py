@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from fflab.config import ModelSettings, ReadoutSettings, SpikingSettings
 from fflab.errors import ConfigError
 from fflab.layers import FFDense, FFLearner
-from fflab.layers.conv import FFConv2d, FFLocal2d
+from fflab.layers.conv import MAX_LOCAL_WEIGHTS, FFConv2d, FFLocal2d, receptive_field_mask
 from fflab.layers.hebbian import HebbianFFLayer
 from fflab.layers.recurrent import RecurrentLayer
 from fflab.layers.spiking import SpikingFFDense
@@ -203,6 +205,31 @@ def build_backprop(
     return BackpropNetwork(hidden_stack(settings, input_dim, input_shape, num_classes), num_classes)
 
 
+def local_source_masks(
+    channels: list[int], input_shape: tuple[int, ...] | None, kernel
+) -> tuple[list[int], list[tuple]]:
+    """Units per layer and each layer's (bottom-up, top-down, lateral) receptive-field masks for a recurrent
+    net of locally connected maps: every layer is a `channels[i]` x H x W map of the input's size, and a
+    unit sees a kernel x kernel field of the map below, the map above and its own map (the top layer sees
+    the whole label)."""
+    if input_shape is None or len(input_shape) != 3:
+        raise ConfigError(f"model.architecture = 'local' needs images (C, H, W); this data set gives {input_shape}")
+    _, h, w = input_shape
+    shapes = [tuple(input_shape), *[(c, h, w) for c in channels]]
+    kernels = per_layer(kernel, len(channels))
+    masks = []
+    for i, (c, k) in enumerate(zip(channels, kernels, strict=True)):
+        inputs = math.prod(shapes[i]) + (math.prod(shapes[i + 2]) if i + 1 < len(channels) else 0) + c * h * w
+        if c * h * w * inputs > MAX_LOCAL_WEIGHTS:
+            raise ConfigError(
+                f"model.hidden: layer {i} ({c}x{h}x{w} units) would need a {c * h * w}x{inputs} masked weight, over "
+                f"the limit of {MAX_LOCAL_WEIGHTS:,} entries: use fewer channels"
+            )
+        down = receptive_field_mask(shapes[i + 2], c, k) if i + 1 < len(channels) else None
+        masks.append((receptive_field_mask(shapes[i], c, k), down, receptive_field_mask(shapes[i + 1], c, k)))
+    return [c * h * w for c in channels], masks
+
+
 def build_recurrent(
     settings: ModelSettings,
     input_dim: int,
@@ -210,17 +237,22 @@ def build_recurrent(
     readout: ReadoutSettings | None = None,
     *,
     spiking: SpikingSettings | None = None,
+    input_shape: tuple[int, ...] | None = None,
     **_,
 ) -> RecurrentFFNetwork:
     """Hinton's recurrent FF network (Fig. 3): layers fed from below, above and themselves over time;
-    with kind = "spiking-recurrent", LIF populations whose membrane leak is the damping."""
+    with kind = "spiking-recurrent", LIF populations whose membrane leak is the damping; with
+    architecture = "local", every source reaches a unit through a local receptive field."""
     s = spiking or SpikingSettings()
-    widths = settings.hidden
+    widths, masks = settings.hidden, [None] * len(settings.hidden)
+    if settings.architecture == "local":
+        widths, masks = local_source_masks(settings.hidden, input_shape, settings.kernel)
     layers = [
         RecurrentLayer(
             input_dim + (settings.steps if settings.clock else 0) if i == 0 else widths[i - 1],
             widths[i + 1] if i + 1 < len(widths) else num_classes,
             width,
+            masks=masks[i],
             wiring=settings.wiring,
             activation=settings.activation,
             inits=tuple(settings.source_init),
