@@ -17,6 +17,18 @@ def require_choice(option: str, value: str, choices) -> None:
         raise ValueError(f"unknown {option} {value!r}; expected one of {sorted(choices)}")
 
 
+def confine(module: nn.Module, weight: nn.Parameter, mask: torch.Tensor, name: str) -> None:
+    """Hold `weight` at zero outside `mask` (a fixed wiring, e.g. local receptive fields) without masking it
+    in every forward pass, which costs a copy of the matrix per product (it made a 3,072 x 9,216 product
+    40-55% slower on this CPU): zero the entries now and mask every gradient that reaches them. An
+    optimiser step on a zero gradient leaves a zero at zero (SGD, Adam, and weight decay, which scales
+    the entry itself). The mask is `module`'s buffer `name`, so it moves with the module."""
+    module.register_buffer(name, mask.bool(), persistent=False)
+    with torch.no_grad():
+        weight.mul_(mask)
+    weight.register_hook(lambda grad: grad * getattr(module, name))
+
+
 class FFLearner(nn.Module):
     """Base class of every FF layer.
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fflab.layers.base import FFLearner, require_choice
+from fflab.layers.base import FFLearner, confine, require_choice
 from fflab.layers.dense import ACTIVATIONS, INIT_GAIN, INITS, normalize_direction
 
 SCOPES = ("sample", "position", "channel")
@@ -244,8 +244,6 @@ class FFLocal2d(SpatialFFLearner):
                 f"a locally connected layer from {c}x{h}x{w} to {out_channels}x{mh}x{mw} needs a {n_out}x{n_in} "
                 f"masked weight, over the limit of {MAX_LOCAL_WEIGHTS:,} entries: use fewer channels or a smaller map"
             )
-        mask = receptive_field_mask(self.in_shape, out_channels, kernel, self.stride, self.padding)
-        self.register_buffer("mask", mask, persistent=False)
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         self.bias = nn.Parameter(torch.zeros(out_channels, mh, mw))
         patch = c * kernel * kernel  # inputs of a unit away from the border
@@ -253,11 +251,15 @@ class FFLocal2d(SpatialFFLearner):
             nn.init.uniform_(self.weight, -1 / math.sqrt(patch), 1 / math.sqrt(patch))
         else:
             _init_weight(self.weight, init, self.activation, patch)
-        with torch.no_grad():
-            self.weight.mul_(self.mask)
+        confine(
+            self,
+            self.weight,
+            receptive_field_mask(self.in_shape, out_channels, kernel, self.stride, self.padding),
+            "mask",
+        )
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.reshape(len(x), -1) @ (self.weight * self.mask).t()  # masked entries get zero gradient
+        out = x.reshape(len(x), -1) @ self.weight.t()  # zero outside the receptive fields (see `confine`)
         return out.view(len(x), self.out_channels, *self.map_size) + self.bias
 
     def forward_flops(self) -> int:
