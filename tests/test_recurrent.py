@@ -346,12 +346,17 @@ def local_net(hidden=(2, 2), kernel=3, shape=(1, 8, 8), **model):
     return build_model(cfg.model, math.prod(shape), 4, input_shape=shape)
 
 
-def test_local_recurrent_units_see_only_their_receptive_fields():
-    net = local_net(hidden=(2, 3), kernel=3)
+@pytest.mark.parametrize("wiring", ["sum", "metalayer"])
+def test_local_recurrent_units_see_only_their_receptive_fields(wiring):
+    net = local_net(hidden=(2, 3), kernel=3, wiring=wiring)
     low, top = net.layers
     assert low.dims == (64, 3 * 64, 2 * 64) and top.dims == (2 * 64, 4, 3 * 64)
-    weight = low.linear.weight.detach()
-    up, down, lateral = low._blocks(weight)
+    if wiring == "sum":
+        up, down, lateral = low._blocks(low.linear.weight.detach())
+        label = top._blocks(top.linear.weight)[1]
+    else:
+        up, down, lateral = (unit.weight.detach() for unit in low.units)
+        label = top.units[1].weight
     # unit (channel 1, row 4, col 4) of the lower map sees rows and columns 3-5 of the image and both maps
     unit = 1 * 64 + 4 * 8 + 4
     field = torch.zeros(8, 8, dtype=torch.bool)
@@ -359,13 +364,33 @@ def test_local_recurrent_units_see_only_their_receptive_fields():
     assert torch.equal(up[unit] != 0, field.flatten())
     assert torch.equal(down[unit].view(3, 8, 8) != 0, field.expand(3, 8, 8))
     assert torch.equal(lateral[unit].view(2, 8, 8) != 0, field.expand(2, 8, 8))
-    assert (top._blocks(top.linear.weight)[1] != 0).all()  # the label reaches every top unit
+    assert (label != 0).all()  # the label reaches every top unit
     # a unit's computed activity ignores a pixel of the map above outside its field
     u_up, u_down, u_lat = torch.rand(2, 64), torch.rand(2, 3 * 64), torch.rand(2, 2 * 64)
     base = low(u_up, u_down, u_lat)
     u_down[:, 0] += 5.0  # channel 0, row 0, col 0 of the map above
     moved = (low(u_up, u_down, u_lat) - base).abs().amax(0).view(2, 8, 8) > 0
     assert moved[:, :2, :2].any() and not moved[:, 2:, :].any() and not moved[:, :, 2:].any()
+
+
+def test_local_masks_survive_loading_a_state_and_scale_xavier_by_the_fields():
+    net = local_net(hidden=(2, 2), kernel=3)
+    layer = net.layers[0]
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["layers.0.linear.weight"].fill_(1.0)  # a state with weights outside the fields
+    net.load_state_dict(state)
+    assert torch.equal(layer.linear.weight != 0, layer.mask)
+    # Xavier scales by the fields: an image pixel reaches 2 channels x 3x3 units, a unit sees 3x3 pixels
+    xavier = local_net(hidden=(2, 2), kernel=3, source_init=["xavier"] * 3).layers[0]
+    up = xavier._blocks(xavier.linear.weight.detach())[0]
+    bound = math.sqrt(2) * math.sqrt(6 / (9 + 18))  # ReLU gain
+    assert bound * 0.9 < up.abs().max() <= bound
+
+
+def test_spiking_recurrent_layers_take_local_fields_too():
+    net = local_net(hidden=(2, 2), kernel=3, kind="spiking-recurrent")
+    assert net.layers[0].spiking is not None and torch.equal(net.layers[0].linear.weight != 0, net.layers[0].mask)
+    assert net.label_scores(torch.rand(3, 1, 8, 8)).shape == (3, 4, 2)
 
 
 def test_local_recurrent_training_learns_images_and_keeps_its_wiring():
@@ -388,12 +413,18 @@ def test_local_recurrent_training_learns_images_and_keeps_its_wiring():
 
 
 def test_bad_local_recurrent_configs_are_named():
-    base = {"kind": "recurrent", "architecture": "local", "hidden": [3, 3]}
+    base = {"kind": "recurrent", "architecture": "local", "hidden": [3, 3], "source_init": ["kaiming"] * 3}
     for extra, message in [
         ({"stride": 2}, "model.stride"),
         ({"pool": [2, 1]}, "model.pool"),
         ({"clock": True}, "model.clock"),
         ({"label": "pattern"}, "model.label"),
+        ({"padding": "valid"}, "model.padding"),
+        ({"batch_norm": True}, "model.batch_norm"),
+        ({"dropout": 0.2}, "model.dropout"),
+        ({"goodness_scope": "position"}, "model.goodness_scope"),
+        ({"input_norm": "group"}, "model.input_norm"),
+        ({"source_init": ["kaiming", "kaiming", "orthogonal"]}, "model.source_init"),
     ]:
         with pytest.raises(ConfigError, match=message):
             config_from_dict({"model": {**base, **extra}})

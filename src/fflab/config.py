@@ -430,8 +430,8 @@ def _validate_spatial(cfg: Config) -> None:
         )
     if not spatial and (m.label in ("channels", "pattern") or m.input_norm in ("none", "group")):
         raise ConfigError(
-            "model.label = 'channels' or 'pattern' and model.input_norm = 'none' or 'group' are for images: set "
-            "model.architecture to 'conv' or 'local'"
+            "model.label = 'channels' or 'pattern' and model.input_norm = 'none' or 'group' are for images in "
+            "feed-forward nets: set model.architecture to 'conv' or 'local' with model.kind 'ff' or 'backprop'"
         )
     if m.dropout and not spatial:
         raise ConfigError(
@@ -471,13 +471,21 @@ def _validate_recurrent_local(cfg: Config) -> None:
         "model.dropout": m.dropout > 0,
         "model.clock": m.clock,
         "model.label": m.label in ("channels", "pattern"),
+        "model.goodness_scope": m.goodness_scope != "sample",
+        "model.input_norm": m.input_norm not in ("rms", "length"),
     }
     bad = [key for key, is_set in unused.items() if is_set]
     if bad:
         raise ConfigError(
             f"{', '.join(bad)}: a recurrent locally connected net keeps every map at the image's size (stride 1, "
-            "padding 'same', no pooling, batch norm or dropout), has no clock, and takes the label at its top "
-            "layer; leave these at their defaults"
+            "padding 'same', no pooling, batch norm or dropout), has no clock, takes the label at its top layer "
+            "and scores and normalises whole layers; leave these at their defaults"
+        )
+    if any(scheme in ("orthogonal", "identity") for scheme in m.source_init):
+        raise ConfigError(
+            f"model.source_init = {m.source_init}: 'orthogonal' and 'identity' do not survive the receptive-field "
+            "masks of a locally connected source (masking would shrink them to a fraction of their scale); use "
+            "'kaiming', 'xavier' or 'zeros'"
         )
 
 

@@ -22,11 +22,18 @@ def confine(module: nn.Module, weight: nn.Parameter, mask: torch.Tensor, name: s
     in every forward pass, which costs a copy of the matrix per product (it made a 3,072 x 9,216 product
     40-55% slower on this CPU): zero the entries now and mask every gradient that reaches them. An
     optimiser step on a zero gradient leaves a zero at zero (SGD, Adam, and weight decay, which scales
-    the entry itself). The mask is `module`'s buffer `name`, so it moves with the module."""
+    the entry itself). The mask is `module`'s buffer `name`, so it moves with the module; loaded weights are
+    masked again, so a state from elsewhere cannot reach outside the fields. The hook lives on the
+    Parameter: a `copy.deepcopy` of the module loses it (build a fresh module and load its state instead)."""
     module.register_buffer(name, mask.bool(), persistent=False)
-    with torch.no_grad():
-        weight.mul_(mask)
+
+    def zero_outside(*_) -> None:
+        with torch.no_grad():
+            weight.mul_(getattr(module, name))
+
+    zero_outside()
     weight.register_hook(lambda grad: grad * getattr(module, name))
+    module.register_load_state_dict_post_hook(zero_outside)
 
 
 class FFLearner(nn.Module):

@@ -23,16 +23,19 @@ def rms_normalize(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return v * torch.rsqrt(v.pow(2).mean(1, keepdim=True) + eps)
 
 
-def init_block(weight: torch.Tensor, scheme: str, activation: str, fan_in: int | None = None) -> None:
-    """Initialise one source's block of weights in place; `fan_in` is the inputs a unit really sees (its
-    receptive field, for a locally connected source), default all the block's columns."""
+def init_block(
+    weight: torch.Tensor, scheme: str, activation: str, fan_in: int | None = None, fan_out: int | None = None
+) -> None:
+    """Initialise one source's block of weights in place; `fan_in` is the inputs a unit really sees and
+    `fan_out` the units an input reaches (fewer than the block's columns and rows for a locally connected
+    source)."""
     gain = nn.init.calculate_gain(activation if activation in ("relu", "tanh", "sigmoid") else "linear")
-    fan_in = fan_in or weight.shape[1]
+    fan_in, fan_out = fan_in or weight.shape[1], fan_out or weight.shape[0]
     with torch.no_grad():
         if scheme == "kaiming":
             weight.normal_(0.0, gain / math.sqrt(fan_in))
         elif scheme == "xavier":
-            bound = gain * math.sqrt(6.0 / (fan_in + weight.shape[0]))
+            bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
             weight.uniform_(-bound, bound)
         elif scheme == "orthogonal":
             nn.init.orthogonal_(weight, gain=gain)
@@ -95,12 +98,12 @@ class RecurrentLayer(FFLearner):
         for mask, d in zip(masks, self.dims, strict=True):
             if mask is not None and tuple(mask.shape) != (width, d):
                 raise ValueError(f"a source mask must be {width}x{d} (units x inputs), got {tuple(mask.shape)}")
-        fan_ins = [None if m is None else int(m.sum(1).max()) for m in masks]
+        fans = [(None, None) if m is None else (int(m.sum(1).max()), int(m.sum(0).max())) for m in masks]
         if wiring == "sum":
             self.linear = nn.Linear(up_dim + down_dim + width, width)
             nn.init.zeros_(self.linear.bias)
-            for block, scheme, fan_in in zip(self._blocks(self.linear.weight), inits, fan_ins, strict=True):
-                init_block(block, scheme, activation, fan_in)
+            for block, scheme, fan in zip(self._blocks(self.linear.weight), inits, fans, strict=True):
+                init_block(block, scheme, activation, *fan)
             if any(m is not None for m in masks):
                 blocks = [
                     torch.ones(width, d, dtype=torch.bool) if m is None else m
@@ -109,8 +112,8 @@ class RecurrentLayer(FFLearner):
                 confine(self, self.linear.weight, torch.cat(blocks, 1), "mask")
         else:
             self.units = nn.ModuleList(nn.Linear(d, width) for d in self.dims)
-            for i, (unit, scheme, fan_in, mask) in enumerate(zip(self.units, inits, fan_ins, masks, strict=True)):
-                init_block(unit.weight, scheme, activation, fan_in)
+            for i, (unit, scheme, fan, mask) in enumerate(zip(self.units, inits, fans, masks, strict=True)):
+                init_block(unit.weight, scheme, activation, *fan)
                 nn.init.zeros_(unit.bias)
                 if mask is not None:
                     confine(self, unit.weight, mask, f"mask{i}")
