@@ -373,6 +373,20 @@ def test_local_recurrent_units_see_only_their_receptive_fields(wiring):
     assert moved[:, :2, :2].any() and not moved[:, 2:, :].any() and not moved[:, :, 2:].any()
 
 
+def test_without_lateral_a_layer_sees_only_the_maps_below_and_above():
+    net = local_net(hidden=(2, 3), kernel=3, lateral=False)
+    low = net.layers[0]
+    assert low.dims == (64, 3 * 64, 0) and low.linear.weight.shape == (128, 64 + 192)
+    u_up, u_down = torch.rand(2, 64), torch.rand(2, 3 * 64)
+    assert torch.equal(low(u_up, u_down, torch.rand(2, 128)), low(u_up, u_down, torch.zeros(2, 128)))
+    x = torch.rand(3, 1, 8, 8)
+    scores = net.label_scores(x)
+    for c in range(4):  # the batched prediction still equals one run per label
+        assert torch.allclose(scores[:, c], net.trace(x, torch.full((3,), c)).goodness[2:5].mean(0).t(), atol=1e-5)
+    with pytest.raises(ConfigError, match="model.lateral"):
+        config_from_dict({"model": {"kind": "recurrent", "wiring": "metalayer", "lateral": False}})
+
+
 def test_local_masks_survive_loading_a_state_and_scale_xavier_by_the_fields():
     net = local_net(hidden=(2, 2), kernel=3)
     layer = net.layers[0]

@@ -120,6 +120,7 @@ class ModelSettings:
     wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
     mix: list[float] = field(default_factory=lambda: [0.7, 0.3])  # metalayer: (up + down) and self weights
     top_down_sign: float = 1.0
+    lateral: bool = True  # each layer also sees its own previous activity (false: only the layers below and above)
     score: str = choice(
         "steps",
         SCORES,
@@ -334,6 +335,10 @@ def validate(cfg: Config) -> Config:
             )
         if len(m.mix) != 2:
             raise ConfigError(f"model.mix: expected two weights [up_and_down, self], got {m.mix}")
+        if not m.lateral and m.wiring == "metalayer":
+            raise ConfigError(
+                "model.lateral = false: the metalayer wiring mixes in a lateral unit by design; use wiring 'sum'"
+            )
         if m.score == "window_mean" and t.update == "step":
             raise ConfigError(
                 "model.score = 'window_mean' scores the whole window at once, so it needs train.update = 'window' "

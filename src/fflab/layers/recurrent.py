@@ -56,7 +56,8 @@ class RecurrentLayer(FFLearner):
                         blocks stored side by side in one matrix (one product per step);
     wiring "metalayer": computed = m_ud * (unit_up(u_up) + unit_down(u_down)) + m_self * unit_lat(u_lat),
                         each unit its own linear map and activation.
-    u_* are the RMS-normalised sources; s is `top_down_sign` (negative in the inverted variant).
+    u_* are the RMS-normalised sources; s is `top_down_sign` (negative in the inverted variant). Without
+    `lateral`, the sum wiring has no W_lat (u_lat is ignored).
     `masks` (units x inputs, one per source or None) restrict sources to local receptive fields: Hinton's
     (2022) CIFAR-10 nets are this wiring over locally connected maps.
 
@@ -80,6 +81,7 @@ class RecurrentLayer(FFLearner):
         mix: tuple[float, float] = (0.7, 0.3),
         spiking: tuple[float, str, float] | None = None,
         masks: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] | None = None,
+        lateral: bool = True,
         **learner_options,
     ) -> None:
         super().__init__(**learner_options)
@@ -90,7 +92,9 @@ class RecurrentLayer(FFLearner):
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         self.wiring, self.activation = wiring, activation
         self._act = ACTIVATIONS[activation] if spiking is None else (lambda v: v)  # LIF: currents, no activation
-        self.dims = (up_dim, down_dim, width)
+        if not lateral and wiring != "sum":
+            raise ValueError("a layer without a lateral source needs the 'sum' wiring")
+        self.dims = (up_dim, down_dim, width if lateral else 0)
         self.width = width
         self.top_down_sign = float(top_down_sign)
         self.mix = tuple(float(m) for m in mix)
@@ -100,10 +104,11 @@ class RecurrentLayer(FFLearner):
                 raise ValueError(f"a source mask must be {width}x{d} (units x inputs), got {tuple(mask.shape)}")
         fans = [(None, None) if m is None else (int(m.sum(1).max()), int(m.sum(0).max())) for m in masks]
         if wiring == "sum":
-            self.linear = nn.Linear(up_dim + down_dim + width, width)
+            self.linear = nn.Linear(sum(self.dims), width)
             nn.init.zeros_(self.linear.bias)
             for block, scheme, fan in zip(self._blocks(self.linear.weight), inits, fans, strict=True):
-                init_block(block, scheme, activation, *fan)
+                if block.numel():
+                    init_block(block, scheme, activation, *fan)
             if any(m is not None for m in masks):
                 blocks = [
                     torch.ones(width, d, dtype=torch.bool) if m is None else m
@@ -145,9 +150,10 @@ class RecurrentLayer(FFLearner):
         u_down = self.top_down_sign * u_down
         if self.wiring == "sum":
             w = self.linear.weight
+            sources = [u_down, u_lat] if self.dims[2] else [u_down]
             if up_term is None:
-                return self._act(torch.cat([u_up, u_down, u_lat], 1) @ w.t() + self.linear.bias)
-            rest = torch.cat([u_down, u_lat], 1) @ w[:, self.dims[0] :].t()
+                return self._act(torch.cat([u_up, *sources], 1) @ w.t() + self.linear.bias)
+            rest = torch.cat(sources, 1) @ w[:, self.dims[0] :].t()
             return self._act(up_term + rest + self.linear.bias)
         up = self._act(self.bottom_up(u_up) if up_term is None else up_term)
         down, lat = self._act(self.units[1](u_down)), self._act(self.units[2](u_lat))

@@ -206,12 +206,12 @@ def build_backprop(
 
 
 def local_source_masks(
-    channels: list[int], input_shape: tuple[int, ...] | None, kernel
+    channels: list[int], input_shape: tuple[int, ...] | None, kernel, lateral: bool = True
 ) -> tuple[list[int], list[tuple]]:
     """Units per layer and each layer's (bottom-up, top-down, lateral) receptive-field masks for a recurrent
     net of locally connected maps: every layer is a `channels[i]` x H x W map of the input's size, and a
     unit sees a kernel x kernel field of the map below, the map above and its own map (the top layer sees
-    the whole label)."""
+    the whole label); without `lateral`, no mask of its own map."""
     if input_shape is None or len(input_shape) != 3:
         raise ConfigError(f"model.architecture = 'local' needs images (C, H, W); this data set gives {input_shape}")
     _, h, w = input_shape
@@ -219,14 +219,16 @@ def local_source_masks(
     kernels = per_layer(kernel, len(channels))
     masks = []
     for i, (c, k) in enumerate(zip(channels, kernels, strict=True)):
-        inputs = math.prod(shapes[i]) + (math.prod(shapes[i + 2]) if i + 1 < len(channels) else 0) + c * h * w
+        own = c * h * w if lateral else 0
+        inputs = math.prod(shapes[i]) + (math.prod(shapes[i + 2]) if i + 1 < len(channels) else 0) + own
         if c * h * w * inputs > MAX_LOCAL_WEIGHTS:
             raise ConfigError(
                 f"model.hidden: layer {i} ({c}x{h}x{w} units) would need a {c * h * w}x{inputs} masked weight, over "
                 f"the limit of {MAX_LOCAL_WEIGHTS:,} entries: use fewer channels"
             )
         down = receptive_field_mask(shapes[i + 2], c, k) if i + 1 < len(channels) else None
-        masks.append((receptive_field_mask(shapes[i], c, k), down, receptive_field_mask(shapes[i + 1], c, k)))
+        own_field = receptive_field_mask(shapes[i + 1], c, k) if lateral else None
+        masks.append((receptive_field_mask(shapes[i], c, k), down, own_field))
     return [c * h * w for c in channels], masks
 
 
@@ -246,7 +248,7 @@ def build_recurrent(
     s = spiking or SpikingSettings()
     widths, masks = settings.hidden, [None] * len(settings.hidden)
     if settings.architecture == "local":
-        widths, masks = local_source_masks(settings.hidden, input_shape, settings.kernel)
+        widths, masks = local_source_masks(settings.hidden, input_shape, settings.kernel, settings.lateral)
     layers = [
         RecurrentLayer(
             input_dim + (settings.steps if settings.clock else 0) if i == 0 else widths[i - 1],
@@ -257,6 +259,7 @@ def build_recurrent(
             activation=settings.activation,
             inits=tuple(settings.source_init),
             top_down_sign=settings.top_down_sign,
+            lateral=settings.lateral,
             mix=tuple(settings.mix),
             spiking=(s.threshold, s.surrogate, s.slope) if settings.kind == "spiking-recurrent" else None,
             **options,
