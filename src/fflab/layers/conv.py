@@ -3,12 +3,11 @@
 Both map an image-shaped input [N, C, H, W] (or its flattened rows) to feature maps:
 normalise the input (its direction, or per class group of channels) -> convolution (shared weights)
 or locally connected map (one filter bank per output position, as in Hinton 2022's CIFAR-10 and MNIST
-nets) -> activation -> optional dropout (training only) -> optional max or average pooling -> optional
-batch norm (the normalisation
-between learners of channel-wise competitive FF). Goodness is taken over the whole map ("sample"),
-at each spatial position ("position") or in each channel ("channel"); the FF loss then separates
-positive from negative data at every position or channel separately, and the layer's score is the
-mean over them.
+nets) -> activation -> optional dropout (training only) -> optional max or average pooling ->
+optional batch norm (the normalisation between learners of channel-wise competitive FF). Goodness is
+taken over the whole map ("sample"), at each spatial position ("position") or in each channel
+("channel"); the FF loss then separates positive from negative data at every position or channel
+separately, and the layer's score is the mean over them.
 """
 
 from __future__ import annotations
@@ -202,6 +201,15 @@ class FFConv2d(SpatialFFLearner):
 MAX_LOCAL_WEIGHTS = 1 << 26  # entries of a locally connected layer's dense weight (256 MB of float32)
 
 
+def require_local_size(n_out: int, n_in: int, layer: str) -> None:
+    """ValueError unless a masked (locally connected) weight of n_out x n_in fits under MAX_LOCAL_WEIGHTS."""
+    if n_out * n_in > MAX_LOCAL_WEIGHTS:
+        raise ValueError(
+            f"{layer} needs a {n_out}x{n_in} masked weight, over the limit of {MAX_LOCAL_WEIGHTS:,} entries: use "
+            "fewer channels or a smaller map"
+        )
+
+
 def receptive_field_mask(
     in_shape: tuple[int, int, int], out_channels: int, kernel: int, stride: int = 1, padding: str = "same"
 ) -> torch.Tensor:
@@ -239,11 +247,7 @@ class FFLocal2d(SpatialFFLearner):
         c, h, w = in_shape
         mh, mw = self.map_size
         n_in, n_out = c * h * w, out_channels * mh * mw
-        if n_in * n_out > MAX_LOCAL_WEIGHTS:
-            raise ValueError(
-                f"a locally connected layer from {c}x{h}x{w} to {out_channels}x{mh}x{mw} needs a {n_out}x{n_in} "
-                f"masked weight, over the limit of {MAX_LOCAL_WEIGHTS:,} entries: use fewer channels or a smaller map"
-            )
+        require_local_size(n_out, n_in, f"a locally connected layer from {c}x{h}x{w} to {out_channels}x{mh}x{mw}")
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         self.bias = nn.Parameter(torch.zeros(out_channels, mh, mw))
         patch = c * kernel * kernel  # inputs of a unit away from the border

@@ -7,7 +7,7 @@ import math
 from fflab.config import ModelSettings, ReadoutSettings, SpikingSettings
 from fflab.errors import ConfigError
 from fflab.layers import FFDense, FFLearner
-from fflab.layers.conv import MAX_LOCAL_WEIGHTS, FFConv2d, FFLocal2d, receptive_field_mask
+from fflab.layers.conv import FFConv2d, FFLocal2d, receptive_field_mask, require_local_size
 from fflab.layers.hebbian import HebbianFFLayer
 from fflab.layers.recurrent import RecurrentLayer
 from fflab.layers.spiking import SpikingFFDense
@@ -217,18 +217,14 @@ def local_source_masks(
     _, h, w = input_shape
     shapes = [tuple(input_shape), *[(c, h, w) for c in channels]]
     kernels = per_layer(kernel, len(channels))
-    masks = []
+    top, masks = len(channels) - 1, []
     for i, (c, k) in enumerate(zip(channels, kernels, strict=True)):
-        own = c * h * w if lateral else 0
-        inputs = math.prod(shapes[i]) + (math.prod(shapes[i + 2]) if i + 1 < len(channels) else 0) + own
-        if c * h * w * inputs > MAX_LOCAL_WEIGHTS:
-            raise ConfigError(
-                f"model.hidden: layer {i} ({c}x{h}x{w} units) would need a {c * h * w}x{inputs} masked weight, over "
-                f"the limit of {MAX_LOCAL_WEIGHTS:,} entries: use fewer channels"
-            )
-        down = receptive_field_mask(shapes[i + 2], c, k) if i + 1 < len(channels) else None
-        own_field = receptive_field_mask(shapes[i + 1], c, k) if lateral else None
-        masks.append((receptive_field_mask(shapes[i], c, k), down, own_field))
+        sources = (shapes[i], shapes[i + 2] if i < top else None, shapes[i + 1] if lateral else None)
+        try:
+            require_local_size(c * h * w, sum(math.prod(s) for s in sources if s), f"model.hidden: layer {i}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        masks.append(tuple(None if s is None else receptive_field_mask(s, c, k) for s in sources))
     return [c * h * w for c in channels], masks
 
 
