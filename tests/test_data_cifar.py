@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import shutil
+import stat
 import struct
 import tarfile
 import time
@@ -423,6 +424,9 @@ def test_cifar10_from_a_tar_is_unpacked_into_the_cache(
     assert [p.name for p in data_dir.iterdir()] == ["cifar10-jpeg.tar"]  # the data dir may be read-only
     [unpacked] = (cache / "unpacked").iterdir()
     assert (unpacked / "cifar10-jpeg" / "train" / "ship" / "0000.png").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(unpacked.stat().st_mode) == 0o777 & ~umask  # a shared cache stays readable by others
     assert all(c.ok for c in checks) and "tar of an image folder" in checks[0].detail
     assert "10 images 3x2x2 in 10 classes, 1..1 each" in checks[1].detail
 

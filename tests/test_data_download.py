@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,9 @@ def test_falls_through_to_a_working_mirror(blob: tuple[Path, FileSpec], tmp_path
         path = download_file(spec, dest, [REFUSED, cut, not_found, good], progress=False)
     assert path == dest / "blob.gz" and listing(dest) == ["blob.gz"]
     assert path.read_bytes() == (served / "blob.gz").read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # readable by others, as a plain write would be
 
 
 def test_every_mirror_failing_lists_urls_and_errors(blob: tuple[Path, FileSpec], tmp_path: Path) -> None:

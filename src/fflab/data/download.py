@@ -22,6 +22,7 @@ from fflab import __version__
 from fflab.data.paths import dataset_folder, find_file
 from fflab.data.registry import DatasetSpec, FileSpec, get_spec
 from fflab.errors import DataError
+from fflab.io import give_default_mode
 
 MIRROR_ENV = "FFLAB_MIRROR"
 CHUNK_BYTES = 1 << 16
@@ -69,6 +70,7 @@ def _fetch(url: str, dest: Path, md5: str, progress: bool) -> None:
                 raise DataError(f"md5 of the downloaded file is {digest.hexdigest()}, expected the official {md5}")
             out.flush()
             os.fsync(out.fileno())
+        give_default_mode(tmp)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

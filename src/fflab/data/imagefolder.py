@@ -30,7 +30,7 @@ from tqdm import tqdm
 from fflab.data.dataset import Dataset
 from fflab.data.paths import resolve_cache_dir
 from fflab.errors import DataError
-from fflab.io import atomic_path
+from fflab.io import atomic_path, give_default_mode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
@@ -308,6 +308,7 @@ def _unpack(tar_path: Path, target: Path, progress: bool) -> None:
             _check_members(tar_path, members)
             for member in tqdm(members, desc=f"unpacking {tar_path.name}", unit="file", disable=not progress):
                 tar.extract(member, partial, filter="data")
+        give_default_mode(partial)
         try:
             partial.rename(target)
         except OSError:

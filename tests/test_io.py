@@ -1,0 +1,36 @@
+"""Atomic writes land whole, with the mode a plain write would give, and leave nothing behind on error."""
+
+import os
+import stat
+
+import pytest
+
+from fflab.io import atomic_path, write_json_atomic, write_text_atomic
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_writes_get_the_umask_mode_not_tempfiles_owner_only_one(tmp_path, umask_022):
+    write_text_atomic(tmp_path / "a.txt", "hello")
+    write_json_atomic(tmp_path / "sub" / "b.json", {"x": 1})
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    assert mode(tmp_path / "a.txt") == mode(tmp_path / "sub" / "b.json") == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "sub"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
