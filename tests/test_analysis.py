@@ -86,6 +86,13 @@ def test_analyze_names_a_missing_run_without_a_traceback(tmp_path, capsys):
     assert "not a checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("samples", ["0", "-5", "many"])
+def test_analyze_takes_only_a_positive_sample_count(tmp_path, capsys, samples):
+    with pytest.raises(SystemExit) as stop:  # argparse rejects it before any run is read
+        main(["analyze", str(tmp_path), "--samples", samples])
+    assert stop.value.code == 2 and "--samples" in capsys.readouterr().err
+
+
 def train_and_analyze(tmp_path, config: str, overrides: list[str], name: str) -> dict:
     """Train a run of the shipped config with overrides, `fflab analyze` it, and return its analysis entry."""
     cfg = shipped_config(config, overrides)

@@ -361,6 +361,41 @@ def test_config_checks_for_conv_and_competitive_settings():
     with pytest.raises(ConfigError, match="multiple of 10"):
         cfg = config_from_dict({**ok, "model": {**ok["model"], "hidden": [15]}})
         build_model(cfg.model, 784, 10, input_shape=(1, 28, 28))
+    # settings the competitive loss would silently ignore
+    for key, value in (("peer_weight", 0.03), ("objective", "inverted"), ("goodness_scope", "channel")):
+        with pytest.raises(ConfigError, match=f"model.{key}: the competitive loss"):
+            config_from_dict({**ok, "model": {**ok["model"], key: value}})
+    # a label appended to the flat input is no image for a convolution (it used to fail inside the first layer)
+    with pytest.raises(ConfigError, match="model.label = 'concat'"):
+        config_from_dict({"model": {"architecture": "conv", "label": "concat"}})
+
+
+def test_xavier_scaling_counts_the_units_each_input_reaches():
+    """std = gain sqrt(2 / (fan_in + fan_out)): fan_out is out_channels/groups k^2 for a convolution and the most
+    units an input pixel reaches for a locally connected layer (not a dimension of either weight tensor)."""
+    torch.manual_seed(0)
+    relu_gain = math.sqrt(2.0)
+    conv = FFConv2d((16, 8, 8), 32, kernel=3, groups=2, init="xavier")
+    assert conv.conv.weight.std().item() == pytest.approx(relu_gain * math.sqrt(2 / (8 * 9 + 16 * 9)), rel=0.05)
+    local = FFLocal2d((3, 16, 16), 4, kernel=5, init="xavier")
+    inside = local.weight[local.mask]
+    assert inside.std().item() == pytest.approx(relu_gain * math.sqrt(2 / (3 * 25 + 4 * 25)), rel=0.05)
+
+
+def test_hard_negatives_are_scored_in_eval_mode_and_training_mode_is_restored():
+    """The wrong labels are ranked by what the network answers: no dropout draw, and batch norm's running
+    statistics are not fed the candidate rows (mostly wrong labels)."""
+    torch.manual_seed(0)
+    net = build_model(conv_settings(batch_norm=True, dropout=0.5), 64, 4, input_shape=(1, 8, 8)).train()
+    trainer = FFTrainer(net, TrainSettings(batch_size=8, negatives="hard", hard_scores="prediction"))
+    norms = [layer.norm for layer in net.layers]
+    before = [(n.running_mean.clone(), int(n.num_batches_tracked)) for n in norms]
+    x = torch.rand(8, 1, 8, 8)
+    first, second = trainer.label_scores_for(x, torch.arange(8)), trainer.label_scores_for(x, torch.arange(8))
+    assert torch.equal(first, second)
+    after = [(n.running_mean, int(n.num_batches_tracked)) for n in norms]
+    assert all(torch.equal(m, m0) and k == k0 for (m, k), (m0, k0) in zip(after, before, strict=True))
+    assert net.training and all(layer.training for layer in net.layers)
 
 
 @pytest.mark.parametrize("kind", ["ff", "backprop"])

@@ -57,6 +57,10 @@ def test_symmetric_factor_pushes_the_halves_apart():
     assert (dw[:2] > 0).all() and (dw[2:] < 0).all()
     with pytest.raises(ValueError, match="odd"):
         HebbianFFLayer(6, 5, third_factor="symmetric")
+    # from a config, the same refusal is a ConfigError (the CLI prints it without a traceback)
+    settings = ModelSettings(kind="hebbian", hidden=[5], goodness="mean_squares", theta=1.0)
+    with pytest.raises(ConfigError, match="model .hebbian, 64 inputs, 10 classes.: .*5 is odd"):
+        build_model(settings, 64, 10, spiking=SpikingSettings(third_factor="symmetric"))
 
 
 def test_surrogate_gate_weights_each_steps_postsynaptic_trace_in_the_update():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fflab.config import ModelSettings, TrainSettings
-from fflab.models import build_model, predict_from_scores
+from fflab.models import build_model, per_layer, predict_from_scores
 from fflab.training.trainer import FFTrainer
 
 
@@ -112,3 +112,9 @@ def test_training_reduces_the_local_losses(label):
         last = trainer.train_epoch(x, y, epoch).loss
     assert all(b < a for a, b in zip(first, last, strict=True))
     assert (net.predict(x) == y).float().mean() > 0.9
+
+
+def test_per_layer_settings_repeat_one_value_and_refuse_a_wrong_count():
+    assert per_layer(3, 2) == [3, 3] and per_layer([5], 3) == [5, 5, 5] and per_layer([1, 2], 2) == [1, 2]
+    with pytest.raises(ValueError, match=r"one per layer \(3\), got \[1, 2\]"):
+        per_layer([1, 2], 3)

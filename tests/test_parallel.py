@@ -202,10 +202,11 @@ def test_cli_runs_with_hard_negatives_finish_and_write_their_summary(tmp_path, m
 
 
 def test_a_batch_too_small_for_the_replicas_is_refused(tmp_path, capfd):
-    # 1,437 digits in batches of 1,436 leave a last batch of 1 row for 2 replicas.
-    args = ["train", "configs/digits-ff.toml", "--no-progress", "--set", "train.batch_size=1436"]
-    assert main([*args, "--parallel", "data", "--workers", "2", "--out", str(tmp_path / "r")]) == 2
-    assert "a batch of 1 rows, too few for 2 data-parallel replicas" in capfd.readouterr().err
+    # 1,437 digits in batches of 1,435 leave a last batch of 2 rows for 3 replicas (a last batch of one row
+    # would join the batch before it).
+    args = ["train", "configs/digits-ff.toml", "--no-progress", "--set", "train.batch_size=1435"]
+    assert main([*args, "--parallel", "data", "--workers", "3", "--out", str(tmp_path / "r")]) == 2
+    assert "a batch of 2 rows, too few for 3 data-parallel replicas" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize(

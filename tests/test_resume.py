@@ -8,7 +8,7 @@ from repo import config_path, shipped_config
 
 from fflab.checkpoint import TRAINING_STATE, load_training_state
 from fflab.cli import main
-from fflab.errors import CheckpointError
+from fflab.errors import CheckpointError, FFLabError
 from fflab.training.run import train_run
 
 QUIET = {"progress": False}
@@ -152,3 +152,25 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path, capsys, monkeypatch
     assert f"fflab: interrupted; continue with `fflab resume {run}`" in capsys.readouterr().err
     monkeypatch.setattr(run_module, "train_run", real)
     assert main(["resume", str(run), "--no-progress"]) == 0
+
+
+def test_a_metrics_line_torn_by_the_stop_is_dropped_and_its_epoch_runs_again(tmp_path):
+    """Each epoch's line is written before its state is saved, so a torn last line belongs to an unsaved epoch."""
+    run = tmp_path / "run"
+    cfg = shipped_config("digits-ff", ["train.epochs=3", "train.threads=1"])
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=stop_at_epoch(2), **QUIET)
+    metrics = run / "metrics.jsonl"
+    first, second = metrics.read_text().splitlines()
+    metrics.write_text(first + "\n" + second[: len(second) // 2])  # the process died while writing epoch 2's line
+    train_run(cfg, run, resume=True, log=lambda s: None, **QUIET)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+
+    torn_inside = tmp_path / "torn-inside"
+    with pytest.raises(Stop):
+        train_run(cfg, torn_inside, log=stop_at_epoch(3), **QUIET)
+    metrics = torn_inside / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0][:10], *lines[1:]]) + "\n")
+    with pytest.raises(FFLabError, match=r"metrics\.jsonl: line 1 is not JSON"):
+        train_run(cfg, torn_inside, resume=True, log=lambda s: None, **QUIET)

@@ -2,17 +2,21 @@
 
 import json
 import os
+import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from repo import config_path, shipped_config
 
 from fflab.checkpoint import load_checkpoint
 from fflab.cli import main
-from fflab.config import load_config
-from fflab.errors import ConfigError, FFLabError
+from fflab.config import config_from_dict, load_config
+from fflab.errors import ConfigError, DataError, FFLabError
 from fflab.training.evaluate import evaluate
-from fflab.training.run import load_for_config, train_run
+from fflab.training.run import _claim_run_dir, default_run_dir, load_for_config, train_run
+from fflab.training.trainer import batch_bounds
 
 
 def config(name, *overrides):
@@ -204,3 +208,53 @@ def test_validation_sizes_that_leave_nothing_to_train_on_are_named():
         config("digits-ff", "data.train_subset=100", "data.validation=100")
     with pytest.raises(FFLabError, match="data.validation = 5000 leaves no training samples of the 1437 there are"):
         load_for_config(config("digits-ff", "data.validation=5000"), None, progress=False)
+
+
+def test_two_runs_cannot_share_a_directory_and_default_names_do_not_collide(tmp_path, monkeypatch):
+    cfg = config("digits-ff", "train.epochs=1")
+    run = tmp_path / "run"
+    run.mkdir()
+    _claim_run_dir(run, cfg)  # the first of two runs started on one directory at once
+    with pytest.raises(FFLabError, match="already holds a run"):
+        _claim_run_dir(run, cfg)
+    with pytest.raises(FFLabError, match="already holds a run"):  # a run still in its first epoch
+        train_run(cfg, run, progress=False, log=lambda s: None)
+    assert load_config(run / "config.toml") == cfg and sorted(p.name for p in run.iterdir()) == ["config.toml"]
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261127-120000")
+    first = default_run_dir(cfg, tmp_path)
+    first.mkdir()
+    second = default_run_dir(cfg, tmp_path)
+    assert (first.name, second.name) == ("digits-ff-20261127-120000", "digits-ff-20261127-120000-2")
+
+
+def test_a_last_batch_of_one_row_joins_the_batch_before_it():
+    assert batch_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert batch_bounds(9, 4) == [(0, 4), (4, 9)]
+    assert batch_bounds(1, 4) == [(0, 1)] and batch_bounds(8, 4) == [(0, 4), (4, 8)]
+
+
+def test_hybrid_negatives_train_when_the_rows_leave_one_over(tmp_path):
+    """1409 digits in batches of 32 leave one row, which cannot be mixed with another into a hybrid."""
+    cfg = config(
+        "digits-ff",
+        "data.train_subset=1409",
+        "model.label=none",
+        "train.negatives=hybrid",
+        "readout.enabled=true",
+        "eval.predict=readout",
+        "train.epochs=1",
+        "train.monitor_size=0",
+    )
+    summary = train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert summary["train_samples"] == 1409
+
+
+def test_a_data_set_with_one_class_is_refused_by_name(tmp_path):
+    for split in ("train", "test"):
+        folder = tmp_path / "one" / split / "cat"
+        folder.mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(folder / "0.png")
+    cfg = config_from_dict({"data": {"name": "image-folder", "path": str(tmp_path / "one")}})
+    with pytest.raises(DataError, match="holds 1 class; Forward-Forward needs at least two"):
+        load_for_config(cfg, None, progress=False)

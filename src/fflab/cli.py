@@ -9,6 +9,17 @@ from pathlib import Path
 from fflab.errors import FFLabError
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def _config_path(text: str) -> Path:
     """A config file path, or the name of a ready config in ./configs (e.g. `mnist-ff`)."""
     p = Path(text)
@@ -178,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     an.add_argument("--out", help="output folder (default: analysis-<time> beside the first run)")
     an.add_argument(
-        "--samples", type=int, default=10000, help="held-out samples to analyse (test or validation; default 10000)"
+        "--samples",
+        type=positive_int,
+        default=10000,
+        help="held-out samples to analyse (test or validation; default 10000)",
     )
     an.add_argument("--threads", type=int, default=0, help="torch threads (default 0: one per core)")
     common(an)

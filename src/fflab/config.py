@@ -1,6 +1,6 @@
 """Experiment settings: TOML files validated into typed dataclasses.
 
-A config has the sections [data], [model], [train] and [eval]. Every key is checked: an
+A config has the sections [data], [model], [train], [eval], [readout] and [spiking]. Every key is checked: an
 unknown key or a value of the wrong type raises ConfigError naming the key and what was
 expected. `apply_overrides` applies `section.key=value` strings (the CLI's --set).
 """
@@ -110,7 +110,7 @@ class ModelSettings:
     )
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0)
-    predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
+    predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first (recurrent: all)
     # Recurrent networks (kind = "recurrent"), Hinton (2022) Fig. 3:
     steps: int = bounded(8, 1, doc="synchronous update steps")
     damping: float = bounded(0.3, 0.0, 1.0, doc="new = damping * old + (1 - damping) * computed")
@@ -199,7 +199,7 @@ class ReadoutSettings:
     """A linear softmax classifier on the normalised activities of frozen FF layers (Hinton 2022, 3.2)."""
 
     enabled: bool = False
-    layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first
+    layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first (recurrent: all)
     epochs: int = bounded(10, 1)
     batch_size: int = bounded(100, 1)
     lr: float = bounded(1e-3, 0.0)
@@ -390,6 +390,17 @@ def validate(cfg: Config) -> Config:
             "goes with train.negatives = 'none', model.label = 'none' and model.kind = 'ff'; got "
             f"loss = {m.loss!r}, negatives = {t.negatives!r}, label = {m.label!r}, kind = {m.kind!r}"
         )
+    ignored = {
+        "model.peer_weight": m.peer_weight > 0,
+        "model.objective": m.objective != "standard",
+        "model.goodness_scope": m.goodness_scope != "sample",
+    }
+    if competitive and any(ignored.values()):
+        raise ConfigError(
+            f"{', '.join(key for key, is_set in ignored.items() if is_set)}: the competitive loss scores whole groups "
+            "of channels against each other, so it has no peer normalisation, objective or goodness scope; leave "
+            "these at their defaults"
+        )
     if m.kind in ("ff", "spiking") and not competitive:
         unsupervised = m.label == "none"
         if unsupervised != (t.negatives == "hybrid"):
@@ -437,6 +448,11 @@ def _validate_spatial(cfg: Config) -> None:
         raise ConfigError(
             "model.label = 'channels' or 'pattern' and model.input_norm = 'none' or 'group' are for images in "
             "feed-forward nets: set model.architecture to 'conv' or 'local' with model.kind 'ff' or 'backprop'"
+        )
+    if spatial and m.kind == "ff" and m.label == "concat":
+        raise ConfigError(
+            "model.label = 'concat' appends label units to a flat input, which convolutional and locally connected "
+            "layers cannot take as an image: use 'channels', 'pattern' or 'overlay'"
         )
     if m.dropout and not spatial:
         raise ConfigError(

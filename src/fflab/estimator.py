@@ -178,7 +178,7 @@ class FFClassifier(ClassifierMixin, BaseEstimator):
             FFTrainer(model, cfg.train, progress=False).fit(x, targets)
         self.model_: FFNetwork = model.eval()
         self.config_ = cfg
-        self.logit_scale_ = cfg.model.alpha if cfg.model.loss == "symba" else 1.0
+        self.logit_scale_ = model.layers[0].logit_scale  # one loss for every layer
         return self
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:

@@ -22,7 +22,7 @@ from fflab.errors import FFLabError
 from fflab.io import atomic_path, write_json_atomic
 from fflab.layers.spiking import SpikingFFDense
 from fflab.models import FFNetwork, HebbianFFNetwork, RecurrentFFNetwork
-from fflab.perf import set_threads
+from fflab.perf import compute_precision, set_threads
 from fflab.training.evaluate import evaluate, primary_method
 from fflab.training.run import evaluation_split, load_for_config
 
@@ -141,7 +141,8 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
     start = time.perf_counter()
     accuracy, accuracy_source = stored_accuracy(run_dir, cfg, ds.name, len(x), len(ds.test_x)), "summary.json"
     if accuracy is None:
-        accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
+        with compute_precision(cfg.train.precision, "cpu"):  # the run's own precision, as `fflab eval` scores it
+            accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
         accuracy_source = "evaluated"
     z = latents_of(model, x)
     trains = spike_trains(model, x[:1000])  # for cost, firing rates and a raster

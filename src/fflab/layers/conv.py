@@ -79,7 +79,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         c, h, w = in_shape
         (mh, self.offset), (mw, _) = (field_geometry(side, kernel, stride, padding) for side in (h, w))
         if mh % pool or mw % pool:
-            raise ValueError(f"a {mh}x{mw} map cannot be max-pooled by {pool}: pick a pool that divides both sides")
+            raise ValueError(f"a {mh}x{mw} map cannot be pooled by {pool}: pick a pool that divides both sides")
         self.in_shape = (c, h, w)
         self.map_size = (mh, mw)  # before pooling
         self.out_channels = out_channels
@@ -151,14 +151,15 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         )
 
 
-def _init_weight(weight: torch.Tensor, init: str, activation: str, fan_in: int) -> None:
-    """Kaiming (He) or Xavier scaling for a weight whose rows see `fan_in` inputs each."""
+def _init_weight(weight: torch.Tensor, init: str, activation: str, fan_in: int, fan_out: int) -> None:
+    """Kaiming (He) or Xavier (normal) scaling for a weight whose units see `fan_in` inputs each and whose
+    inputs each reach `fan_out` units (counted by the layer: neither is a dimension of the weight tensor)."""
     require_choice("init", init, INITS)
     gain = nn.init.calculate_gain(INIT_GAIN.get(activation, "linear"))
     if init == "kaiming":
         nn.init.normal_(weight, 0.0, gain / math.sqrt(fan_in))
     elif init == "xavier":
-        nn.init.normal_(weight, 0.0, gain * math.sqrt(2.0 / (fan_in + weight.shape[-1])))
+        nn.init.normal_(weight, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
 class FFConv2d(SpatialFFLearner):
@@ -185,7 +186,10 @@ class FFConv2d(SpatialFFLearner):
             in_channels, out_channels, kernel, stride=self.stride, padding=-self.offset, groups=groups
         )
         if init != "torch":
-            _init_weight(self.conv.weight, init, self.activation, in_channels // groups * kernel * kernel)
+            area = kernel * kernel
+            _init_weight(
+                self.conv.weight, init, self.activation, in_channels // groups * area, out_channels // groups * area
+            )
             nn.init.zeros_(self.conv.bias)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,17 +254,13 @@ class FFLocal2d(SpatialFFLearner):
         require_local_size(n_out, n_in, f"a locally connected layer from {c}x{h}x{w} to {out_channels}x{mh}x{mw}")
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         self.bias = nn.Parameter(torch.zeros(out_channels, mh, mw))
+        mask = receptive_field_mask(self.in_shape, out_channels, kernel, self.stride, self.padding)
         patch = c * kernel * kernel  # inputs of a unit away from the border
         if init == "torch":
             nn.init.uniform_(self.weight, -1 / math.sqrt(patch), 1 / math.sqrt(patch))
         else:
-            _init_weight(self.weight, init, self.activation, patch)
-        confine(
-            self,
-            self.weight,
-            receptive_field_mask(self.in_shape, out_channels, kernel, self.stride, self.padding),
-            "mask",
-        )
+            _init_weight(self.weight, init, self.activation, patch, int(mask.sum(0).max()))  # units an input reaches
+        confine(self, self.weight, mask, "mask")
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         out = x.reshape(len(x), -1) @ self.weight.t()  # zero outside the receptive fields (see `confine`)

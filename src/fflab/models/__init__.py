@@ -32,9 +32,11 @@ __all__ = [
 
 def per_layer(value, n: int) -> list:
     """A setting given once for all `n` layers, or as a list with one entry per layer."""
-    if isinstance(value, list):
-        return value if len(value) == n else [value[0]] * n
-    return [value] * n
+    if not isinstance(value, list):
+        return [value] * n
+    if len(value) not in (1, n):
+        raise ValueError(f"expected one value or one per layer ({n}), got {value}")
+    return value if len(value) == n else value * n
 
 
 def learner_options(settings: ModelSettings, num_classes: int = 0) -> list[dict]:
@@ -340,6 +342,11 @@ def build_model(
     """Create the network named by `settings.kind` (a registry, as in timm). Every builder takes the same
     arguments; `spiking` and `seed` (which fixes random label codes) matter only to spiking networks,
     `input_shape` (C, H, W) to convolutional and locally connected ones and to label channels."""
-    return MODEL_BUILDERS[settings.kind](
-        settings, input_dim, num_classes, readout, spiking=spiking, seed=seed, input_shape=input_shape
-    )
+    try:
+        return MODEL_BUILDERS[settings.kind](
+            settings, input_dim, num_classes, readout, spiking=spiking, seed=seed, input_shape=input_shape
+        )
+    except ConfigError:
+        raise
+    except ValueError as err:  # a layer rejecting its settings for this data (widths, label sizes, ...)
+        raise ConfigError(f"model ({settings.kind}, {input_dim} inputs, {num_classes} classes): {err}") from None

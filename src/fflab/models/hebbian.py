@@ -114,7 +114,7 @@ class HebbianFFNetwork(nn.Module):
         """Predicted labels by the summed P of all layers ("goodness") and by each layer alone."""
         self.eval()
         batch_size = min(batch_size, 200)  # T steps x C candidates per sample: bound the memory
-        gen = self.eval_generator()  # one stream for the whole set: a sample's draws do not depend on batching
+        gen = self.eval_generator()  # one seeded stream for the set: a rerun with the same batches draws the same
         scores = torch.cat([self.label_scores(x[i : i + batch_size], gen) for i in range(0, len(x), batch_size)])
         out = {"goodness": predict_from_scores(scores, range(len(self.layers)))}
         if len(self.layers) > 1:

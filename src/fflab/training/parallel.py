@@ -33,7 +33,7 @@ import torch.distributed as dist
 from fflab.config import ModelSettings, TrainSettings
 from fflab.errors import FFLabError
 from fflab.models import FFNetwork, LocalResult
-from fflab.training.trainer import FFTrainer
+from fflab.training.trainer import FFTrainer, batch_bounds
 
 PARALLEL_MODES = ("pipeline", "data", "both")
 PARALLEL_KINDS = ("ff", "spiking")  # the model kinds built as an FFNetwork
@@ -342,7 +342,7 @@ class DistributedFFTrainer(FFTrainer):
 
     def fit(self, x, y, on_epoch=None, done: int = 0):
         n, b, r = len(x), self.settings.batch_size, self.plan.replicas
-        smallest = min(b, n % b or b, n)
+        smallest = min(stop - start for start, stop in batch_bounds(n, b))
         if smallest < r:
             raise FFLabError(
                 f"{n} training samples in batches of {b} give a batch of {smallest} rows, too few for "

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from fflab.config import ReadoutSettings
 from fflab.models import FFNetwork, RecurrentFFNetwork
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Run `model` in eval mode (no dropout, batch norm's running statistics untouched), then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -34,7 +47,9 @@ class OnlineReadout:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One softmax-regression step on (x, y); the logits [N, C] from before the step, detached."""
-        logits = self.model.readout(self.model.readout_features(x))
+        with evaluating(self.model):  # the layers' answer, not one dropout draw; batch norm's statistics untouched
+            features = self.model.readout_features(x)
+        logits = self.model.readout(features)
         loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -44,7 +59,8 @@ class OnlineReadout:
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """The logits [N, C] without learning (for negatives made outside training)."""
-        return self.model.readout(self.model.readout_features(x))
+        with evaluating(self.model):
+            return self.model.readout(self.model.readout_features(x))
 
 
 def train_readout(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from fflab.checkpoint import SETTINGS, TRAINING_STATE, load_training_state, save
 from fflab.config import Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
-from fflab.errors import FFLabError
+from fflab.errors import DataError, FFLabError
 from fflab.io import write_json_atomic, write_text_atomic
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
 from fflab.perf import compute_precision, set_threads
@@ -49,7 +50,13 @@ Log = Callable[[str], None]
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
-    return Path(root) / f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/<config name>-<start time>, with -2, -3, ... after it when a run started in the same second has it."""
+    base = Path(root) / f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, k = base, 1
+    while run_dir.exists():
+        k += 1
+        run_dir = base.with_name(f"{base.name}-{k}")
+    return run_dir
 
 
 SEQUENCE_SETS = ("seq-mnist", "moving-mnist")
@@ -93,6 +100,8 @@ def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Datase
         ds = load_sequence_dataset(d.name, data_dir=data_dir, progress=progress, **options)
     else:
         ds = load_dataset(d.name, data_dir=data_dir, path=d.path or None, progress=progress)
+    if ds.num_classes < 2:
+        raise DataError(f"{ds.name} holds {ds.num_classes} class; Forward-Forward needs at least two to tell apart")
     n_train = min(d.train_subset or len(ds.train_x), len(ds.train_x))
     if d.validation >= n_train:
         raise FFLabError(f"data.validation = {d.validation} leaves no training samples of the {n_train} there are")
@@ -114,24 +123,49 @@ def _where(device: torch.device, threads: int) -> str:
     return f"{threads} threads" if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
 
 
+RUN_TAKEN = "already holds a run (finished, running, or stopped before saving its state)"
+
+
 def _prepare_run_dir(run_dir: Path) -> None:
-    if (run_dir / SETTINGS).exists() or (run_dir / "summary.json").exists():
-        raise FFLabError(f"{run_dir} already holds a run; choose another --out or remove it")
+    """Refuse a directory that holds another run before any work is done; create it (and plots/) otherwise."""
     if (run_dir / TRAINING_STATE).exists():
         raise FFLabError(
             f"{run_dir} holds an unfinished run: continue it with `fflab resume {run_dir}`, or choose another --out"
         )
+    if any((run_dir / name).exists() for name in ("config.toml", SETTINGS, "summary.json")):
+        raise FFLabError(f"{run_dir} {RUN_TAKEN}; choose another --out or remove it")
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+
+
+def _claim_run_dir(run_dir: Path, cfg: Config) -> None:
+    """Make `run_dir` this run's by creating its config.toml exclusively: of two runs started on one
+    directory at once, one gets it and the other stops here rather than writing over the first."""
+    try:
+        fd = os.open(run_dir / "config.toml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise FFLabError(f"{run_dir} {RUN_TAKEN}; choose another --out or remove it") from None
+    with os.fdopen(fd, "w") as out:
+        out.write(to_toml(cfg))
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _completed_epochs(run_dir: Path, done: int) -> list[dict]:
     """The metrics of a stopped run's first `done` epochs, with metrics.jsonl cut back to them (an epoch
-    whose line was written after the last saved state runs again)."""
+    whose line was written after the last saved state runs again). A torn last line (the run stopped while
+    writing it) is such an epoch's, since each epoch's line is written before its state is saved."""
     path = run_dir / "metrics.jsonl"
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
         raise FFLabError(f"{path}: cannot read the metrics of the epochs done ({e})") from None
+    rows = []
+    for k, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k < len(lines) - 1:
+                raise FFLabError(f"{path}: line {k + 1} is not JSON ({e})") from None
     kept = [row for row in rows if row.get("epoch", 0) <= done]
     if len(kept) != done:
         raise FFLabError(f"{path} holds {len(kept)} of the {done} epochs the saved training state has done")
@@ -203,7 +237,7 @@ def train_run(
             return {}
     done, resumes, wall_before, monitor_seconds = 0, [], 0.0, 0.0
     if saved is None:
-        write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+        _claim_run_dir(run_dir, cfg)
     else:
         try:
             model.load_state_dict(saved["model"])

@@ -1,10 +1,10 @@
 """One training loop for every network: epochs, shuffled batches, lr schedule, progress, statistics.
 
-Subclasses supply what differs: the optimisers and one `step` on a batch. FFTrainer gives each
-learner its own optimiser. The wiring returns one loss per learner; because every learner's input
-is detached, backpropagating those losses together gives each learner the gradient of its own
-loss only (tests check this), and each optimiser then steps its learner. BackpropTrainer trains
-the same layers end to end, for comparison.
+Subclasses supply what differs: one `step` on a batch, and the optimisers where learners do not
+each get their own. The wiring returns one loss per learner; because every learner's input is
+detached, backpropagating those losses together gives each learner the gradient of its own loss only
+(tests check this), and each optimiser then steps its learner. BackpropTrainer trains the same
+layers end to end, with one optimiser, for comparison.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fflab.config import ReadoutSettings, TrainSettings
 from fflab.models import BackpropNetwork, FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import hard_wrong_labels, make_pair_source, random_wrong_labels
 from fflab.training.augment import augment_images
-from fflab.training.readout import OnlineReadout
+from fflab.training.readout import OnlineReadout, evaluating
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -38,6 +38,15 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
         )
     cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each of an epoch's batches of n rows. A last batch of one row joins the batch before it:
+    one row cannot be paired with another (hybrid negatives) or normalised by batch statistics."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], n], strict=True))
 
 
 def lr_factor(schedule: str, progress: float) -> float:
@@ -73,7 +82,8 @@ class EpochStats:
 
 
 class Trainer(abc.ABC):
-    """The shared loop. Subclasses implement `make_optimizers`, `step` and `flops_per_sample`."""
+    """The shared loop. Subclasses implement `step` and `flops_per_sample`, and `make_optimizers` where
+    learners do not each get their own optimiser."""
 
     n_slots = 1  # entries per stats list (layers for FF, 1 for backprop)
     online_readout: OnlineReadout | None = None  # set where a readout learning alongside ranks hard negatives
@@ -87,9 +97,9 @@ class Trainer(abc.ABC):
         self.phase_steps = 0  # steps taken in the current schedule phase (the lr schedule's clock)
         self.lr = settings.lr  # the scheduled learning rate of the current step
 
-    @abc.abstractmethod
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
-        """The optimisers this trainer steps."""
+        """The optimisers this trainer steps: by default one per learner, as local learning has it."""
+        return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
 
     @abc.abstractmethod
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> list[LocalResult | None]:
@@ -146,8 +156,9 @@ class Trainer(abc.ABC):
         """One pass over (x, y) in a fresh random order (`total_epochs` only labels the progress bar)."""
         self.model.train()
         self.start_epoch(x, y, epoch)
-        n, bs = len(x), self.settings.batch_size
-        steps_per_epoch = math.ceil(n / bs)
+        n = len(x)
+        bounds = batch_bounds(n, self.settings.batch_size)
+        steps_per_epoch = len(bounds)
         phase_total = steps_per_epoch * self.settings.epochs
         order = torch.randperm(n, generator=self.generator)
         sums = torch.zeros(3, self.n_slots, dtype=torch.float64)
@@ -163,7 +174,8 @@ class Trainer(abc.ABC):
         lr = self.settings.lr
         for i in bar:
             lr = self._set_lr(self.phase_steps / phase_total)
-            idx = order[i * bs : (i + 1) * bs]
+            first, stop = bounds[i]
+            idx = order[first:stop]
             results = self.step(self.batch_inputs(x, idx), y[idx], idx)
             self.phase_steps += 1
             k = len(idx)
@@ -177,7 +189,7 @@ class Trainer(abc.ABC):
                     sums[1, j] += r.goodness[:half].mean().item() * k
                     sums[2, j] += r.goodness[half:].mean().item() * k
             if i % 50 == 0 and any(trained):
-                done = sums[0, torch.tensor(trained)].mean().item() / (i * bs + k)
+                done = sums[0, torch.tensor(trained)].mean().item() / stop
                 bar.set_postfix(loss=f"{done:.4f}")
         sums, done_slots = self.combine_epoch_sums(sums, torch.tensor(trained))  # waits for all workers' steps
         seconds = time.perf_counter() - start
@@ -243,9 +255,6 @@ class FFTrainer(Trainer):
         if self.pairs.needs_scores and settings.hard_scores == "readout":
             self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
 
-    def make_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
-
     def label_scores_for(
         self, x: torch.Tensor, idx: torch.Tensor | None, y: torch.Tensor | None = None
     ) -> torch.Tensor | None:
@@ -262,7 +271,8 @@ class FFTrainer(Trainer):
             if idx is not None and self.score_bank is not None:
                 return self.score_bank[idx]
             return self.score_bank_for(x)  # outside training (e.g. pairs for plots): what the bank would hold now
-        return self.model.hard_negative_scorer(self.settings.hard_scores)(x)
+        with evaluating(self.model):  # what the network answers: no dropout draw, batch norm's statistics untouched
+            return self.model.hard_negative_scorer(self.settings.hard_scores)(x)
 
     def refresh_due(self, epoch: int) -> bool:
         """Whether the bank of model-generated label scores is refreshed before this epoch."""
@@ -272,11 +282,8 @@ class FFTrainer(Trainer):
     def score_bank_for(self, x: torch.Tensor) -> torch.Tensor:
         """The whole network's label scores [N, C] for x (in eval mode, a thousand rows at a time)."""
         scorer = self.model.hard_negative_scorer("prediction")
-        was_training = self.model.training
-        self.model.eval()
-        bank = torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
-        self.model.train(was_training)
-        return bank
+        with evaluating(self.model):
+            return torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "score_bank": self.score_bank}
@@ -413,9 +420,6 @@ class RecurrentTrainer(Trainer):
         self.static_input = True
         if model.readout is not None:
             self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
-
-    def make_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
 
     def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train the readout one step on this batch, then draw each sample's negative label."""
