@@ -363,8 +363,10 @@ def test_config_checks_for_conv_and_competitive_settings():
         build_model(cfg.model, 784, 10, input_shape=(1, 28, 28))
     # settings the competitive loss would silently ignore
     for key, value in (("peer_weight", 0.03), ("objective", "inverted"), ("goodness_scope", "channel")):
+        ignored = {**ok, "model": {**ok["model"], key: value}}
         with pytest.raises(ConfigError, match=f"model.{key}: the competitive loss"):
-            config_from_dict({**ok, "model": {**ok["model"], key: value}})
+            config_from_dict(ignored)
+        config_from_dict(ignored, stored=True)  # a run saved before this check existed stays readable
     # a label appended to the flat input is no image for a convolution (it used to fail inside the first layer)
     with pytest.raises(ConfigError, match="model.label = 'concat'"):
         config_from_dict({"model": {"architecture": "conv", "label": "concat"}})

@@ -1,10 +1,12 @@
 """Atomic writes land whole, with the mode a plain write would give, and leave nothing behind on error."""
 
+import errno
 import os
 import stat
 
 import pytest
 
+import fflab.io
 from fflab.io import atomic_path, write_json_atomic, write_text_atomic
 
 
@@ -34,3 +36,21 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_file_system_that_cannot_fsync_still_gets_the_atomic_write_but_a_failing_disk_is_an_error(
+    tmp_path, monkeypatch
+):
+    def refuse(code):
+        def fsync(fd):
+            raise OSError(code, os.strerror(code))
+
+        return fsync
+
+    monkeypatch.setattr(fflab.io.os, "fsync", refuse(errno.EINVAL))  # e.g. some FUSE and network mounts
+    write_text_atomic(tmp_path / "a.txt", "kept")
+    assert (tmp_path / "a.txt").read_text() == "kept"
+    monkeypatch.setattr(fflab.io.os, "fsync", refuse(errno.EIO))
+    with pytest.raises(OSError, match="Input/output error"):
+        write_text_atomic(tmp_path / "a.txt", "lost")
+    assert (tmp_path / "a.txt").read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]

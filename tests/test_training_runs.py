@@ -222,16 +222,18 @@ def test_two_runs_cannot_share_a_directory_and_default_names_do_not_collide(tmp_
     assert load_config(run / "config.toml") == cfg and sorted(p.name for p in run.iterdir()) == ["config.toml"]
 
     monkeypatch.setattr(time, "strftime", lambda fmt: "20261127-120000")
-    first = default_run_dir(cfg, tmp_path)
-    first.mkdir()
-    second = default_run_dir(cfg, tmp_path)
+    first, second = default_run_dir(cfg, tmp_path), default_run_dir(cfg, tmp_path)  # made as they are named
     assert (first.name, second.name) == ("digits-ff-20261127-120000", "digits-ff-20261127-120000-2")
+    assert first.is_dir() and second.is_dir()
 
 
 def test_a_last_batch_of_one_row_joins_the_batch_before_it():
     assert batch_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert batch_bounds(9, 4) == [(0, 4), (4, 9)]
     assert batch_bounds(1, 4) == [(0, 1)] and batch_bounds(8, 4) == [(0, 4), (4, 8)]
+    assert batch_bounds(3, 1) == [(0, 1), (1, 2), (2, 3)]  # online learning keeps one row per update
+    with pytest.raises(ConfigError, match="hybrid negatives mix two images of a batch"):
+        config("digits-ff", "model.label=none", "train.negatives=hybrid", "eval.predict=readout", "train.batch_size=1")
 
 
 def test_hybrid_negatives_train_when_the_rows_leave_one_over(tmp_path):

@@ -54,7 +54,7 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
         meta = json.loads(settings.read_text())
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{settings}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
-        cfg = config_from_dict(meta["config"])
+        cfg = config_from_dict(meta["config"], stored=True)
         shape = tuple(int(v) for v in meta["input_shape"]) if "input_shape" in meta else None
         model = build_model(
             cfg.model,

@@ -76,7 +76,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise FFLabError(f"{run_dir} is not a run directory: it has no config.toml")
     try:
         train_run(
-            load_config(run_dir / "config.toml"),
+            load_config(run_dir / "config.toml", stored=True),
             run_dir,
             data_dir=args.data_dir,
             progress=not args.no_progress,

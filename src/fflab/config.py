@@ -295,14 +295,16 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**values)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Validate a nested dict (as read from TOML) into a Config."""
+def config_from_dict(data: dict[str, Any], *, stored: bool = False) -> Config:
+    """Validate a nested dict (as read from TOML) into a Config (`stored`: see `validate`)."""
     cfg = _build(Config, data, "")
-    return validate(cfg)
+    return validate(cfg, stored=stored)
 
 
-def validate(cfg: Config) -> Config:
-    """Checks that span several fields."""
+def validate(cfg: Config, *, stored: bool = False) -> Config:
+    """Checks that span several fields. A `stored` config is a run's own, trained earlier (a checkpoint, a run
+    to resume): the checks for settings that are merely ignored are skipped, so runs saved before they
+    existed stay readable."""
     m, t = cfg.model, cfg.train
     if cfg.data.name == "idx" and not cfg.data.path:
         raise ConfigError("data.path: the 'idx' data set needs the folder of its IDX files in data.path")
@@ -395,7 +397,7 @@ def validate(cfg: Config) -> Config:
         "model.objective": m.objective != "standard",
         "model.goodness_scope": m.goodness_scope != "sample",
     }
-    if competitive and any(ignored.values()):
+    if competitive and not stored and any(ignored.values()):
         raise ConfigError(
             f"{', '.join(key for key, is_set in ignored.items() if is_set)}: the competitive loss scores whole groups "
             "of channels against each other, so it has no peer normalisation, objective or goodness scope; leave "
@@ -408,6 +410,8 @@ def validate(cfg: Config) -> Config:
                 "model.label = 'none' (unsupervised FF) and train.negatives = 'hybrid' go together: "
                 f"got label = {m.label!r} with negatives = {t.negatives!r}"
             )
+        if unsupervised and t.batch_size < 2:
+            raise ConfigError("train.batch_size: hybrid negatives mix two images of a batch, so batches need 2 rows")
         if unsupervised and cfg.eval.predict != "readout":
             raise ConfigError("eval.predict: unsupervised FF (model.label = 'none') can only predict with 'readout'")
     if m.kind == "hebbian":
@@ -510,8 +514,8 @@ def _validate_recurrent_local(cfg: Config) -> None:
         )
 
 
-def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a TOML config file, apply `section.key=value` overrides, validate."""
+def load_config(path: str | Path, overrides: typing.Sequence[str] = (), *, stored: bool = False) -> Config:
+    """Read a TOML config file, apply `section.key=value` overrides, validate (`stored`: see `validate`)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -520,7 +524,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     data.setdefault("name", path.stem)
-    return config_from_dict(apply_overrides(data, overrides))
+    return config_from_dict(apply_overrides(data, overrides), stored=stored)
 
 
 def parse_value(text: str) -> Any:

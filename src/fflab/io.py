@@ -3,35 +3,51 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# fsync refusals that mean "this file system or platform cannot", not "the data is lost"
+CANNOT_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EACCES, errno.EISDIR, errno.EBADF}
 
 
-def give_default_mode(path: str | os.PathLike) -> None:
-    """Give a file or folder made by `tempfile` (owner-only: 0600 or 0700) the mode a plain `open` or `mkdir`
-    would have given it under the umask, so shared data and run directories stay readable by others."""
-    full = 0o777 if os.path.isdir(path) else 0o666
-    os.chmod(path, full & ~_umask())
-
-
-def sync_folder(folder: str | os.PathLike) -> None:
-    """Flush a folder's entries (a rename into it) to disk, where the platform allows opening folders."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
+def create_beside(path: str | os.PathLike, suffix: str, *, folder: bool = False) -> Path:
+    """Create a new hidden file (or folder) with a unique name beside `path`, with the mode a plain `open`
+    (or `mkdir`) gives under the umask; `tempfile` makes owner-only ones, which would leave shared data and
+    run outputs unreadable to others."""
+    path = Path(path)
+    while True:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            if folder:
+                candidate.mkdir(0o777)
+            else:
+                os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def flush_to_disk(path: str | os.PathLike) -> None:
+    """fsync a file, or a folder's entries (after a rename into it). Where the file system or platform cannot
+    (some network and FUSE mounts; folders on Windows), carry on: the write stays atomic, only not yet durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        if err.errno in CANNOT_SYNC:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in CANNOT_SYNC:
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -42,19 +58,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     file or the whole new one, never an empty one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = create_beside(path, ".tmp")
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as written:
-            os.fsync(written.fileno())
-        give_default_mode(tmp)
+        yield tmp
+        flush_to_disk(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    sync_folder(path.parent)
+    flush_to_disk(path.parent)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from http.client import HTTPException
 from pathlib import Path
@@ -22,7 +21,7 @@ from fflab import __version__
 from fflab.data.paths import dataset_folder, find_file
 from fflab.data.registry import DatasetSpec, FileSpec, get_spec
 from fflab.errors import DataError
-from fflab.io import give_default_mode
+from fflab.io import create_beside, flush_to_disk
 
 MIRROR_ENV = "FFLAB_MIRROR"
 CHUNK_BYTES = 1 << 16
@@ -40,11 +39,10 @@ def mirror_list(spec: DatasetSpec, mirrors: Sequence[str] | None = None) -> list
 
 def _fetch(url: str, dest: Path, md5: str, progress: bool) -> None:
     """Stream `url` into a temporary file next to `dest`, check its size and md5, then move it into place."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    tmp = create_beside(dest, ".part")
     try:
         with (
-            os.fdopen(fd, "wb") as out,
+            open(tmp, "wb") as out,
             urlopen(Request(url, headers={"User-Agent": f"fflab/{__version__}"}), timeout=TIMEOUT_S) as response,
         ):
             length = response.headers.get("Content-Length")
@@ -70,8 +68,8 @@ def _fetch(url: str, dest: Path, md5: str, progress: bool) -> None:
                 raise DataError(f"md5 of the downloaded file is {digest.hexdigest()}, expected the official {md5}")
             out.flush()
             os.fsync(out.fileno())
-        give_default_mode(tmp)
         os.replace(tmp, dest)
+        flush_to_disk(dest.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

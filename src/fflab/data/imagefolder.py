@@ -14,7 +14,6 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -30,7 +29,7 @@ from tqdm import tqdm
 from fflab.data.dataset import Dataset
 from fflab.data.paths import resolve_cache_dir
 from fflab.errors import DataError
-from fflab.io import atomic_path, give_default_mode
+from fflab.io import atomic_path, create_beside, flush_to_disk
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
@@ -296,7 +295,7 @@ def _unpack(tar_path: Path, target: Path, progress: bool) -> None:
     """Unpack into a hidden folder beside `target`, then rename it into place (so `target` is always whole)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        partial = create_beside(target, ".partial", folder=True)
     except OSError as err:
         raise DataError(
             f"Cannot create {target.parent} to unpack {tar_path}: {err.strerror or err}. Set FFLAB_CACHE to a "
@@ -308,9 +307,11 @@ def _unpack(tar_path: Path, target: Path, progress: bool) -> None:
             _check_members(tar_path, members)
             for member in tqdm(members, desc=f"unpacking {tar_path.name}", unit="file", disable=not progress):
                 tar.extract(member, partial, filter="data")
-        give_default_mode(partial)
+        if hasattr(os, "sync"):
+            os.sync()  # every unpacked file on disk before the folder takes its name, which marks it complete
         try:
             partial.rename(target)
+            flush_to_disk(target.parent)
         except OSError:
             if not target.is_dir():  # else another process unpacked the same tar first: use theirs
                 raise

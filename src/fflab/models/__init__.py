@@ -349,4 +349,4 @@ def build_model(
     except ConfigError:
         raise
     except ValueError as err:  # a layer rejecting its settings for this data (widths, label sizes, ...)
-        raise ConfigError(f"model ({settings.kind}, {input_dim} inputs, {num_classes} classes): {err}") from None
+        raise ConfigError(f"model ({settings.kind}, {input_dim} inputs, {num_classes} classes): {err}") from err

@@ -53,10 +53,13 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     """runs/<config name>-<start time>, with -2, -3, ... after it when a run started in the same second has it."""
     base = Path(root) / f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, k = base, 1
-    while run_dir.exists():
-        k += 1
-        run_dir = base.with_name(f"{base.name}-{k}")
-    return run_dir
+    while True:
+        try:
+            run_dir.mkdir(parents=True)  # made here, so two runs started at once cannot both take the name
+            return run_dir
+        except FileExistsError:
+            k += 1
+            run_dir = base.with_name(f"{base.name}-{k}")
 
 
 SEQUENCE_SETS = ("seq-mnist", "moving-mnist")
@@ -286,6 +289,7 @@ def train_run(
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
             )
             if every and (stats.epoch % every == 0 or stats.epoch == total_epochs):
+                os.fsync(metrics.fileno())  # the epochs a saved state has done are on disk before it is
                 save_training_state(
                     run_dir,
                     stats.epoch,

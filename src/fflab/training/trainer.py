@@ -41,10 +41,11 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, stop) of each of an epoch's batches of n rows. A last batch of one row joins the batch before it:
-    one row cannot be paired with another (hybrid negatives) or normalised by batch statistics."""
+    """(start, stop) of each of an epoch's batches of n rows. A last batch of one row joins the batch before it
+    (one row cannot be paired with another for hybrid negatives, or normalised by batch statistics), unless
+    every batch is one row (online learning)."""
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
+    if batch_size > 1 and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return list(zip(starts, [*starts[1:], n], strict=True))
 
