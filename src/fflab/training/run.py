@@ -28,7 +28,7 @@ from fflab.config import Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import DataError, FFLabError
-from fflab.io import write_json_atomic, write_text_atomic
+from fflab.io import flush_to_disk, write_json_atomic, write_text_atomic
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
 from fflab.perf import compute_precision, set_threads
 from fflab.supervision import random_wrong_labels
@@ -149,8 +149,7 @@ def _claim_run_dir(run_dir: Path, cfg: Config) -> None:
         raise FFLabError(f"{run_dir} {RUN_TAKEN}; choose another --out or remove it") from None
     with os.fdopen(fd, "w") as out:
         out.write(to_toml(cfg))
-        out.flush()
-        os.fsync(out.fileno())
+    flush_to_disk(run_dir / "config.toml")
 
 
 def _completed_epochs(run_dir: Path, done: int) -> list[dict]:
@@ -289,7 +288,7 @@ def train_run(
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
             )
             if every and (stats.epoch % every == 0 or stats.epoch == total_epochs):
-                os.fsync(metrics.fileno())  # the epochs a saved state has done are on disk before it is
+                flush_to_disk(run_dir / "metrics.jsonl")  # the epochs a saved state has done are on disk before it
                 save_training_state(
                     run_dir,
                     stats.epoch,
