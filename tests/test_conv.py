@@ -395,6 +395,8 @@ def test_hard_negatives_are_scored_in_eval_mode_and_training_mode_is_restored():
     x = torch.rand(8, 1, 8, 8)
     first, second = trainer.label_scores_for(x, torch.arange(8)), trainer.label_scores_for(x, torch.arange(8))
     assert torch.equal(first, second)
+    direct = net.hard_negative_scorer("first_layer")  # the scorer itself, without the trainer
+    assert torch.equal(direct(x), direct(x))
     after = [(n.running_mean, int(n.num_batches_tracked)) for n in norms]
     assert all(torch.equal(m, m0) and k == k0 for (m, k), (m0, k0) in zip(after, before, strict=True))
     assert net.training and all(layer.training for layer in net.layers)

@@ -15,6 +15,14 @@ from typing import Any
 CANNOT_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EACCES, errno.EISDIR, errno.EBADF}
 
 
+def write_text_new(path: str | os.PathLike, text: str) -> None:
+    """Create `path` holding `text`, on disk; FileExistsError if it exists (two processes cannot both create
+    it). The umask gives it the mode a plain `open` would."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as out:
+        out.write(text)
+    flush_to_disk(path)
+
+
 def create_beside(path: str | os.PathLike, suffix: str, *, folder: bool = False) -> Path:
     """Create a new hidden file (or folder) with a unique name beside `path`, with the mode a plain `open`
     (or `mkdir`) gives under the umask; `tempfile` makes owner-only ones, which would leave shared data and

@@ -12,7 +12,7 @@ from fflab.layers.hebbian import HebbianFFLayer
 from fflab.layers.recurrent import RecurrentLayer
 from fflab.layers.spiking import SpikingFFDense
 from fflab.models.backprop import BackpropNetwork
-from fflab.models.feedforward import FFNetwork, LocalResult, all_but_first, predict_from_scores
+from fflab.models.feedforward import FFNetwork, LocalResult, all_but_first, evaluating, predict_from_scores
 from fflab.models.hebbian import HebbianFFNetwork
 from fflab.models.readout import LinearReadout
 from fflab.models.recurrent import RecurrentFFNetwork
@@ -26,6 +26,7 @@ __all__ = [
     "LocalResult",
     "RecurrentFFNetwork",
     "build_model",
+    "evaluating",
     "predict_from_scores",
 ]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,17 @@ from torch import nn
 from fflab.layers import FFDense, FFLearner, normalize_direction
 from fflab.models.readout import LinearReadout
 from fflab.supervision import LabelEmbedding
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Run `model` in eval mode (no dropout, batch norm's running statistics untouched), then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @dataclass
@@ -148,11 +160,16 @@ class FFNetwork(nn.Module):
 
     def hard_negative_scorer(self, source: str):
         """Label scores [N, C] for mining hard negatives: from the first layer only (cheap) or from
-        the layers that make predictions (what the network would answer)."""
-        if source == "first_layer":
-            return lambda x: self.label_scores(x, depth=1)[:, :, 0]
-        deepest = max(self.predict_layers) + 1
-        return lambda x: self.label_scores(x, depth=deepest)[:, :, self.predict_layers].sum(2)
+        the layers that make predictions (what the network would answer). They are taken in eval mode, so no
+        dropout draw enters the ranking and batch norm's statistics are not fed the candidate rows."""
+        depth = 1 if source == "first_layer" else max(self.predict_layers) + 1
+        layers = [0] if source == "first_layer" else self.predict_layers
+
+        def scores(x: torch.Tensor) -> torch.Tensor:
+            with evaluating(self):
+                return self.label_scores(x, depth=depth)[:, :, layers].sum(2)
+
+        return scores
 
     @torch.no_grad()
     def readout_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from fflab.config import ReadoutSettings
-from fflab.models import FFNetwork, RecurrentFFNetwork
-
-
-@contextlib.contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Run `model` in eval mode (no dropout, batch norm's running statistics untouched), then restore its mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+from fflab.models import FFNetwork, RecurrentFFNetwork, evaluating
 
 
 @torch.no_grad()

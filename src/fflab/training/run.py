@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from fflab.config import Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import DataError, FFLabError
-from fflab.io import flush_to_disk, write_json_atomic, write_text_atomic
+from fflab.io import flush_to_disk, write_json_atomic, write_text_atomic, write_text_new
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
 from fflab.perf import compute_precision, set_threads
 from fflab.supervision import random_wrong_labels
@@ -144,12 +143,9 @@ def _claim_run_dir(run_dir: Path, cfg: Config) -> None:
     """Make `run_dir` this run's by creating its config.toml exclusively: of two runs started on one
     directory at once, one gets it and the other stops here rather than writing over the first."""
     try:
-        fd = os.open(run_dir / "config.toml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        write_text_new(run_dir / "config.toml", to_toml(cfg))
     except FileExistsError:
         raise FFLabError(f"{run_dir} {RUN_TAKEN}; choose another --out or remove it") from None
-    with os.fdopen(fd, "w") as out:
-        out.write(to_toml(cfg))
-    flush_to_disk(run_dir / "config.toml")
 
 
 def _completed_epochs(run_dir: Path, done: int) -> list[dict]:

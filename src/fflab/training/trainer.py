@@ -23,7 +23,7 @@ from fflab.config import ReadoutSettings, TrainSettings
 from fflab.models import BackpropNetwork, FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import hard_wrong_labels, make_pair_source, random_wrong_labels
 from fflab.training.augment import augment_images
-from fflab.training.readout import OnlineReadout, evaluating
+from fflab.training.readout import OnlineReadout
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -272,8 +272,7 @@ class FFTrainer(Trainer):
             if idx is not None and self.score_bank is not None:
                 return self.score_bank[idx]
             return self.score_bank_for(x)  # outside training (e.g. pairs for plots): what the bank would hold now
-        with evaluating(self.model):  # what the network answers: no dropout draw, batch norm's statistics untouched
-            return self.model.hard_negative_scorer(self.settings.hard_scores)(x)
+        return self.model.hard_negative_scorer(self.settings.hard_scores)(x)
 
     def refresh_due(self, epoch: int) -> bool:
         """Whether the bank of model-generated label scores is refreshed before this epoch."""
@@ -283,8 +282,7 @@ class FFTrainer(Trainer):
     def score_bank_for(self, x: torch.Tensor) -> torch.Tensor:
         """The whole network's label scores [N, C] for x (in eval mode, a thousand rows at a time)."""
         scorer = self.model.hard_negative_scorer("prediction")
-        with evaluating(self.model):
-            return torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+        return torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "score_bank": self.score_bank}
