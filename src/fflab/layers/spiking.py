@@ -8,13 +8,11 @@ layer's own time steps, never into the layer below (the network detaches its inp
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from fflab.layers.base import FFLearner
-from fflab.layers.dense import INPUT_NORMS
+from fflab.layers.dense import INPUT_NORMS, normalize_direction
 from fflab.spiking import LIF, encode, trace
 
 
@@ -55,10 +53,7 @@ class SpikingFFDense(FFLearner):
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Scale each sample's input to unit RMS (or length) over all its values: the layer above sees
         the pattern of activity, not how much of it there was (which is this layer's goodness)."""
-        inv = torch.rsqrt(x.pow(2).flatten(1).sum(1) + 1e-8)
-        if self.input_norm == "rms":
-            inv = inv * math.sqrt(x[0].numel())
-        return x * inv.view(-1, *([1] * (x.dim() - 1)))
+        return normalize_direction(x.reshape(len(x), -1), self.input_norm).view_as(x)
 
     def currents(self, x: torch.Tensor) -> torch.Tensor:
         """Input currents [T, N, H] for analog input [N, D] or a spike train [N, T, D]."""
