@@ -9,6 +9,7 @@ from repo import config_path, shipped_config
 from fflab.checkpoint import TRAINING_STATE, load_training_state
 from fflab.cli import main
 from fflab.errors import CheckpointError, FFLabError
+from fflab.io import fcntl, folder_lock
 from fflab.training.run import train_run
 
 QUIET = {"progress": False}
@@ -174,3 +175,25 @@ def test_a_metrics_line_torn_by_the_stop_is_dropped_and_its_epoch_runs_again(tmp
     metrics.write_text("\n".join([lines[0][:10], *lines[1:]]) + "\n")
     with pytest.raises(FFLabError, match=r"metrics\.jsonl: line 1 is not JSON"):
         train_run(cfg, torn_inside, resume=True, log=lambda s: None, **QUIET)
+
+
+@pytest.mark.skipif(fcntl is None, reason="no advisory locks on this platform")
+def test_a_run_directory_another_process_works_in_is_refused_untouched(tmp_path, capsys):
+    """Two processes in one run directory would interleave their metrics and overwrite each other's state."""
+    run = tmp_path / "run"
+    cfg = shipped_config("digits-ff", ["train.epochs=3", "train.threads=1"])
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=stop_at_epoch(2), **QUIET)
+    files = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    # Another holder of the lock (flock locks conflict between open files even within one process).
+    with folder_lock(run):
+        assert main(["resume", str(run), "--no-progress"]) == 2
+        assert f"{run} is in use: another fflab process is training in it" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == files
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with folder_lock(fresh), pytest.raises(FFLabError, match="is in use"):
+        train_run(cfg, fresh, **QUIET)
+    assert not (fresh / "config.toml").exists()
+    assert main(["resume", str(run), "--no-progress"]) == 0  # the stopped run above held it only while it ran

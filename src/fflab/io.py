@@ -11,6 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here
+    fcntl = None
+
 # fsync refusals that mean "this file system or platform cannot", not "the data is lost"
 CANNOT_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EACCES, errno.EISDIR, errno.EBADF}
 
@@ -21,6 +26,21 @@ def write_text_new(path: str | os.PathLike, text: str) -> None:
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as out:
         out.write(text)
     flush_to_disk(path)
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock on folder `path`; BlockingIOError at once if another process holds it.
+    The lock lives with the open folder, so a process that dies leaves none behind (no stale lock files)."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
 
 
 def create_beside(path: str | os.PathLike, suffix: str, *, folder: bool = False) -> Path:

@@ -7,10 +7,11 @@ progress, also its training state (resume.pt), from which `fflab resume` continu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from fflab.config import Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import DataError, FFLabError
-from fflab.io import flush_to_disk, write_json_atomic, write_text_atomic, write_text_new
+from fflab.io import flush_to_disk, folder_lock, write_json_atomic, write_text_atomic, write_text_new
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
 from fflab.perf import compute_precision, set_threads
 from fflab.supervision import random_wrong_labels
@@ -198,21 +199,60 @@ def train_run(
     """Train and evaluate the configured network; write everything to `run_dir`; return the summary.
 
     With `resume`, continue the stopped run in `run_dir` (`cfg` is its config.toml) from its last saved
-    training state: the result is the one the run would have had without stopping.
+    training state: the result is the one the run would have had without stopping. One process at a time
+    works in a run directory: a second `fflab train` or `fflab resume` on it stops with an error.
 
     With a `parallel` plan this is one worker of a layer-parallel run (torch.distributed initialised):
     every worker trains its share, and rank 0 alone monitors, evaluates and writes the run directory
     (the other workers return an empty summary). `threads` overrides the config's torch threads for this
     process (a parallel run's share of the cores) without changing the config it saves.
     """
-    wall_start = time.perf_counter()
     run_dir = Path(run_dir)
-    lead = parallel is None or dist.get_rank() == 0
     if resume and parallel is not None:
         raise FFLabError("layer-parallel runs save no training state, so they cannot be resumed")
-    saved = load_training_state(run_dir) if resume else None
-    if lead and not resume:
-        _prepare_run_dir(run_dir)
+    options = {"data_dir": data_dir, "progress": progress, "log": log, "parallel": parallel, "threads": threads}
+    if parallel is not None and dist.get_rank() != 0:
+        return _train(cfg, run_dir, None, **options)  # a worker that writes nothing
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)  # to hold it
+    with _working_in(run_dir):
+        if not resume:
+            _prepare_run_dir(run_dir)
+        saved = load_training_state(run_dir) if resume else None
+        return _train(cfg, run_dir, saved, **options)
+
+
+@contextlib.contextmanager
+def _working_in(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for this process, or stop if another one holds it."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(run_dir))
+        except FileNotFoundError:
+            raise FFLabError(f"{run_dir}: no such run directory") from None
+        except BlockingIOError:
+            raise FFLabError(
+                f"{run_dir} is in use: another fflab process is training in it (fflab train or fflab resume); "
+                "wait for it to end or stop it"
+            ) from None
+        yield
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    saved: dict | None,
+    *,
+    data_dir: str | None,
+    progress: bool,
+    log: Log,
+    parallel: ParallelPlan | None,
+    threads: int | None,
+) -> dict:
+    """train_run's work: from scratch, or from the `saved` training state of a stopped run."""
+    wall_start = time.perf_counter()
+    lead = parallel is None or dist.get_rank() == 0
+    resume = saved is not None
     threads = set_threads(cfg.train.threads if threads is None else threads)
     device = resolve_device(cfg, local_rank())
     if device.type == "cuda":
