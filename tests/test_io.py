@@ -7,7 +7,7 @@ import stat
 import pytest
 
 import fflab.io
-from fflab.io import atomic_path, write_json_atomic, write_text_atomic
+from fflab.io import atomic_path, fcntl, folder_lock, write_json_atomic, write_text_atomic, write_text_new
 
 
 @pytest.fixture
@@ -54,3 +54,36 @@ def test_a_file_system_that_cannot_fsync_still_gets_the_atomic_write_but_a_faili
     with pytest.raises(OSError, match="Input/output error"):
         write_text_atomic(tmp_path / "a.txt", "lost")
     assert (tmp_path / "a.txt").read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_failed_exclusive_write_leaves_no_file_that_would_pass_for_a_complete_one(tmp_path, monkeypatch):
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fflab.io.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_text_new(tmp_path / "config.toml", "x = 1\n")
+    assert not (tmp_path / "config.toml").exists()
+    monkeypatch.undo()
+    write_text_new(tmp_path / "config.toml", "x = 1\n")
+    with pytest.raises(FileExistsError):
+        write_text_new(tmp_path / "config.toml", "x = 2\n")
+    assert (tmp_path / "config.toml").read_text() == "x = 1\n"
+
+
+@pytest.mark.skipif(fcntl is None, reason="no advisory locks on this platform")
+def test_a_folder_lock_excludes_a_second_holder_and_a_file_system_without_locks_only_warns(tmp_path, monkeypatch):
+    with folder_lock(tmp_path):
+        with pytest.raises(BlockingIOError), folder_lock(tmp_path):
+            pass
+    with folder_lock(tmp_path):  # released when the first holder left
+        pass
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))  # NFS without a lock daemon
+
+    monkeypatch.setattr(fflab.io.fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock .*No locks available"), folder_lock(tmp_path):
+        pass
+    with pytest.raises(FileNotFoundError), folder_lock(tmp_path / "missing"):
+        pass

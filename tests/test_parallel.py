@@ -10,6 +10,7 @@ import pytest
 import torch
 from parallel_workers import fail_or_stall, train_share, train_single
 
+import fflab.io
 from fflab.cli import main
 from fflab.config import Config, ModelSettings, TrainSettings
 from fflab.errors import FFLabError
@@ -179,6 +180,17 @@ def test_bfloat16_parallel_runs_learn_as_the_single_process_run_does(tmp_path, m
     assert par["precision"] == "bfloat16" and par["parallel"]["mode"] == mode
     assert single["test_accuracy"] > 0.8
     assert abs(par["test_accuracy"] - single["test_accuracy"]) <= 0.03
+
+
+@pytest.mark.skipif(fflab.io.fcntl is None, reason="no advisory locks on this platform")
+def test_a_parallel_run_holds_its_directory_before_it_starts_workers(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    with fflab.io.folder_lock(run):  # another process working in it
+        args = ["train", "configs/digits-ff.toml", "--no-progress", "--parallel", "pipeline", "--workers", "2"]
+        assert main([*args, "--out", str(run)]) == 2
+    assert f"{run} is in use" in capsys.readouterr().err
+    assert list(run.iterdir()) == []
 
 
 def test_cli_refuses_parallel_options_without_a_mode(tmp_path, capsys):

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import secrets
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,29 +19,49 @@ except ImportError:  # Windows: no advisory locks here
 
 # fsync refusals that mean "this file system or platform cannot", not "the data is lost"
 CANNOT_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EACCES, errno.EISDIR, errno.EBADF}
+# flock refusals that mean "this file system cannot lock" (or the folder cannot be opened to lock it)
+CANNOT_LOCK = {errno.ENOLCK, errno.EBADF, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES}
 
 
 def write_text_new(path: str | os.PathLike, text: str) -> None:
     """Create `path` holding `text`, on disk; FileExistsError if it exists (two processes cannot both create
-    it). The umask gives it the mode a plain `open` would."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as out:
-        out.write(text)
-    flush_to_disk(path)
+    it). The umask gives it the mode a plain `open` would. A failed write (disk full) removes the file again,
+    so that it does not stand for a complete one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        flush_to_disk(path)
+    except BaseException:
+        os.unlink(path)
+        raise
 
 
 @contextlib.contextmanager
 def folder_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive advisory lock on folder `path`; BlockingIOError at once if another process holds it.
-    The lock lives with the open folder, so a process that dies leaves none behind (no stale lock files)."""
+    The lock lives with the open folder, so a process that dies leaves none behind (no stale lock files).
+    Where the file system cannot lock (NFS without a lock daemon, some FUSE and cluster mounts) this warns
+    and goes on unlocked; on Windows it does nothing."""
     if fcntl is None:
         yield
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = None
     try:
+        fd = os.open(path, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if fd is not None:
+            os.close(fd)
+            fd = None
+        if e.errno not in CANNOT_LOCK:  # held by another process (EWOULDBLOCK), missing folder, ...
+            raise
+        warnings.warn(f"cannot lock {path} ({e.strerror}): nothing stops a second process working in it", stacklevel=3)
+    try:
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def create_beside(path: str | os.PathLike, suffix: str, *, folder: bool = False) -> Path:

@@ -228,7 +228,7 @@ def _working_in(run_dir: Path) -> Iterator[None]:
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(folder_lock(run_dir))
-        except FileNotFoundError:
+        except FileNotFoundError:  # train_run(resume=True) on a missing directory (the CLI checks first)
             raise FFLabError(f"{run_dir}: no such run directory") from None
         except BlockingIOError:
             raise FFLabError(
@@ -452,24 +452,36 @@ def train_parallel(
     args = (cfg, run_dir, plan, data_dir, progress, threads_per_worker(cfg.train.threads, here))
     if workers is not None:
         # Fail here, once, rather than in every worker: the run directory, the data (downloaded now if
-        # missing, so the workers do not all fetch it) and the model must all be usable.
-        _prepare_run_dir(run_dir)
-        ds = load_for_config(cfg, data_dir, progress)
-        build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, input_shape=ds.input_shape)
-        del ds
-        run_local_workers(_parallel_worker, workers, args, timeout, backend)
-        return json.loads((run_dir / "summary.json").read_text())
+        # missing, so the workers do not all fetch it) and the model must all be usable. This process holds
+        # the run directory until its workers end, so rank 0 does not lock it again.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with _working_in(run_dir):
+            _prepare_run_dir(run_dir)
+            ds = load_for_config(cfg, data_dir, progress)
+            build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, input_shape=ds.input_shape)
+            del ds
+            run_local_workers(_parallel_worker, workers, (*args, True), timeout, backend)
+            return json.loads((run_dir / "summary.json").read_text())
     join_group(launched[0], world, timeout=timeout, backend=backend)
     try:
-        return _parallel_worker(*args)
+        return _parallel_worker(*args, False)
     finally:
         leave_group()
 
 
 def _parallel_worker(
-    cfg: Config, run_dir: Path, plan: ParallelPlan, data_dir: str | None, progress: bool, threads: int
+    cfg: Config,
+    run_dir: Path,
+    plan: ParallelPlan,
+    data_dir: str | None,
+    progress: bool,
+    threads: int,
+    dir_held_by_parent: bool,
 ) -> dict:
-    return train_run(cfg, run_dir, data_dir=data_dir, progress=progress, parallel=plan, threads=threads)
+    options = {"data_dir": data_dir, "progress": progress, "parallel": plan, "threads": threads}
+    if dir_held_by_parent:
+        return _train(cfg, run_dir, None, log=print, **options)
+    return train_run(cfg, run_dir, **options)
 
 
 def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], run_dir: Path) -> None:
