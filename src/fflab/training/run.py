@@ -213,18 +213,17 @@ def train_run(
     options = {"data_dir": data_dir, "progress": progress, "log": log, "parallel": parallel, "threads": threads}
     if parallel is not None and dist.get_rank() != 0:
         return _train(cfg, run_dir, None, **options)  # a worker that writes nothing
-    if not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)  # to hold it
-    with _working_in(run_dir):
-        if not resume:
-            _prepare_run_dir(run_dir)
+    with _working_in(run_dir, new=not resume):
         saved = load_training_state(run_dir) if resume else None
         return _train(cfg, run_dir, saved, **options)
 
 
 @contextlib.contextmanager
-def _working_in(run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir` for this process, or stop if another one holds it."""
+def _working_in(run_dir: Path, *, new: bool) -> Iterator[None]:
+    """Hold `run_dir` for this process, or stop if another one holds it; a `new` run's directory is made
+    (to hold it) and then checked to hold no other run."""
+    if new:
+        run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(folder_lock(run_dir))
@@ -235,6 +234,8 @@ def _working_in(run_dir: Path) -> Iterator[None]:
                 f"{run_dir} is in use: another fflab process is training in it (fflab train or fflab resume); "
                 "wait for it to end or stop it"
             ) from None
+        if new:
+            _prepare_run_dir(run_dir)
         yield
 
 
@@ -454,9 +455,7 @@ def train_parallel(
         # Fail here, once, rather than in every worker: the run directory, the data (downloaded now if
         # missing, so the workers do not all fetch it) and the model must all be usable. This process holds
         # the run directory until its workers end, so rank 0 does not lock it again.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with _working_in(run_dir):
-            _prepare_run_dir(run_dir)
+        with _working_in(run_dir, new=True):
             ds = load_for_config(cfg, data_dir, progress)
             build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, input_shape=ds.input_shape)
             del ds
