@@ -34,11 +34,27 @@ def test_label_candidates_equal_forward_on_each_embedded_input(mode, norm, activ
         assert torch.allclose(fast[:, c], slow, atol=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid", "silu", "leaky_relu"])
+# The functions each activation name must mean, written out independently of the layer's own table.
+NAMED_ACTIVATIONS = {
+    "relu": lambda z: z.clamp(min=0),
+    "tanh": torch.tanh,
+    "gelu": lambda z: 0.5 * z * (1 + torch.erf(z / 2**0.5)),
+    "sigmoid": lambda z: 1 / (1 + torch.exp(-z)),
+    "silu": lambda z: z / (1 + torch.exp(-z)),
+    "leaky_relu": lambda z: torch.where(z > 0, z, 0.01 * z),
+}
+
+
+@pytest.mark.parametrize("activation", sorted(NAMED_ACTIVATIONS))
 @pytest.mark.parametrize("init", ["kaiming", "xavier", "torch"])
-def test_activation_and_init_choices_build_and_run(activation, init):
+def test_activation_and_init_choices_compute_what_they_name(activation, init):
+    torch.manual_seed(0)
     layer = FFDense(20, 10, activation=activation, init=init)
-    assert layer(torch.rand(3, 20)).shape == (3, 10)
+    x = torch.rand(3, 20)
+    pre = layer.linear(normalize_direction(x, layer.input_norm))
+    assert torch.allclose(layer(x), NAMED_ACTIVATIONS[activation](pre), atol=1e-6)
+    # kaiming and xavier start with zero bias; "torch" keeps nn.Linear's own uniform bias.
+    assert (layer.linear.bias.abs().sum() == 0) == (init != "torch")
 
 
 def test_kaiming_and_xavier_have_their_scales():

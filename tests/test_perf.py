@@ -1,6 +1,7 @@
 """Machine settings: threads, the allocator setting that keeps freed tensors' memory for reuse, and the
 compute precision."""
 
+import os
 import platform
 import sys
 
@@ -22,7 +23,7 @@ def test_set_threads_uses_every_core_by_default():
     before = torch.get_num_threads()
     try:
         assert set_threads(1) == 1 and torch.get_num_threads() == 1
-        assert set_threads(0) == torch.get_num_threads() >= 1
+        assert set_threads(0) == (os.cpu_count() or 1) == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
 
@@ -31,8 +32,17 @@ def test_matmul_peak_is_a_positive_rate():
     assert matmul_peak_gflops(sizes=(64,), repeats=2, rounds=1) > 0
 
 
-def test_matmul_peak_is_measured_at_the_precision_asked_for():
+def test_matmul_peak_is_measured_at_the_precision_asked_for(monkeypatch):
+    dtypes = set()
+    mm = torch.mm
+
+    def recording_mm(a, b, **kwargs):
+        dtypes.update((a.dtype, b.dtype))
+        return mm(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, "mm", recording_mm)
     assert matmul_peak_gflops(sizes=(64,), repeats=2, rounds=1, precision="bfloat16") > 0
+    assert dtypes == {torch.bfloat16}
 
 
 def test_bfloat16_precision_runs_products_in_bfloat16_but_keeps_weights_and_goodness_float32():

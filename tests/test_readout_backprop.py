@@ -78,7 +78,7 @@ def test_a_recurrent_runs_readout_is_refit_on_frozen_standardized_features_and_s
     assert torch.equal(loaded.predictions(x[:50])["readout"], net.predictions(x[:50])["readout"])
 
 
-def test_backprop_gradients_cross_layers_where_ff_gradients_do_not():
+def test_backprop_gradients_cross_layers():
     torch.manual_seed(0)
     bp = build_model(ModelSettings(kind="backprop", hidden=[8, 8]), 20, 4)
     assert isinstance(bp, BackpropNetwork)

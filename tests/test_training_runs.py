@@ -250,6 +250,8 @@ def test_hybrid_negatives_train_when_the_rows_leave_one_over(tmp_path):
     )
     summary = train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     assert summary["train_samples"] == 1409
+    (epoch,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(epoch["loss"])), epoch["loss"]  # the lone last row must not poison a layer's loss
 
 
 def test_a_data_set_with_one_class_is_refused_by_name(tmp_path):
