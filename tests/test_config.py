@@ -32,6 +32,8 @@ def test_unknown_key_names_the_key_and_the_known_ones():
         ({"model": "big"}, r"model: expected a \[model\] table"),
         ({"model": {"hidden": [10, 10], "predict_layers": [2]}}, r"model.predict_layers: layer indices \[2\]"),
         ({"data": {"name": "idx"}}, r"data.path"),
+        ({"model": {"kind": "recurrent", "predict_layers": [1]}}, r"model.predict_layers: recurrent networks"),
+        ({"model": {"kind": "hebbian", "predict_layers": [0]}}, r"model.predict_layers: hebbian networks"),
     ],
 )
 def test_bad_values_name_key_and_expectation(data, message):

@@ -110,7 +110,7 @@ class ModelSettings:
     )
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0)
-    predict_layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first (recurrent: all)
+    predict_layers: list[int] = field(default_factory=list)  # 0-based (ff, spiking); empty: all but the first
     # Recurrent networks (kind = "recurrent"), Hinton (2022) Fig. 3:
     steps: int = bounded(8, 1, doc="synchronous update steps")
     damping: float = bounded(0.3, 0.0, 1.0, doc="new = damping * old + (1 - damping) * computed")
@@ -323,6 +323,11 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
         bad = [i for i in layers if not 0 <= i < len(m.hidden)]
         if bad:
             raise ConfigError(f"{key}: layer indices {bad} out of range 0..{len(m.hidden) - 1} (0-based)")
+    if m.predict_layers and m.kind in ("recurrent", "spiking-recurrent", "hebbian"):  # backprop: its head predicts
+        raise ConfigError(
+            f"model.predict_layers: {m.kind} networks predict from every layer's goodness (each layer's own "
+            "accuracy is in summary.json); only ff and spiking networks sum a chosen set"
+        )
     if isinstance(m.theta, list) and len(m.theta) != len(m.hidden):
         raise ConfigError(f"model.theta: expected one threshold per layer ({len(m.hidden)}), got {len(m.theta)}")
     if m.kind in ("recurrent", "spiking-recurrent"):
