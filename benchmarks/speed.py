@@ -102,12 +102,14 @@ def measure(cfg, config: str, steps: int, data_dir: str | None, threads: int) ->
                 ("naive", naive),
             ]
         }
+        rows = x[:2].flatten(1)
+        products_dtype = str(torch.mm(rows, rows.t()).dtype).removeprefix("torch.")  # as autocast ran them
     dense = [layer.forward_flops() for layer in model.layers]
     c = model.num_classes
     return {
         "config": config,
         "threads": threads,
-        "precision": cfg.train.precision,
+        "precision": products_dtype,
         "matmul_peak_gflop_per_second": round(peak, 1),
         "train_steps": steps,
         "batch_size": bs,
