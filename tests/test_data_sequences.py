@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import fflab.data.sequences as sequences
+from fflab.config import config_from_dict
 from fflab.data import Dataset, available_datasets, load_dataset, load_sequence_dataset
 from fflab.data.registry import DIGIT_NAMES
 from fflab.data.sequences import MovingDigits, bounce_trajectories, moving_mnist, sequential_mnist
-from fflab.errors import DataError
+from fflab.errors import DataError, FFLabError
 
 N_TRAIN, N_TEST, SIDE = 40, 15, 28
 
@@ -337,3 +338,16 @@ def test_rows_is_a_lazy_range(base: Dataset, tmp_path: Path) -> None:
     assert torch.equal(middle.rows(1, 3)[0:2], ds.train_x[4:6])  # ranges of ranges keep their offsets
     assert torch.equal(middle[-1], ds.train_x[7])
     assert len(ds.train_x.rows(len(ds.train_x) - 2, 10**6)) == 2
+
+
+def test_a_recurrent_run_refuses_sequences_longer_than_its_steps(
+    base: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frame t is read at step t and the run stops at the window's end: later frames would be lost unread."""
+    import fflab.training.run as run
+
+    monkeypatch.setattr(run, "load_sequence_dataset", lambda name, **options: sequential_mnist(base))
+    cfg = config_from_dict({"data": {"name": "seq-mnist"}, "model": {"kind": "recurrent", "hidden": [8]}})
+    with pytest.raises(FFLabError, match=r"28 frames, but the network stops at step 5, so frames 6-28 would never"):
+        run.train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

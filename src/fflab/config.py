@@ -28,6 +28,8 @@ from fflab.perf import PRECISIONS
 from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
 from fflab.supervision import HARD_SCORE_SOURCES, LABEL_CODES, LABEL_MODES, NEGATIVE_MODES
 
+RECURRENT_KINDS = ("recurrent", "spiking-recurrent")
+
 
 def choice(default: str, options: typing.Iterable[str], doc: str = "") -> Any:
     """A string field restricted to `options`."""
@@ -323,14 +325,9 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
         bad = [i for i in layers if not 0 <= i < len(m.hidden)]
         if bad:
             raise ConfigError(f"{key}: layer indices {bad} out of range 0..{len(m.hidden) - 1} (0-based)")
-    if m.predict_layers and m.kind in ("recurrent", "spiking-recurrent", "hebbian"):  # backprop: its head predicts
-        raise ConfigError(
-            f"model.predict_layers: {m.kind} networks predict from every layer's goodness (each layer's own "
-            "accuracy is in summary.json); only ff and spiking networks sum a chosen set"
-        )
     if isinstance(m.theta, list) and len(m.theta) != len(m.hidden):
         raise ConfigError(f"model.theta: expected one threshold per layer ({len(m.hidden)}), got {len(m.theta)}")
-    if m.kind in ("recurrent", "spiking-recurrent"):
+    if m.kind in RECURRENT_KINDS:
         if len(m.window) != 2 or not 1 <= m.window[0] <= m.window[1] <= m.steps:
             raise ConfigError(
                 f"model.window: expected [first, last] with 1 <= first <= last <= steps ({m.steps}), got {m.window}"
@@ -397,17 +394,6 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
             "goes with train.negatives = 'none', model.label = 'none' and model.kind = 'ff'; got "
             f"loss = {m.loss!r}, negatives = {t.negatives!r}, label = {m.label!r}, kind = {m.kind!r}"
         )
-    ignored = {
-        "model.peer_weight": m.peer_weight > 0,
-        "model.objective": m.objective != "standard",
-        "model.goodness_scope": m.goodness_scope != "sample",
-    }
-    if competitive and not stored and any(ignored.values()):
-        raise ConfigError(
-            f"{', '.join(key for key, is_set in ignored.items() if is_set)}: the competitive loss scores whole groups "
-            "of channels against each other, so it has no peer normalisation, objective or goodness scope; leave "
-            "these at their defaults"
-        )
     if m.kind in ("ff", "spiking") and not competitive:
         unsupervised = m.label == "none"
         if unsupervised != (t.negatives == "hybrid"):
@@ -433,19 +419,154 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
             raise ConfigError("spiking.post_gate: the surrogate gate is for LIF neurons; analog units need none")
     if cfg.eval.predict in ("readout", "goodness+readout") and not cfg.readout.enabled and m.kind != "backprop":
         raise ConfigError(f"eval.predict = {cfg.eval.predict!r} needs readout.enabled = true")
-    if cfg.eval.predict == "goodness+readout" and m.kind not in ("recurrent", "spiking-recurrent"):
+    if cfg.eval.predict == "goodness+readout" and m.kind not in RECURRENT_KINDS:
         raise ConfigError(
             "eval.predict = 'goodness+readout' combines a recurrent network's goodness with its linear readout: "
             f"it needs model.kind = 'recurrent' or 'spiking-recurrent', got {m.kind!r}"
         )
+    if not stored:
+        _reject_ignored_settings(cfg)
     return cfg
+
+
+HEBBIAN_SPIKING_KEYS = (
+    "neuron",
+    "third_factor",
+    "scale",
+    "eligibility_decay",
+    "eligibility_rate",
+    "top_k",
+    "post_gate",
+    "label_code",
+    "code_bits",
+    "init_scale",
+    "rest_steps",
+)
+
+
+def _reject_ignored_settings(cfg: Config) -> None:
+    """A setting moved from its default where this model, loss and data set never read it is an error: the
+    run would silently ignore it. Settings of other model kinds stay accepted where a baseline keeps them
+    (e.g. `--set model.kind=backprop` on an FF config, an analog twin of a spiking config)."""
+    m, t, d = cfg.model, cfg.train, cfg.data
+    goodness_kinds = ("ff", "spiking", *RECURRENT_KINDS)
+    spiking_keys = [f"spiking.{f.name}" for f in dataclasses.fields(SpikingSettings)]
+    rules = [
+        (
+            m.loss == "competitive",
+            ["model.peer_weight", "model.objective", "model.goodness_scope"],
+            "the competitive loss scores whole groups of channels against each other, so it has no peer "
+            "normalisation, objective or goodness scope",
+        ),
+        (
+            m.kind in goodness_kinds and m.loss != "softplus",
+            ["model.theta"],
+            f"the threshold belongs to the softplus loss; {m.loss!r} compares goodness without one",
+        ),
+        (
+            m.kind in goodness_kinds and m.loss == "softplus",
+            ["model.alpha"],
+            "alpha sharpens the symba loss and scales the competitive one; the softplus loss has none",
+        ),
+        (
+            m.kind in (*RECURRENT_KINDS, "hebbian"),
+            ["model.predict_layers"],
+            f"{m.kind} networks predict from every layer's goodness (each layer's own accuracy is in "
+            "summary.json); only ff and spiking networks sum a chosen set",
+        ),
+        (
+            m.kind in (*RECURRENT_KINDS, "hebbian"),
+            ["train.schedule"],
+            f"{m.kind} networks train every layer on every batch; the greedy schedule is for ff and spiking ones",
+        ),
+        (
+            m.kind in RECURRENT_KINDS,
+            ["model.input_norm", "model.init"],
+            "a recurrent network scales every source to unit RMS and initialises each by model.source_init",
+        ),
+        (
+            m.kind == "spiking",
+            ["model.activation", "model.init", *(f"spiking.{k}" for k in HEBBIAN_SPIKING_KEYS)],
+            "multi-layer spiking FF runs LIF units with Kaiming weights; these are analog or neo-Hebbian settings",
+        ),
+        (
+            m.kind == "spiking-recurrent",
+            [k for k in spiking_keys if k not in ("spiking.threshold", "spiking.surrogate", "spiking.slope")],
+            "spiking recurrent layers take only spiking.threshold, surrogate and slope: their membrane leak is "
+            "model.damping, they reset by subtraction and run model.steps on the analog input",
+        ),
+        (
+            m.kind == "hebbian",
+            [
+                "train.optimizer",
+                "train.momentum",
+                "train.weight_decay",
+                "model.loss",
+                "model.alpha",
+                "model.objective",
+                "model.peer_weight",
+                "model.input_norm",
+                "model.activation",
+                "model.init",
+            ],
+            "the Hebbian rule adds lr times its own update to the weights: no optimiser, FF loss, peer "
+            "normalisation or input normalisation, and spiking.neuron picks the units",
+        ),
+        (
+            m.kind != "hebbian" and t.optimizer != "sgd",
+            ["train.momentum"],
+            f"{t.optimizer!r} keeps its own moment estimates; train.momentum is SGD's",
+        ),
+        (
+            m.architecture == "dense",
+            [
+                "model.kernel",
+                "model.stride",
+                "model.padding",
+                "model.pool",
+                "model.pool_mode",
+                "model.batch_norm",
+                "model.goodness_scope",
+            ],
+            "these shape convolutional and locally connected layers; set model.architecture to 'conv' or 'local'",
+        ),
+        (d.name != "seq-mnist", ["data.seq_mode", "data.chunk_size", "data.permute_seed"], "seq-mnist settings"),
+        (
+            d.name != "moving-mnist",
+            [
+                "data.frames",
+                "data.canvas",
+                "data.digits",
+                "data.train_sequences",
+                "data.test_sequences",
+                "data.sequence_seed",
+            ],
+            "moving-mnist settings",
+        ),
+        (
+            get_spec(d.name).kind == "derived",
+            ["data.path"],
+            f"{d.name} is built from the MNIST files in the data directory (--data-dir or $FFLAB_DATA)",
+        ),
+    ]
+    defaults = Config()
+    for applies, keys, why in rules:
+        changed = [key for key in keys if applies and _setting(cfg, key) != _setting(defaults, key)]
+        if changed:
+            them = "it at its default" if len(changed) == 1 else "them at their defaults"
+            raise ConfigError(f"{', '.join(changed)}: {why}; leave {them}")
+
+
+def _setting(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def _validate_spatial(cfg: Config) -> None:
     """Checks of convolutional / locally connected settings and of image augmentation."""
     m, t, n = cfg.model, cfg.train, len(cfg.model.hidden)
     spatial = m.architecture != "dense"
-    recurrent = m.kind in ("recurrent", "spiking-recurrent")
+    recurrent = m.kind in RECURRENT_KINDS
     if recurrent and m.architecture == "local":
         _validate_recurrent_local(cfg)
     elif spatial and m.kind not in ("ff", "backprop"):

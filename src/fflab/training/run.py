@@ -129,6 +129,20 @@ def _where(device: torch.device, threads: int) -> str:
 RUN_TAKEN = "already holds a run (finished, running, or stopped before saving its state)"
 
 
+def _check_every_frame_is_read(cfg: Config, ds: Dataset | SequenceDataset) -> None:
+    """A recurrent network reads frame t at step t and stops at the counted window's end, so a longer
+    sequence would lose its last frames without a word."""
+    if not isinstance(ds, SequenceDataset):
+        return
+    frames, last = ds.train_x.num_steps, cfg.model.window[1]
+    if frames > last:
+        raise FFLabError(
+            f"model.window = {cfg.model.window}: {ds.name} sequences here have {frames} frames, but the network "
+            f"stops at step {last}, so frames {last + 1}-{frames} would never be read; end model.window (and "
+            f"model.steps) at step {frames} or later, or make the sequences shorter"
+        )
+
+
 def _prepare_run_dir(run_dir: Path) -> None:
     """Refuse a directory that holds another run before any work is done; create it (and plots/) otherwise."""
     if (run_dir / TRAINING_STATE).exists():
@@ -260,6 +274,7 @@ def _train(
         torch.cuda.set_device(device)  # NCCL and implicit CUDA allocations use the current device
     torch.manual_seed(cfg.train.seed)
     ds = dataset_to(load_for_config(cfg, data_dir, progress and lead), device)
+    _check_every_frame_is_read(cfg, ds)
     model = build_model(
         cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=ds.input_shape
     ).to(device)
@@ -285,8 +300,9 @@ def _train(
             raise FFLabError(f"{run_dir / TRAINING_STATE} does not fit the run's config.toml ({e})") from None
         done, wall_before, monitor_seconds = saved["epoch"], saved["wall_seconds"], saved["monitor_seconds"]
         resumes = [*saved["resumes"], done]
-    schedule = f", {cfg.train.schedule}" if cfg.model.kind == "ff" else ""
-    total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if cfg.train.schedule == "greedy" else 1)
+    layerwise = cfg.train.schedule == "greedy" and cfg.model.kind in ("ff", "spiking")  # backprop keeps it, unread
+    schedule = f", {cfg.train.schedule}" if cfg.model.kind in ("ff", "spiking") else ""
+    total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if layerwise else 1)
     workers = f", {parallel.mode}-parallel on {parallel.world_size} workers" if parallel else ""
     held_out = evaluation_split(cfg)
     log(
