@@ -106,7 +106,10 @@ REC = {"kind": "recurrent"}
         ({"model": {"kind": "spiking-recurrent"}, "spiking": {"beta": 0.5}}, r"spiking.beta: .*model.damping"),
         ({"model": {"kind": "hebbian"}, "train": {"optimizer": "sgd"}}, r"train.optimizer: the Hebbian rule"),
         ({"train": {"momentum": 0.5}}, r"train.momentum: 'adam' keeps its own moment estimates"),
-        ({"model": {"pool": [2, 2], "batch_norm": True}}, r"model.pool, model.batch_norm: .*set model.architecture"),
+        (
+            {"model": {"pool": [2, 2], "batch_norm": True}},
+            r"model.pool, model.batch_norm: .*which a dense ff network does not have",
+        ),
         ({"data": {"chunk_size": 14}}, r"data.chunk_size: seq-mnist settings; leave it at its default"),
         ({"data": {"name": "seq-mnist", "frames": 30}, "model": REC}, r"data.frames: moving-mnist settings"),
         ({"data": {"name": "moving-mnist", "path": "/x"}, "model": REC}, r"data.path: moving-mnist is built from"),

@@ -348,6 +348,8 @@ def test_a_recurrent_run_refuses_sequences_longer_than_its_steps(
 
     monkeypatch.setattr(run, "load_sequence_dataset", lambda name, **options: sequential_mnist(base))
     cfg = config_from_dict({"data": {"name": "seq-mnist"}, "model": {"kind": "recurrent", "hidden": [8]}})
-    with pytest.raises(FFLabError, match=r"28 frames, but the network stops at step 5, so frames 6-28 would never"):
+    with pytest.raises(
+        FFLabError, match=r"28 frames, but training and prediction stop at step 5, so frames 6-28 would never count"
+    ):
         run.train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -510,7 +510,7 @@ def _reject_ignored_settings(cfg: Config) -> None:
                 "model.init",
             ],
             "the Hebbian rule adds lr times its own update to the weights: no optimiser, FF loss, peer "
-            "normalisation or input normalisation, and spiking.neuron picks the units",
+            "normalisation or input normalisation; spiking.neuron picks the units, spiking.init_scale their weights",
         ),
         (
             m.kind != "hebbian" and t.optimizer != "sgd",
@@ -528,7 +528,7 @@ def _reject_ignored_settings(cfg: Config) -> None:
                 "model.batch_norm",
                 "model.goodness_scope",
             ],
-            "these shape convolutional and locally connected layers; set model.architecture to 'conv' or 'local'",
+            f"these shape convolutional and locally connected layers, which a dense {m.kind} network does not have",
         ),
         (d.name != "seq-mnist", ["data.seq_mode", "data.chunk_size", "data.permute_seed"], "seq-mnist settings"),
         (

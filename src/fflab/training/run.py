@@ -24,7 +24,7 @@ from fflab.analysis.plots import (
     plot_training_curves,
 )
 from fflab.checkpoint import SETTINGS, TRAINING_STATE, load_training_state, save_checkpoint, save_training_state
-from fflab.config import Config, to_toml
+from fflab.config import RECURRENT_KINDS, Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import DataError, FFLabError
@@ -130,16 +130,16 @@ RUN_TAKEN = "already holds a run (finished, running, or stopped before saving it
 
 
 def _check_every_frame_is_read(cfg: Config, ds: Dataset | SequenceDataset) -> None:
-    """A recurrent network reads frame t at step t and stops at the counted window's end, so a longer
-    sequence would lose its last frames without a word."""
-    if not isinstance(ds, SequenceDataset):
+    """A recurrent network reads frame t at step t, and trains and predicts up to the counted window's end,
+    so a longer sequence would lose its last frames without a word."""
+    if not isinstance(ds, SequenceDataset) or cfg.model.kind not in RECURRENT_KINDS:
         return
     frames, last = ds.train_x.num_steps, cfg.model.window[1]
     if frames > last:
         raise FFLabError(
-            f"model.window = {cfg.model.window}: {ds.name} sequences here have {frames} frames, but the network "
-            f"stops at step {last}, so frames {last + 1}-{frames} would never be read; end model.window (and "
-            f"model.steps) at step {frames} or later, or make the sequences shorter"
+            f"model.window = {cfg.model.window}: {ds.name} sequences here have {frames} frames, but training and "
+            f"prediction stop at step {last}, so frames {last + 1}-{frames} would never count; end model.window "
+            f"(and model.steps) at step {frames} or later"
         )
 
 
@@ -274,7 +274,8 @@ def _train(
         torch.cuda.set_device(device)  # NCCL and implicit CUDA allocations use the current device
     torch.manual_seed(cfg.train.seed)
     ds = dataset_to(load_for_config(cfg, data_dir, progress and lead), device)
-    _check_every_frame_is_read(cfg, ds)
+    if not resume:  # a run started before this check keeps going as it began
+        _check_every_frame_is_read(cfg, ds)
     model = build_model(
         cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=ds.input_shape
     ).to(device)
