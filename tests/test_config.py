@@ -106,6 +106,9 @@ REC = {"kind": "recurrent"}
         ({"model": {"kind": "spiking-recurrent"}, "spiking": {"beta": 0.5}}, r"spiking.beta: .*model.damping"),
         ({"model": {"kind": "hebbian"}, "train": {"optimizer": "sgd"}}, r"train.optimizer: the Hebbian rule"),
         ({"train": {"momentum": 0.5}}, r"train.momentum: 'adam' keeps its own moment estimates"),
+        ({"train": {"hard_temperature": 2.0}}, r"train.hard_temperature: .*negatives = 'random' draws none"),
+        ({"train": {"negatives": "hard", "refresh_every": 2}}, r"train.refresh_every: only the 'refreshed' bank"),
+        ({"train": {"hybrid_blur_steps": 3}}, r"train.hybrid_blur_steps: the blur shapes the masks of 'hybrid'"),
         (
             {"model": {"pool": [2, 2], "batch_norm": True}},
             r"model.pool, model.batch_norm: .*which a dense ff network does not have",

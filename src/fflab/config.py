@@ -513,6 +513,21 @@ def _reject_ignored_settings(cfg: Config) -> None:
             "normalisation or input normalisation; spiking.neuron picks the units, spiking.init_scale their weights",
         ),
         (
+            t.negatives != "hard",
+            ["train.hard_temperature"],
+            f"the temperature samples 'hard' wrong labels; negatives = {t.negatives!r} draws none that way",
+        ),
+        (
+            t.negatives not in ("hard", "hardest") or t.hard_scores != "refreshed",
+            ["train.refresh_every"],
+            "only the 'refreshed' bank of scores for hard negatives (train.hard_scores) is refreshed",
+        ),
+        (
+            t.negatives != "hybrid",
+            ["train.hybrid_blur_steps"],
+            "the blur shapes the masks of 'hybrid' negatives (unsupervised FF)",
+        ),
+        (
             m.kind != "hebbian" and t.optimizer != "sgd",
             ["train.momentum"],
             f"{t.optimizer!r} keeps its own moment estimates; train.momentum is SGD's",
