@@ -28,6 +28,7 @@ from fflab.perf import PRECISIONS
 from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
 from fflab.supervision import HARD_SCORE_SOURCES, LABEL_CODES, LABEL_MODES, NEGATIVE_MODES
 
+FEEDFORWARD_KINDS = ("ff", "spiking")  # built as an FFNetwork, trained by FFTrainer
 RECURRENT_KINDS = ("recurrent", "spiking-recurrent")
 
 
@@ -360,7 +361,7 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
                 "ones with train.hard_scores = 'readout' (the online linear classifier)"
             )
     if t.layer_epochs:
-        if m.kind not in ("ff", "spiking") or t.schedule != "simultaneous":
+        if m.kind not in FEEDFORWARD_KINDS or t.schedule != "simultaneous":
             raise ConfigError(
                 "train.layer_epochs: per-layer training windows are for feed-forward FF networks (model.kind 'ff' "
                 f"or 'spiking') under the simultaneous schedule; got kind {m.kind!r}, schedule {t.schedule!r}"
@@ -394,7 +395,7 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
             "goes with train.negatives = 'none', model.label = 'none' and model.kind = 'ff'; got "
             f"loss = {m.loss!r}, negatives = {t.negatives!r}, label = {m.label!r}, kind = {m.kind!r}"
         )
-    if m.kind in ("ff", "spiking") and not competitive:
+    if m.kind in FEEDFORWARD_KINDS and not competitive:
         unsupervised = m.label == "none"
         if unsupervised != (t.negatives == "hybrid"):
             raise ConfigError(
@@ -449,7 +450,7 @@ def _reject_ignored_settings(cfg: Config) -> None:
     run would silently ignore it. Settings of other model kinds stay accepted where a baseline keeps them
     (e.g. `--set model.kind=backprop` on an FF config, an analog twin of a spiking config)."""
     m, t, d = cfg.model, cfg.train, cfg.data
-    goodness_kinds = ("ff", "spiking", *RECURRENT_KINDS)
+    goodness_kinds = (*FEEDFORWARD_KINDS, *RECURRENT_KINDS)
     spiking_keys = [f"spiking.{f.name}" for f in dataclasses.fields(SpikingSettings)]
     rules = [
         (
@@ -566,7 +567,9 @@ def _reject_ignored_settings(cfg: Config) -> None:
     ]
     defaults = Config()
     for applies, keys, why in rules:
-        changed = [key for key in keys if applies and _setting(cfg, key) != _setting(defaults, key)]
+        if not applies:
+            continue
+        changed = [key for key in keys if _setting(cfg, key) != _setting(defaults, key)]
         if changed:
             them = "it at its default" if len(changed) == 1 else "them at their defaults"
             raise ConfigError(f"{', '.join(changed)}: {why}; leave {them}")

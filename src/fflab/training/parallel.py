@@ -30,13 +30,12 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
-from fflab.config import ModelSettings, TrainSettings
+from fflab.config import FEEDFORWARD_KINDS, ModelSettings, TrainSettings
 from fflab.errors import FFLabError
 from fflab.models import FFNetwork, LocalResult
 from fflab.training.trainer import FFTrainer, batch_bounds
 
 PARALLEL_MODES = ("pipeline", "data", "both")
-PARALLEL_KINDS = ("ff", "spiking")  # the model kinds built as an FFNetwork
 
 
 def balance_layers(costs: Sequence[float], stages: int) -> list[list[int]]:
@@ -122,9 +121,9 @@ class ParallelPlan:
 
 def check_parallel_support(model: ModelSettings, train: TrainSettings, plan: ParallelPlan) -> None:
     """Clear errors, before any worker starts, for what layer-parallel training cannot do exactly."""
-    if model.kind not in PARALLEL_KINDS:
+    if model.kind not in FEEDFORWARD_KINDS:
         raise FFLabError(
-            f"parallel training runs feed-forward FF networks (model.kind {list(PARALLEL_KINDS)}); "
+            f"parallel training runs feed-forward FF networks (model.kind {list(FEEDFORWARD_KINDS)}); "
             f"{model.kind!r} trains in one process"
         )
     if train.schedule != "simultaneous":

@@ -24,7 +24,7 @@ from fflab.analysis.plots import (
     plot_training_curves,
 )
 from fflab.checkpoint import SETTINGS, TRAINING_STATE, load_training_state, save_checkpoint, save_training_state
-from fflab.config import RECURRENT_KINDS, Config, to_toml
+from fflab.config import FEEDFORWARD_KINDS, RECURRENT_KINDS, Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import DataError, FFLabError
@@ -301,8 +301,9 @@ def _train(
             raise FFLabError(f"{run_dir / TRAINING_STATE} does not fit the run's config.toml ({e})") from None
         done, wall_before, monitor_seconds = saved["epoch"], saved["wall_seconds"], saved["monitor_seconds"]
         resumes = [*saved["resumes"], done]
-    layerwise = cfg.train.schedule == "greedy" and cfg.model.kind in ("ff", "spiking")  # backprop keeps it, unread
-    schedule = f", {cfg.train.schedule}" if cfg.model.kind in ("ff", "spiking") else ""
+    reads_schedule = cfg.model.kind in FEEDFORWARD_KINDS  # a backprop baseline keeps the setting, unread
+    schedule = f", {cfg.train.schedule}" if reads_schedule else ""
+    layerwise = reads_schedule and cfg.train.schedule == "greedy"
     total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if layerwise else 1)
     workers = f", {parallel.mode}-parallel on {parallel.world_size} workers" if parallel else ""
     held_out = evaluation_split(cfg)
