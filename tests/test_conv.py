@@ -104,9 +104,9 @@ def test_locally_connected_equals_convolution_when_every_position_shares_its_fil
     conv = torch.nn.Conv2d(3, 4, kernel, stride=stride, padding=pad)
     mh, mw = local.map_size
     assert conv(torch.zeros(1, 3, size, size)).shape[2:] == (mh, mw)
+    dense = torch.zeros(4 * mh * mw, 3 * size * size)
     with torch.no_grad():
-        local.weight.zero_()
-        w = local.weight.view(4, mh, mw, 3, size, size)  # (o, i, j) <- (c, y, x)
+        w = dense.view(4, mh, mw, 3, size, size)  # (o, i, j) <- (c, y, x)
         for i in range(mh):
             for j in range(mw):
                 for dy in range(kernel):
@@ -114,6 +114,7 @@ def test_locally_connected_equals_convolution_when_every_position_shares_its_fil
                         y, x = i * stride - pad + dy, j * stride - pad + dx
                         if 0 <= y < size and 0 <= x < size:
                             w[:, i, j, :, y, x] = conv.weight[:, :, dy, dx]
+        local.product.weight.copy_(local.product.from_dense(dense))
         local.bias.copy_(conv.bias.view(4, 1, 1).expand(4, mh, mw))
     x = torch.randn(2, 3, size, size)
     assert torch.allclose(local(x), torch.relu(conv(x)), atol=1e-5)
@@ -126,14 +127,16 @@ def test_locally_connected_units_see_only_their_field_and_have_their_own_weights
     local.pre_activation(x)[0, 1, 2, 3].backward()  # unit (o=1, y=2, x=3)
     seen = x.grad[0, 0] != 0
     assert seen[1:4, 2:5].all() and seen.sum() == 9  # its 3x3 field, nothing else
+    dense = local.product.to_dense(local.product.weight.detach())
+    dense.view(2, 6, 6, -1)[:, 1, 1] = 0
     with torch.no_grad():
-        local.weight.view(2, 6, 6, -1)[:, 1, 1].zero_()
+        local.product.weight.copy_(local.product.from_dense(dense))
         local.bias.zero_()
     out = local.pre_activation(torch.randn(1, 1, 6, 6))
     assert torch.all(out[0, :, 1, 1] == 0) and out[0, :, 2, 2].abs().sum() > 0
     loss, _ = local.local_loss(local(torch.rand(4, 36)), 2)
     loss.backward()
-    assert torch.all(local.weight.grad[~local.mask] == 0)  # weights outside the fields never learn
+    assert torch.all(local.product.weight.grad[~local.product.mask] == 0)  # weights outside the fields never learn
 
 
 def test_strided_fields_tile_the_image_as_in_hintons_unsupervised_mnist_net():
@@ -144,7 +147,8 @@ def test_strided_fields_tile_the_image_as_in_hintons_unsupervised_mnist_net():
     local.pre_activation(x)[0, 0, 1, 2].backward()  # grid point (row 1, column 2)
     seen = x.grad[0, 0] != 0
     assert seen[6:16, 12:22].all() and seen.sum() == 100
-    assert local.mask.view(2, 16, 28, 28).any(1).all()  # together the fields cover every pixel
+    mask = local.product.to_dense(local.product.mask)
+    assert mask.view(2, 16, 28, 28).any(1).all()  # together the fields cover every pixel
 
 
 def test_field_geometry_rejects_what_cannot_be_placed():
@@ -380,7 +384,7 @@ def test_xavier_scaling_counts_the_units_each_input_reaches():
     conv = FFConv2d((16, 8, 8), 32, kernel=3, groups=2, init="xavier")
     assert conv.conv.weight.std().item() == pytest.approx(relu_gain * math.sqrt(2 / (8 * 9 + 16 * 9)), rel=0.05)
     local = FFLocal2d((3, 16, 16), 4, kernel=5, init="xavier")
-    inside = local.weight[local.mask]
+    inside = local.product.weight[local.product.mask]
     assert inside.std().item() == pytest.approx(relu_gain * math.sqrt(2 / (3 * 25 + 4 * 25)), rel=0.05)
 
 

@@ -355,12 +355,8 @@ def test_local_recurrent_units_see_only_their_receptive_fields(wiring):
     net = local_net(hidden=(2, 3), kernel=3, wiring=wiring)
     low, top = net.layers
     assert low.dims == (64, 3 * 64, 2 * 64) and top.dims == (2 * 64, 4, 3 * 64)
-    if wiring == "sum":
-        up, down, lateral = low._blocks(low.linear.weight.detach())
-        label = top._blocks(top.linear.weight)[1]
-    else:
-        up, down, lateral = (unit.weight.detach() for unit in low.units)
-        label = top.units[1].weight
+    up, down, lateral = low.source_weights()
+    label = top.source_weights()[1]
     # unit (channel 1, row 4, col 4) of the lower map sees rows and columns 3-5 of the image and both maps
     unit = 1 * 64 + 4 * 8 + 4
     field = torch.zeros(8, 8, dtype=torch.bool)
@@ -380,7 +376,7 @@ def test_local_recurrent_units_see_only_their_receptive_fields(wiring):
 def test_without_lateral_a_layer_sees_only_the_maps_below_and_above():
     net = local_net(hidden=(2, 3), kernel=3, lateral=False)
     low = net.layers[0]
-    assert low.dims == (64, 3 * 64, 0) and low.linear.weight.shape == (128, 64 + 192)
+    assert low.dims == (64, 3 * 64, 0) and low.rest.dense_shape == (128, 192)
     u_up, u_down = torch.rand(2, 64), torch.rand(2, 3 * 64)
     assert torch.equal(low(u_up, u_down, torch.rand(2, 128)), low(u_up, u_down, torch.zeros(2, 128)))
     x = torch.rand(3, 1, 8, 8)
@@ -395,19 +391,20 @@ def test_local_masks_survive_loading_a_state_and_scale_xavier_by_the_fields():
     net = local_net(hidden=(2, 2), kernel=3)
     layer = net.layers[0]
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    state["layers.0.linear.weight"].fill_(1.0)  # a state with weights outside the fields
+    state["layers.0.up.weight"].fill_(1.0)  # a state with weights outside the fields
     net.load_state_dict(state)
-    assert torch.equal(layer.linear.weight != 0, layer.mask)
+    assert torch.equal(layer.up.weight != 0, layer.up.mask)
     # Xavier scales by the fields: an image pixel reaches 2 channels x 3x3 units, a unit sees 3x3 pixels
     xavier = local_net(hidden=(2, 2), kernel=3, source_init=["xavier"] * 3).layers[0]
-    up = xavier._blocks(xavier.linear.weight.detach())[0]
+    up = xavier.source_weights()[0].detach()
     bound = math.sqrt(2) * math.sqrt(6 / (9 + 18))  # ReLU gain
     assert bound * 0.9 < up.abs().max() <= bound
 
 
 def test_spiking_recurrent_layers_take_local_fields_too():
     net = local_net(hidden=(2, 2), kernel=3, kind="spiking-recurrent")
-    assert net.layers[0].spiking is not None and torch.equal(net.layers[0].linear.weight != 0, net.layers[0].mask)
+    low = net.layers[0]
+    assert low.spiking is not None and all(torch.equal(p.weight != 0, p.mask) for p in (low.up, low.rest))
     assert net.label_scores(torch.rand(3, 1, 8, 8)).shape == (3, 4, 2)
 
 
@@ -420,12 +417,12 @@ def test_local_recurrent_training_learns_images_and_keeps_its_wiring():
         r, q = divmod(c, 2)
         x[y == c, :, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 1.0
     net = local_net(hidden=(2, 2), kernel=3, steps=5, window=[3, 5])
-    zero = [layer.linear.weight.detach() == 0 for layer in net.layers]
+    zero = [torch.cat(layer.source_weights(), 1).detach() == 0 for layer in net.layers]
     cfg = config_from_dict({"model": {"kind": "recurrent"}, "train": {"epochs": 6, "batch_size": 50, "lr": 3e-3}})
     make_trainer(net, cfg.train, progress=False).fit(x, y)
     assert evaluate(net, x, y)["accuracy_by_method"]["goodness"] > 0.95
     for layer, was_zero in zip(net.layers, zero, strict=True):
-        weight = layer.linear.weight.detach()
+        weight = torch.cat(layer.source_weights(), 1).detach()
         assert (weight[was_zero] == 0).all(), "a weight outside the receptive fields moved"
         assert (weight[~was_zero] != 0).float().mean() > 0.99
 

@@ -65,6 +65,24 @@ CASES = {
         "readout.epochs=2",
     ),
     "backprop": ("digits-ff", "model.kind=backprop", "train.epochs=4"),
+    # tiled locally connected products, feed-forward and recurrent
+    "local": (
+        "digits-ff",
+        "model.architecture=local",
+        "model.label=channels",
+        "model.hidden=[2,2]",
+        "model.kernel=3",
+        "train.epochs=4",
+    ),
+    "local-recurrent": (
+        "digits-ff",
+        "model.kind=recurrent",
+        "model.architecture=local",
+        "model.hidden=[2,2]",
+        "model.kernel=3",
+        'model.source_init=["kaiming","kaiming","kaiming"]',
+        "train.epochs=4",
+    ),
 }
 
 
@@ -107,6 +125,24 @@ def test_resume_from_the_command_line_and_its_errors(tmp_path, capsys):
     assert "holds a finished run" in capsys.readouterr().err
     assert main(["resume", str(tmp_path / "elsewhere"), "--no-progress"]) == 2
     assert "is not a run directory: it has no config.toml" in capsys.readouterr().err
+
+
+def test_a_state_saved_for_other_weight_shapes_is_refused_by_name(tmp_path):
+    """E.g. a locally connected run saved before fflab tiled its weights: torch would load the optimiser's
+    state of the dense layout without complaint and fail inside the next step."""
+    cfg = shipped_config(
+        "digits-ff",
+        ["model.architecture=local", "model.label=channels", "model.hidden=[2,2]", "model.kernel=3", "train.epochs=3"],
+    )
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=stop_at_epoch(2), **QUIET)
+    state = load_training_state(run)
+    moments = state["trainer"]["optimizers"][0]["state"][0]
+    moments["exp_avg"] = torch.zeros(moments["exp_avg"].numel() + 1)  # a weight of another shape
+    torch.save(state, run / TRAINING_STATE)
+    with pytest.raises(FFLabError, match=r"does not fit .*'exp_avg' .* another layout of the weights"):
+        train_run(cfg, run, log=lambda s: None, resume=True, **QUIET)
 
 
 def test_runs_that_save_no_state_say_why_they_cannot_resume(tmp_path, capsys):

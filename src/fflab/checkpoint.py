@@ -71,6 +71,7 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights}: unreadable weights ({e})") from None
+    upgrade_saved_state(model, tensors)
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -84,6 +85,14 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
     model.load_state_dict(tensors)
     model.eval()
     return model, cfg, meta
+
+
+def upgrade_saved_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Rewrite, in place, a state saved by an older fflab into the layout `model` has now: every submodule that
+    changed its layout converts its own entries (`upgrade_state(state, prefix)`), outer modules first."""
+    for name, module in model.named_modules():
+        if hasattr(module, "upgrade_state"):
+            module.upgrade_state(state, f"{name}." if name else "")
 
 
 def save_training_state(

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fflab.layers.base import FFLearner, confine, require_choice
+from fflab.layers.base import FFLearner, require_choice
 from fflab.layers.dense import ACTIVATIONS, INIT_GAIN, INITS, normalize_direction
+from fflab.layers.local import TiledLocalLinear
 
 SCOPES = ("sample", "position", "channel")
 CONV_INPUT_NORMS = ("length", "rms", "group", "none")
@@ -235,11 +236,10 @@ class FFLocal2d(SpatialFFLearner):
     """A locally connected FF learner: like a convolution, but every output position has its own filters.
 
     Hinton (2022) used these on CIFAR-10 (e.g. 11x11 receptive fields) and for unsupervised MNIST (grids
-    of strided fields) because weight sharing is biologically implausible. The layer is computed as one
-    dense matrix product with a fixed receptive-field mask: that does more multiply-adds than the layer
-    needs (a 32x32x3 map with 11x11 fields uses 12% of them) but runs at matrix-product speed, about 40x
-    faster on a CPU than gathering every patch (unfold), whose memory traffic dominates for maps with few
-    channels.
+    of strided fields) because weight sharing is biologically implausible. The product runs tile by tile
+    (`TiledLocalLinear`): each tile of output positions is a dense product over the input window its fields
+    cover, which wastes far fewer multiply-adds than one masked dense product and runs at matrix-product
+    speed, unlike gathering every patch (unfold), whose memory traffic dominates for maps with few channels.
     """
 
     shares_filters = False  # every unit is its own feature, for peer normalisation too
@@ -252,20 +252,26 @@ class FFLocal2d(SpatialFFLearner):
         mh, mw = self.map_size
         n_in, n_out = c * h * w, out_channels * mh * mw
         require_local_size(n_out, n_in, f"a locally connected layer from {c}x{h}x{w} to {out_channels}x{mh}x{mw}")
-        self.weight = nn.Parameter(torch.empty(n_out, n_in))
+        # initialised in the dense layout, so a seed gives the same weights as before the tiled product
+        weight = torch.empty(n_out, n_in)
         self.bias = nn.Parameter(torch.zeros(out_channels, mh, mw))
         mask = receptive_field_mask(self.in_shape, out_channels, kernel, self.stride, self.padding)
         patch = c * kernel * kernel  # inputs of a unit away from the border
         if init == "torch":
-            nn.init.uniform_(self.weight, -1 / math.sqrt(patch), 1 / math.sqrt(patch))
+            nn.init.uniform_(weight, -1 / math.sqrt(patch), 1 / math.sqrt(patch))
         else:
-            _init_weight(self.weight, init, self.activation, patch, int(mask.sum(0).max()))  # units an input reaches
-        confine(self, self.weight, mask, "mask")
+            _init_weight(weight, init, self.activation, patch, int(mask.sum(0).max()))  # units an input reaches
+        self.product = TiledLocalLinear(weight, mask, (out_channels, mh, mw))
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.reshape(len(x), -1) @ self.weight.t()  # zero outside the receptive fields (see `confine`)
+        out = self.product(x.reshape(len(x), -1))
         return out.view(len(x), self.out_channels, *self.map_size) + self.bias
 
     def forward_flops(self) -> int:
-        """Multiply-add FLOPs of the dense product as executed (masked entries included)."""
-        return 2 * self.weight.numel()
+        """Multiply-add FLOPs of the tiled product as executed (masked entries included)."""
+        return 2 * self.product.weight.numel()
+
+    def upgrade_state(self, state: dict, prefix: str) -> None:
+        """A checkpoint from before the tiled product holds the dense weight under `weight`."""
+        if prefix + "weight" in state:
+            state[prefix + "product.weight"] = state.pop(prefix + "weight")

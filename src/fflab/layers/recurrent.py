@@ -7,8 +7,9 @@ import math
 import torch
 from torch import nn
 
-from fflab.layers.base import FFLearner, confine
+from fflab.layers.base import FFLearner
 from fflab.layers.dense import ACTIVATIONS
+from fflab.layers.local import TiledLocalLinear
 from fflab.spiking import spike
 
 WIRINGS = ("sum", "metalayer")
@@ -59,7 +60,9 @@ class RecurrentLayer(FFLearner):
     u_* are the RMS-normalised sources; s is `top_down_sign` (negative in the inverted variant). Without
     `lateral`, the sum wiring has no W_lat (u_lat is ignored).
     `masks` (units x inputs, one per source or None) restrict sources to local receptive fields: Hinton's
-    (2022) CIFAR-10 nets are this wiring over locally connected maps.
+    (2022) CIFAR-10 nets are this wiring over locally connected maps. The units then form a `map_shape`
+    (C, H, W) map and the masked sources run as tiled products (`TiledLocalLinear`): in the sum wiring one
+    for the bottom-up source and one for the others side by side, each unit of a metalayer its own.
 
     With `spiking` settings (threshold, surrogate, slope) the layer is a population of LIF neurons:
     its state is the membrane potential, the activation is dropped (the wirings compute input
@@ -81,6 +84,7 @@ class RecurrentLayer(FFLearner):
         mix: tuple[float, float] = (0.7, 0.3),
         spiking: tuple[float, str, float] | None = None,
         masks: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] | None = None,
+        map_shape: tuple[int, int, int] | None = None,
         lateral: bool = True,
         **learner_options,
     ) -> None:
@@ -102,32 +106,51 @@ class RecurrentLayer(FFLearner):
         for mask, d in zip(masks, self.dims, strict=True):
             if mask is not None and tuple(mask.shape) != (width, d):
                 raise ValueError(f"a source mask must be {width}x{d} (units x inputs), got {tuple(mask.shape)}")
+        self.local = any(m is not None for m in masks)
+        if self.local and (map_shape is None or math.prod(map_shape) != width):
+            raise ValueError(f"a layer with local sources needs the (C, H, W) map of its {width} units")
         fans = [(None, None) if m is None else (int(m.sum(1).max()), int(m.sum(0).max())) for m in masks]
         if wiring == "sum":
-            self.linear = nn.Linear(sum(self.dims), width)
-            nn.init.zeros_(self.linear.bias)
-            for block, scheme, fan in zip(self._blocks(self.linear.weight), inits, fans, strict=True):
+            linear = nn.Linear(sum(self.dims), width)
+            nn.init.zeros_(linear.bias)
+            for block, scheme, fan in zip(self._blocks(linear.weight), inits, fans, strict=True):
                 if block.numel():
                     init_block(block, scheme, activation, *fan)
-            if any(m is not None for m in masks):
-                blocks = [
+            if self.local:  # tiled products: the bottom-up source alone (static inputs reuse it), and the rest
+                full = [
                     torch.ones(width, d, dtype=torch.bool) if m is None else m
                     for m, d in zip(masks, self.dims, strict=True)
                 ]
-                confine(self, self.linear.weight, torch.cat(blocks, 1), "mask")
+                weight, up = linear.weight.detach(), self.dims[0]
+                self.up = TiledLocalLinear(weight[:, :up], full[0], map_shape)
+                self.rest = TiledLocalLinear(weight[:, up:], torch.cat(full[1:], 1), map_shape)
+                self.bias = nn.Parameter(linear.bias.detach().clone())
+            else:
+                self.linear = linear
         else:
-            self.units = nn.ModuleList(nn.Linear(d, width) for d in self.dims)
-            for i, (unit, scheme, fan, mask) in enumerate(zip(self.units, inits, fans, masks, strict=True)):
+            units = [nn.Linear(d, width) for d in self.dims]
+            for unit, scheme, fan in zip(units, inits, fans, strict=True):
                 init_block(unit.weight, scheme, activation, *fan)
                 nn.init.zeros_(unit.bias)
-                if mask is not None:
-                    confine(self, unit.weight, mask, f"mask{i}")
+            self.units = nn.ModuleList(
+                unit if mask is None else TiledLocalLinear.from_linear(unit, mask, map_shape)
+                for unit, mask in zip(units, masks, strict=True)
+            )
         self.register_peer_mean(width)
 
     def _blocks(self, weight: torch.Tensor) -> list[torch.Tensor]:
         """Views of the bottom-up, top-down and lateral column blocks of the fused weight."""
         up, down, _ = self.dims
         return [weight[:, :up], weight[:, up : up + down], weight[:, up + down :]]
+
+    def source_weights(self) -> list[torch.Tensor]:
+        """The bottom-up, top-down and lateral weights as dense (units x inputs) matrices, whatever the
+        layout they are stored in."""
+        if self.wiring == "metalayer":
+            return [u.to_dense(u.weight) if isinstance(u, TiledLocalLinear) else u.weight for u in self.units]
+        if self.local:
+            return self._blocks(torch.cat([self.up.to_dense(self.up.weight), self.rest.to_dense(self.rest.weight)], 1))
+        return self._blocks(self.linear.weight)
 
     @property
     def in_features(self) -> int:
@@ -140,7 +163,7 @@ class RecurrentLayer(FFLearner):
     def bottom_up(self, u_up: torch.Tensor) -> torch.Tensor:
         """The bottom-up term alone (for a static input it is the same at every step)."""
         if self.wiring == "sum":
-            return u_up @ self._blocks(self.linear.weight)[0].t()
+            return self.up(u_up) if self.local else u_up @ self._blocks(self.linear.weight)[0].t()
         return self.units[0](u_up)
 
     def forward(
@@ -149,8 +172,11 @@ class RecurrentLayer(FFLearner):
         """The computed (undamped) activity from normalised sources; `up_term` replaces u_up when precomputed."""
         u_down = self.top_down_sign * u_down
         if self.wiring == "sum":
-            w = self.linear.weight
             sources = [u_down, u_lat] if self.dims[2] else [u_down]
+            if self.local:
+                up = self.up(u_up) if up_term is None else up_term
+                return self._act(up + self.rest(torch.cat(sources, 1)) + self.bias)
+            w = self.linear.weight
             if up_term is None:
                 return self._act(torch.cat([u_up, *sources], 1) @ w.t() + self.linear.bias)
             rest = torch.cat(sources, 1) @ w[:, self.dims[0] :].t()
@@ -174,5 +200,21 @@ class RecurrentLayer(FFLearner):
         return state - (state > self.spiking[0]).to(state.dtype) * self.spiking[0]
 
     def flops(self) -> int:
-        """Matrix-multiply FLOPs of one step for one input row."""
-        return 2 * self.width * sum(self.dims)
+        """Matrix-multiply FLOPs of one step for one input row, as executed."""
+        if not self.local:
+            return 2 * self.width * sum(self.dims)
+        products = [self.up, self.rest] if self.wiring == "sum" else self.units
+        return sum(2 * p.weight.numel() for p in products)
+
+    def up_flops(self) -> int:
+        """The bottom-up source's share of `flops`."""
+        if not self.local:
+            return 2 * self.width * self.dims[0]
+        return 2 * (self.up if self.wiring == "sum" else self.units[0]).weight.numel()
+
+    def upgrade_state(self, state: dict, prefix: str) -> None:
+        """A checkpoint from before the tiled products holds one fused dense weight: split it by source."""
+        if self.local and self.wiring == "sum" and prefix + "linear.weight" in state:
+            weight, up = state.pop(prefix + "linear.weight"), self.dims[0]
+            state[prefix + "up.weight"], state[prefix + "rest.weight"] = weight[:, :up], weight[:, up:]
+            state[prefix + "bias"] = state.pop(prefix + "linear.bias")

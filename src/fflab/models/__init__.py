@@ -210,8 +210,8 @@ def build_backprop(
 
 def local_source_masks(
     channels: list[int], input_shape: tuple[int, ...] | None, kernel, lateral: bool = True
-) -> tuple[list[int], list[tuple]]:
-    """Units per layer and each layer's (bottom-up, top-down, lateral) receptive-field masks for a recurrent
+) -> tuple[list[tuple[int, int, int]], list[tuple]]:
+    """Each layer's map (C, H, W) and its (bottom-up, top-down, lateral) receptive-field masks for a recurrent
     net of locally connected maps: every layer is a `channels[i]` x H x W map of the input's size, and a
     unit sees a kernel x kernel field of the map below, the map above and its own map (the top layer sees
     the whole label); without `lateral`, no mask of its own map."""
@@ -228,7 +228,7 @@ def local_source_masks(
         except ValueError as e:
             raise ConfigError(str(e)) from None
         masks.append(tuple(None if s is None else receptive_field_mask(s, c, k) for s in sources))
-    return [c * h * w for c in channels], masks
+    return shapes[1:], masks
 
 
 def build_recurrent(
@@ -245,15 +245,17 @@ def build_recurrent(
     with kind = "spiking-recurrent", LIF populations whose membrane leak is the damping; with
     architecture = "local", every source reaches a unit through a local receptive field."""
     s = spiking or SpikingSettings()
-    widths, masks = settings.hidden, [None] * len(settings.hidden)
+    widths, maps, masks = settings.hidden, [None] * len(settings.hidden), [None] * len(settings.hidden)
     if settings.architecture == "local":
-        widths, masks = local_source_masks(settings.hidden, input_shape, settings.kernel, settings.lateral)
+        maps, masks = local_source_masks(settings.hidden, input_shape, settings.kernel, settings.lateral)
+        widths = [math.prod(m) for m in maps]
     layers = [
         RecurrentLayer(
             input_dim + (settings.steps if settings.clock else 0) if i == 0 else widths[i - 1],
             widths[i + 1] if i + 1 < len(widths) else num_classes,
             width,
             masks=masks[i],
+            map_shape=maps[i],
             wiring=settings.wiring,
             activation=settings.activation,
             inits=tuple(settings.source_init),

@@ -23,7 +23,14 @@ from fflab.analysis.plots import (
     plot_goodness_over_time,
     plot_training_curves,
 )
-from fflab.checkpoint import SETTINGS, TRAINING_STATE, load_training_state, save_checkpoint, save_training_state
+from fflab.checkpoint import (
+    SETTINGS,
+    TRAINING_STATE,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+    upgrade_saved_state,
+)
 from fflab.config import FEEDFORWARD_KINDS, RECURRENT_KINDS, Config, to_toml
 from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
 from fflab.devices import dataset_to, resolve_device
@@ -295,6 +302,7 @@ def _train(
         _claim_run_dir(run_dir, cfg)
     else:
         try:
+            upgrade_saved_state(model, saved["model"])  # then the optimisers' state says if it cannot continue
             model.load_state_dict(saved["model"])
             trainer.load_state_dict(saved["trainer"])
         except (KeyError, ValueError, RuntimeError) as e:

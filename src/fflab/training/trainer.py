@@ -82,6 +82,20 @@ class EpochStats:
         return {**d, **self.extra}
 
 
+def require_state_shapes(opt: torch.optim.Optimizer) -> None:
+    """ValueError unless every per-parameter tensor of the optimiser's state has its parameter's shape: torch
+    loads a state of other shapes without complaint (e.g. one saved for the dense layout of locally connected
+    weights, before fflab tiled them) and fails later, deep inside a step."""
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for name, value in opt.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                    raise ValueError(
+                        f"the optimiser's {name!r} for a {tuple(param.shape)} parameter is {tuple(value.shape)}: "
+                        "the state was saved for another layout of the weights (another fflab version?)"
+                    )
+
+
 class Trainer(abc.ABC):
     """The shared loop. Subclasses implement `step` and `flops_per_sample`, and `make_optimizers` where
     learners do not each get their own optimiser."""
@@ -143,6 +157,7 @@ class Trainer(abc.ABC):
         self.phase_steps = state["phase_steps"]
         for opt, saved in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(saved)
+            require_state_shapes(opt)
         if self.online_readout is not None:
             self.online_readout.optimizer.load_state_dict(state["readout_optimizer"])
 
@@ -458,7 +473,7 @@ class RecurrentTrainer(Trainer):
         per_step = sum(layer.flops() for layer in m.layers)
         first, last = m.window
         counted = last - first + 1
-        up = 2 * m.layers[0].width * m.layers[0].dims[0] if self.static_input else 0
+        up = m.layers[0].up_flops() if self.static_input else 0
         shared = up if self.settings.update == "window" else 0
         flops = (2 * last * (per_step - shared) + shared) + (2 * counted * (per_step - shared) + shared)
         if m.readout is not None:

@@ -1,0 +1,134 @@
+"""A locally connected product computed tile by tile, instead of as one masked dense product.
+
+A locally connected map's weight is [n_out, n_in] and zero outside each unit's receptive field. As one dense
+product it wastes most of its work on those zeros (88% for 11x11 fields on a 32x32 map), and so do its
+gradient mask and, in bfloat16, the cast of the weight before every product. Here the output map is cut into
+tiles of t x t positions (all channels); the units of one tile together see only a window of the input (a
+(t + k - 1)-wide patch for k x k fields at stride 1), so each tile is a dense product over its window and all
+tiles run as one batched product. The tiles are derived from the mask alone, so any receptive-field pattern
+(strides, 'valid' grids, several sources side by side, a dense label block) tiles the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fflab.layers.base import confine
+
+TILE_SIDES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Products with few output rows run well below the matrix-product rate; a tile of r rows is charged
+# (1 + ROW_OVERHEAD / r) times its multiply-adds when the side is chosen. Measured on this project's CPU for
+# 11x11 fields on 32x32 maps (3 and 6 input channels): 8x8 tiles ran fastest or within 10% of it.
+ROW_OVERHEAD = 64
+
+
+def spatial_tiles(out_shape: tuple[int, int, int], side: int) -> list[torch.Tensor]:
+    """Flat indices of the units of each side x side tile of positions (every channel), in row-major order
+    of tiles; units are numbered (channel, y, x) as in a [C, H, W] map."""
+    c, h, w = out_shape
+    units = torch.arange(c * h * w).view(c, h, w)
+    return [units[:, y : y + side, x : x + side].flatten() for y in range(0, h, side) for x in range(0, w, side)]
+
+
+def tile_windows(mask: torch.Tensor, out_shape: tuple[int, int, int], side: int) -> torch.Tensor:
+    """[tiles, n_in] bool: the inputs that some unit of each side x side tile sees (tiles as in
+    `spatial_tiles`), by max-pooling every input's map of the positions that see it."""
+    c, h, w = out_shape
+    seen_by = mask.view(c, h * w, -1).any(0).t().reshape(-1, h, w).float()  # [n_in, H, W]
+    return F.max_pool2d(seen_by, side, ceil_mode=True).flatten(1).t() > 0
+
+
+def tile_cost(mask: torch.Tensor, out_shape: tuple[int, int, int], side: int) -> float:
+    """Multiply-adds per input row of the batched product with side x side tiles, charged for short tiles."""
+    c, h, w = out_shape
+    rows = c * min(side, h) * min(side, w)
+    windows = tile_windows(mask, out_shape, side)
+    return len(windows) * rows * int(windows.sum(1).max()) * (1 + ROW_OVERHEAD / rows)
+
+
+def choose_tile_side(mask: torch.Tensor, out_shape: tuple[int, int, int]) -> int:
+    """The cheapest tile side by `tile_cost`, up to one tile for the whole map (deterministic: the weight's
+    shape depends on it)."""
+    largest = max(out_shape[1:])
+    sides = [s for s in TILE_SIDES if s < largest] + [largest]
+    return min(sides, key=lambda s: tile_cost(mask, out_shape, s))
+
+
+class TiledLocalLinear(nn.Module):
+    """y = x W^T (+ b) for a weight W [n_out, n_in] held at zero outside `mask`, stored and computed per tile.
+
+    `weight` is the dense starting weight (entries outside `mask` are dropped), `out_shape` the [C, H, W]
+    layout of its rows. The parameter `weight` is [tiles, window, tile_rows]: tile i's units (`rows[i]`) see
+    the inputs `cols[i]`; rows and columns that pad a tile up to the common size index a zero row/column one
+    past the end and are masked. Checkpoints of the dense layout load too (`upgrade_state` converts them).
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        mask: torch.Tensor,
+        out_shape: tuple[int, int, int],
+        *,
+        bias: torch.Tensor | None = None,
+        side: int | None = None,
+    ) -> None:
+        super().__init__()
+        n_out, n_in = mask.shape
+        if tuple(weight.shape) != (n_out, n_in) or math.prod(out_shape) != n_out:
+            raise ValueError(
+                f"a {n_out}x{n_in} mask needs a weight of that shape and {n_out} units in out_shape; got weight "
+                f"{tuple(weight.shape)}, out_shape {tuple(out_shape)}"
+            )
+        self.dense_shape = (n_out, n_in)
+        self.side = side or choose_tile_side(mask, out_shape)
+        tiles = spatial_tiles(out_shape, self.side)
+        cols = [seen.nonzero().flatten() for seen in tile_windows(mask, out_shape, self.side)]
+        rows_per_tile, window = max(len(t) for t in tiles), max(len(c) for c in cols)
+        pad = lambda v, size, end: torch.cat([v, v.new_full((size - len(v),), end)])  # noqa: E731
+        self.register_buffer("rows", torch.stack([pad(t, rows_per_tile, n_out) for t in tiles]), persistent=False)
+        self.register_buffer("cols", torch.stack([pad(c, window, n_in) for c in cols]), persistent=False)
+        where = torch.empty(n_out + 1, dtype=torch.long)  # each unit's place in the flattened tile outputs
+        where[self.rows.flatten()] = torch.arange(self.rows.numel())
+        self.register_buffer("unit_position", where[:n_out].clone(), persistent=False)
+        self.weight = nn.Parameter(self.from_dense(weight.detach()))
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        confine(self, self.weight, self.from_dense(mask), "mask")
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, mask: torch.Tensor, out_shape: tuple[int, int, int]) -> TiledLocalLinear:
+        return cls(linear.weight, mask, out_shape, bias=linear.bias)
+
+    def from_dense(self, dense: torch.Tensor) -> torch.Tensor:
+        """[n_out, n_in] -> the tiled layout [tiles, window, tile_rows] (padding entries are zero/False)."""
+        padded = F.pad(dense, (0, 1, 0, 1))
+        return padded[self.rows[:, None, :], self.cols[:, :, None]].contiguous()
+
+    def to_dense(self, tiled: torch.Tensor) -> torch.Tensor:
+        """The tiled layout (the weight, its mask or its gradient) -> [n_out, n_in]."""
+        n_out, n_in = self.dense_shape
+        dense = tiled.new_zeros(n_out + 1, n_in + 1)
+        dense[self.rows[:, None, :], self.cols[:, :, None]] = tiled
+        return dense[:n_out, :n_in]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # index_select on flat indices gathers about 1.6x faster than indexing with the 2-D `cols`
+        windows = F.pad(x, (0, 1)).index_select(1, self.cols.flatten())  # padding reads the zero column
+        windows = windows.view(len(x), *self.cols.shape).transpose(0, 1)  # [tiles, N, window]
+        out = torch.bmm(windows, self.weight).transpose(0, 1).reshape(len(x), -1)  # [N, tiles * tile_rows]
+        y = out.index_select(1, self.unit_position)
+        return y if self.bias is None else y + self.bias
+
+    def upgrade_state(self, state: dict, prefix: str) -> None:
+        """Convert, in place, a dense weight saved before the tiled layout (see `upgrade_saved_state`)."""
+        weight = state.get(prefix + "weight")
+        if weight is not None and tuple(weight.shape) == self.dense_shape:
+            state[prefix + "weight"] = self.from_dense(weight)
+
+    def extra_repr(self) -> str:
+        tiles, window, rows = self.weight.shape
+        side = f"{self.side}x{self.side}"
+        return f"dense={self.dense_shape}, tiles={tiles} of {side} positions ({rows} units x {window} inputs)"
