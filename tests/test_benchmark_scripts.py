@@ -133,3 +133,12 @@ def test_resume_cost_writes_and_measures_a_training_state(tmp_path):
     mb = float(re.search(r"digits-ff.toml: (\d+\.\d+) MB in \d+\.\d+ s", done.stdout).group(1))
     assert 0.055 < mb < 0.1, done.stdout  # 57.6 kB of float32 tensors, plus the file's structure
     assert not list(tmp_path.iterdir()), "the temporary state is removed"
+
+
+def test_train_step_benchmark_times_a_recurrent_local_config():
+    overrides = ["--set", "model.kind=recurrent", "--set", "model.architecture=local", "--set", "model.hidden=[2,2]"]
+    overrides += ["--set", "model.kernel=3", "--set", 'model.source_init=["kaiming","kaiming","kaiming"]']
+    done = script("train_step", config_path("digits-ff"), "--steps", "2", "--repeats", "1", *overrides)
+    assert done.returncode == 0, done.stderr
+    row = re.search(r"^\| digits-ff \| \d+ \| float32 \| ([\d,]+) \| (\d+) \|$", done.stdout, re.MULTILINE)
+    assert row and int(row[1].replace(",", "")) > 0 and int(row[2]) > 0, done.stdout

@@ -1,0 +1,76 @@
+"""Training throughput of any config through the real trainer: samples/s and GFLOP/s of a few batches.
+
+    FFLAB_DATA=../shared/datasets python benchmarks/train_step.py configs/cifar10-local-recurrent.toml [...]
+        [--steps 10] [--repeats 2] [--set KEY=VALUE ...]
+
+For each config: the model and trainer as `fflab train` builds them (seed 0, the config's precision and thread
+count), two warm-up batches, then the best of --repeats timings of --steps training batches of the training set
+(no monitoring, no evaluation). Cheap enough to compare commits: run it in a checkout of each, alternating, on the
+same machine. Prints a table row per config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from fflab.config import load_config
+from fflab.data import load_dataset
+from fflab.models import build_model
+from fflab.perf import compute_precision, set_threads
+from fflab.training.trainer import make_trainer
+
+
+def step_rate(config: str, steps: int, repeats: int, overrides: list[str]) -> dict:
+    """Best samples/s over `repeats` timings of `steps` training batches, and the GFLOP/s it implies."""
+    cfg = load_config(config, overrides)
+    threads = set_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    ds = load_dataset(cfg.data.name, progress=False)
+    shape, seed = ds.input_shape, cfg.train.seed
+    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, seed, input_shape=shape)
+    trainer = make_trainer(model, cfg.train, progress=False, image_shape=shape, readout=cfg.readout)
+    bs = cfg.train.batch_size
+    if len(ds.train_x) < (steps + 2) * bs:
+        need = (steps + 2) * bs
+        raise SystemExit(f"{config}: --steps {steps} needs {need} training images, the set has {len(ds.train_x)}")
+    best = 0.0
+    with compute_precision(cfg.train.precision, "cpu"):
+        trainer.train_epoch(ds.train_x[: 2 * bs], ds.train_y[: 2 * bs], 1)
+        x, y = ds.train_x[2 * bs : (steps + 2) * bs], ds.train_y[2 * bs : (steps + 2) * bs]
+        for _ in range(repeats):
+            start = time.perf_counter()
+            trainer.train_epoch(x, y, 1)
+            best = max(best, len(x) / (time.perf_counter() - start))
+    return {
+        "config": Path(config).stem,
+        "threads": threads,
+        "precision": cfg.train.precision,
+        "samples_per_second": best,
+        "gflop_per_second": trainer.flops_per_sample() * best / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--steps", type=int, default=10, help="training batches per timing (default 10)")
+    parser.add_argument("--repeats", type=int, default=2, help="timings; the best counts (default 2)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    print("| config | threads | precision | samples/s | GFLOP/s |")
+    print("|---|---|---|---|---|")
+    for config in args.configs:
+        r = step_rate(config, args.steps, args.repeats, args.set)
+        print(
+            f"| {r['config']} | {r['threads']} | {r['precision']} | {r['samples_per_second']:,.0f} | "
+            f"{r['gflop_per_second']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
