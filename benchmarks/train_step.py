@@ -3,8 +3,8 @@
     FFLAB_DATA=../shared/datasets python benchmarks/train_step.py configs/cifar10-local-recurrent.toml [...]
         [--steps 10] [--repeats 2] [--set KEY=VALUE ...]
 
-For each config: the model and trainer as `fflab train` builds them (seed 0, the config's precision and thread
-count), two warm-up batches, then the best of --repeats timings of --steps training batches of the training set
+For each config: the model and trainer as `fflab train` builds them (the config's seed, precision, device and
+thread count), two warm-up batches, then the best of --repeats timings of --steps training batches of the training set
 (no monitoring, no evaluation). Cheap enough to compare commits: run it in a checkout of each, alternating, on the
 same machine. Prints a table row per config.
 """
@@ -19,6 +19,8 @@ import torch
 
 from fflab.config import load_config
 from fflab.data import load_dataset
+from fflab.devices import dataset_to, resolve_device
+from fflab.errors import FFLabError
 from fflab.models import build_model
 from fflab.perf import compute_precision, set_threads
 from fflab.training.trainer import make_trainer
@@ -28,25 +30,30 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str]) -> di
     """Best samples/s over `repeats` timings of `steps` training batches, and the GFLOP/s it implies."""
     cfg = load_config(config, overrides)
     threads = set_threads(cfg.train.threads)
+    device = resolve_device(cfg)
     torch.manual_seed(cfg.train.seed)
-    ds = load_dataset(cfg.data.name, progress=False)
+    ds = dataset_to(load_dataset(cfg.data.name, progress=False), device)
     shape, seed = ds.input_shape, cfg.train.seed
     model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, seed, input_shape=shape)
+    model.to(device)
     trainer = make_trainer(model, cfg.train, progress=False, image_shape=shape, readout=cfg.readout)
     bs = cfg.train.batch_size
     if len(ds.train_x) < (steps + 2) * bs:
         need = (steps + 2) * bs
         raise SystemExit(f"{config}: --steps {steps} needs {need} training images, the set has {len(ds.train_x)}")
     best = 0.0
-    with compute_precision(cfg.train.precision, "cpu"):
+    with compute_precision(cfg.train.precision, device):
         trainer.train_epoch(ds.train_x[: 2 * bs], ds.train_y[: 2 * bs], 1)
         x, y = ds.train_x[2 * bs : (steps + 2) * bs], ds.train_y[2 * bs : (steps + 2) * bs]
         for _ in range(repeats):
             start = time.perf_counter()
             trainer.train_epoch(x, y, 1)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             best = max(best, len(x) / (time.perf_counter() - start))
     return {
         "config": Path(config).stem,
+        "device": str(device),
         "threads": threads,
         "precision": cfg.train.precision,
         "samples_per_second": best,
@@ -61,13 +68,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timings; the best counts (default 2)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    print("| config | threads | precision | samples/s | GFLOP/s |")
-    print("|---|---|---|---|---|")
+    print("| config | device | threads | precision | samples/s | GFLOP/s |")
+    print("|---|---|---|---|---|---|")
     for config in args.configs:
-        r = step_rate(config, args.steps, args.repeats, args.set)
+        try:
+            r = step_rate(config, args.steps, args.repeats, args.set)
+        except FFLabError as e:
+            raise SystemExit(f"{config}: {e}") from None
         print(
-            f"| {r['config']} | {r['threads']} | {r['precision']} | {r['samples_per_second']:,.0f} | "
-            f"{r['gflop_per_second']:.0f} |",
+            f"| {r['config']} | {r['device']} | {r['threads']} | {r['precision']} | {r['samples_per_second']:,.0f} | "
+            f"{r['gflop_per_second']:.1f} |",
             flush=True,
         )
 

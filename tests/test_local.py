@@ -1,15 +1,19 @@
 """The tiled locally connected product: the masked dense product it replaces, computed per tile of positions."""
 
-import math
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from fflab.checkpoint import upgrade_saved_state
-from fflab.config import config_from_dict
-from fflab.layers.conv import FFLocal2d, field_geometry, receptive_field_mask
+from fflab.checkpoint import load_checkpoint, upgrade_saved_state
+from fflab.cli import main
+from fflab.data import load_dataset
+from fflab.layers.conv import field_geometry, receptive_field_mask
 from fflab.layers.local import TiledLocalLinear
-from fflab.models import build_model
+
+DENSE_LOCAL = Path(__file__).parent / "data" / "dense-local"
 
 
 def masked_dense(in_shape, out_channels, kernel, stride=1, padding="same", label=0):
@@ -69,48 +73,34 @@ def test_weights_outside_the_fields_stay_zero_under_adam_with_weight_decay():
     assert torch.all(tiled.weight[~tiled.mask] == 0) and not torch.equal(tiled.to_dense(tiled.weight.detach()), dense)
 
 
-def test_a_feed_forward_checkpoint_of_the_dense_layout_loads():
+@pytest.mark.parametrize("name", ["ff", "sum", "metalayer"])
+def test_checkpoints_saved_in_the_dense_layout_load_and_score_as_they_did(name):
+    """Runs saved by fflab b6cdc70 (tests/data/dense-local/make.py), before the tiled layout."""
+    model, _, _ = load_checkpoint(DENSE_LOCAL / name)
+    with torch.no_grad():
+        scores = model.label_scores(load_dataset("digits", progress=False).test_x[:5])
+    expected = torch.tensor(json.loads((DENSE_LOCAL / name / "scores.json").read_text()))
+    assert torch.allclose(scores, expected, atol=1e-5)
+    products = [m for m in model.modules() if isinstance(m, TiledLocalLinear)]
+    assert products and all(torch.all(p.weight[~p.mask] == 0) for p in products)
+
+
+def test_a_training_state_of_the_dense_layout_is_refused_by_name(tmp_path, capsys):
+    run = tmp_path / "stopped"
+    shutil.copytree(DENSE_LOCAL / "stopped", run)
+    assert main(["resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "was saved by an older fflab, whose weights of layers.0, layers.0.up" in err and "start it again" in err
+
+
+def test_a_weight_tiled_with_another_side_is_retiled_on_loading():
     torch.manual_seed(0)
-    old = FFLocal2d((3, 8, 8), 2, kernel=3, input_norm="none")
-    dense = old.product.to_dense(old.product.weight.detach())
-    state = {k: v for k, v in old.state_dict().items() if k != "product.weight"}
-    state["weight"] = dense + 1.0  # as saved before the tiled product, with entries outside the fields
-    new = FFLocal2d((3, 8, 8), 2, kernel=3, input_norm="none")
-    upgrade_saved_state(new, state)
-    new.load_state_dict(state)
-    mask = new.product.to_dense(new.product.mask)
-    assert torch.equal(new.product.to_dense(new.product.weight.detach()), (dense + 1.0) * mask)
-    x = torch.randn(4, 3, 8, 8)
-    assert torch.allclose(new.pre_activation(x), (x.flatten(1) @ ((dense + 1.0) * mask).t()).view(4, 2, 8, 8))
-
-
-@pytest.mark.parametrize("wiring", ["sum", "metalayer"])
-def test_a_recurrent_checkpoint_of_the_dense_layout_loads(wiring):
-    def net():
-        torch.manual_seed(0)
-        model = {"kind": "recurrent", "architecture": "local", "hidden": [2, 2], "kernel": 3, "wiring": wiring}
-        cfg = config_from_dict({"model": {**model, "source_init": ["kaiming"] * 3}})
-        return build_model(cfg.model, 64, 4, input_shape=(1, 8, 8))
-
-    reference = net()
-    state = reference.state_dict()
-    for i, layer in enumerate(reference.layers):  # rewrite the state as the dense layout stored it
-        blocks = [w.detach() for w in layer.source_weights()]
-        if wiring == "sum":
-            for name in ("up.weight", "rest.weight"):
-                del state[f"layers.{i}.{name}"]
-            state[f"layers.{i}.linear.weight"] = torch.cat(blocks, 1)
-            state[f"layers.{i}.linear.bias"] = state.pop(f"layers.{i}.bias")
-        else:
-            for j, block in enumerate(blocks):
-                state[f"layers.{i}.units.{j}.weight"] = block
-    loaded = net()
-    for layer in loaded.layers:  # start from other weights, so the load has to put them back
-        with torch.no_grad():
-            for p in layer.parameters():
-                p.mul_(2.0)
-    upgrade_saved_state(loaded, state)
-    loaded.load_state_dict(state)
-    x = torch.rand(3, 1, 8, 8)
-    assert torch.allclose(loaded.label_scores(x), reference.label_scores(x))
-    assert math.isclose(loaded.layers[0].flops(), reference.layers[0].flops())
+    dense, mask, out_shape = masked_dense((2, 12, 12), 3, 5)
+    fine, coarse = (TiledLocalLinear(dense, mask, out_shape, side=side) for side in (4, 12))
+    state = fine.state_dict()
+    assert upgrade_saved_state(coarse, state) == [""]  # the root module changed layout
+    coarse.load_state_dict(state)
+    assert torch.equal(coarse.to_dense(coarse.weight.detach()), dense) and int(coarse.tile_side) == 12
+    same = fine.state_dict()
+    del same["tile_side"]  # saved before the side was: taken to be this build's
+    assert upgrade_saved_state(fine, same) == [] and int(same["tile_side"]) == 4

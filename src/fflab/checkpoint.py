@@ -71,7 +71,10 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights}: unreadable weights ({e})") from None
-    upgrade_saved_state(model, tensors)
+    try:
+        upgrade_saved_state(model, tensors)
+    except (KeyError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{weights} does not match {settings} ({type(e).__name__}: {e})") from None
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -87,12 +90,15 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
     return model, cfg, meta
 
 
-def upgrade_saved_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def upgrade_saved_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Rewrite, in place, a state saved by an older fflab into the layout `model` has now: every submodule that
-    changed its layout converts its own entries (`upgrade_state(state, prefix)`), outer modules first."""
-    for name, module in model.named_modules():
-        if hasattr(module, "upgrade_state"):
-            module.upgrade_state(state, f"{name}." if name else "")
+    changed its layout converts its own entries (`upgrade_state(state, prefix)`), outer modules first.
+    Returns the names of the modules whose saved weights changed layout."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if hasattr(module, "upgrade_state") and module.upgrade_state(state, f"{name}." if name else "")
+    ]
 
 
 def save_training_state(

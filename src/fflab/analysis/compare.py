@@ -100,7 +100,7 @@ def recurrent_cost(model: RecurrentFFNetwork, outputs: list[torch.Tensor], stati
     steps, n = outputs[0].shape[:2]
     last = len(model.layers) - 1
     frames = 1 if static_input and not model.clock else steps
-    synops, macs = 0.0, frames * model.layers[0].dims[0] * model.layers[0].width
+    synops, macs = 0.0, frames * model.layers[0].up_flops() / 2  # as executed, like the dense pass beside it
     for i, layer in enumerate(model.layers):
         sources = [outputs[j] for j in (i - 1, i, i + 1) if 0 <= j <= last]
         synops += sum(s[:-1].sum().item() for s in sources) * layer.width / n

@@ -203,11 +203,14 @@ class FFConv2d(SpatialFFLearner):
         return 2 * self.conv.weight[0].numel() * self.out_channels * h * w
 
 
-MAX_LOCAL_WEIGHTS = 1 << 26  # entries of a locally connected layer's dense weight (256 MB of float32)
+# entries of a locally connected layer's dense weight and mask (256 MB of float32), which exist while it is
+# built: it is initialised in the dense layout, then tiled (`TiledLocalLinear`)
+MAX_LOCAL_WEIGHTS = 1 << 26
 
 
 def require_local_size(n_out: int, n_in: int, layer: str) -> None:
-    """ValueError unless a masked (locally connected) weight of n_out x n_in fits under MAX_LOCAL_WEIGHTS."""
+    """ValueError unless the dense n_out x n_in weight a locally connected layer is built from fits under
+    MAX_LOCAL_WEIGHTS."""
     if n_out * n_in > MAX_LOCAL_WEIGHTS:
         raise ValueError(
             f"{layer} needs a {n_out}x{n_in} masked weight, over the limit of {MAX_LOCAL_WEIGHTS:,} entries: use "
@@ -268,10 +271,13 @@ class FFLocal2d(SpatialFFLearner):
         return out.view(len(x), self.out_channels, *self.map_size) + self.bias
 
     def forward_flops(self) -> int:
-        """Multiply-add FLOPs of the tiled product as executed (masked entries included)."""
+        """Multiply-add FLOPs of the tiled product as executed (masked and padding entries included)."""
         return 2 * self.product.weight.numel()
 
-    def upgrade_state(self, state: dict, prefix: str) -> None:
-        """A checkpoint from before the tiled product holds the dense weight under `weight`."""
-        if prefix + "weight" in state:
-            state[prefix + "product.weight"] = state.pop(prefix + "weight")
+    def upgrade_state(self, state: dict, prefix: str) -> bool:
+        """A checkpoint from before the tiled product holds the dense weight under `weight`: move it to where
+        the product converts it."""
+        if prefix + "weight" not in state:
+            return False
+        state[prefix + "product.weight"] = state.pop(prefix + "weight")
+        return True

@@ -64,7 +64,9 @@ class TiledLocalLinear(nn.Module):
     `weight` is the dense starting weight (entries outside `mask` are dropped), `out_shape` the [C, H, W]
     layout of its rows. The parameter `weight` is [tiles, window, tile_rows]: tile i's units (`rows[i]`) see
     the inputs `cols[i]`; rows and columns that pad a tile up to the common size index a zero row/column one
-    past the end and are masked. Checkpoints of the dense layout load too (`upgrade_state` converts them).
+    past the end and are masked. The tile side is saved with the weight (`tile_side`), so a checkpoint stays
+    loadable if a later build chooses other tiles; `upgrade_state` converts it, or a dense weight saved before
+    the tiled layout existed.
     """
 
     def __init__(
@@ -83,8 +85,9 @@ class TiledLocalLinear(nn.Module):
                 f"a {n_out}x{n_in} mask needs a weight of that shape and {n_out} units in out_shape; got weight "
                 f"{tuple(weight.shape)}, out_shape {tuple(out_shape)}"
             )
-        self.dense_shape = (n_out, n_in)
+        self.dense_shape, self.out_shape = (n_out, n_in), tuple(out_shape)
         self.side = side or choose_tile_side(mask, out_shape)
+        self.register_buffer("tile_side", torch.tensor(self.side))  # saved: the layout of `weight`
         tiles = spatial_tiles(out_shape, self.side)
         cols = [seen.nonzero().flatten() for seen in tile_windows(mask, out_shape, self.side)]
         rows_per_tile, window = max(len(t) for t in tiles), max(len(c) for c in cols)
@@ -104,7 +107,7 @@ class TiledLocalLinear(nn.Module):
 
     def from_dense(self, dense: torch.Tensor) -> torch.Tensor:
         """[n_out, n_in] -> the tiled layout [tiles, window, tile_rows] (padding entries are zero/False)."""
-        padded = F.pad(dense, (0, 1, 0, 1))
+        padded = F.pad(dense.to(self.rows.device), (0, 1, 0, 1))
         return padded[self.rows[:, None, :], self.cols[:, :, None]].contiguous()
 
     def to_dense(self, tiled: torch.Tensor) -> torch.Tensor:
@@ -122,11 +125,24 @@ class TiledLocalLinear(nn.Module):
         y = out.index_select(1, self.unit_position)
         return y if self.bias is None else y + self.bias
 
-    def upgrade_state(self, state: dict, prefix: str) -> None:
-        """Convert, in place, a dense weight saved before the tiled layout (see `upgrade_saved_state`)."""
+    def upgrade_state(self, state: dict, prefix: str) -> bool:
+        """Bring a saved weight to this layout, in place: a dense one (fflab before the tiled layout) or one
+        tiled with another side. True if the weight changed layout (see `upgrade_saved_state`)."""
         weight = state.get(prefix + "weight")
-        if weight is not None and tuple(weight.shape) == self.dense_shape:
-            state[prefix + "weight"] = self.from_dense(weight)
+        if weight is None:
+            return False
+        saved_side = int(state.setdefault(prefix + "tile_side", self.tile_side.clone()))  # absent: saved before
+        if tuple(weight.shape) == self.dense_shape:
+            dense = weight
+        elif saved_side != self.side:
+            mask = self.to_dense(self.mask).cpu()
+            dense = TiledLocalLinear(torch.zeros(self.dense_shape), mask, self.out_shape, side=saved_side).to_dense(
+                weight.cpu()
+            )
+        else:
+            return False
+        state[prefix + "weight"], state[prefix + "tile_side"] = self.from_dense(dense), self.tile_side.clone()
+        return True
 
     def extra_repr(self) -> str:
         tiles, window, rows = self.weight.shape

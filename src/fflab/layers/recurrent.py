@@ -54,7 +54,8 @@ class RecurrentLayer(FFLearner):
     """One hidden layer of the recurrent network: a local learner with three input sources.
 
     wiring "sum":       computed = act(W_up u_up + s * W_down u_down + W_lat u_lat + b), with the three
-                        blocks stored side by side in one matrix (one product per step);
+                        blocks stored side by side in one matrix (one product per step; local sources:
+                        see below);
     wiring "metalayer": computed = m_ud * (unit_up(u_up) + unit_down(u_down)) + m_self * unit_lat(u_lat),
                         each unit its own linear map and activation.
     u_* are the RMS-normalised sources; s is `top_down_sign` (negative in the inverted variant). Without
@@ -212,9 +213,13 @@ class RecurrentLayer(FFLearner):
             return 2 * self.width * self.dims[0]
         return 2 * (self.up if self.wiring == "sum" else self.units[0]).weight.numel()
 
-    def upgrade_state(self, state: dict, prefix: str) -> None:
-        """A checkpoint from before the tiled products holds one fused dense weight: split it by source."""
-        if self.local and self.wiring == "sum" and prefix + "linear.weight" in state:
-            weight, up = state.pop(prefix + "linear.weight"), self.dims[0]
-            state[prefix + "up.weight"], state[prefix + "rest.weight"] = weight[:, :up], weight[:, up:]
-            state[prefix + "bias"] = state.pop(prefix + "linear.bias")
+    def upgrade_state(self, state: dict, prefix: str) -> bool:
+        """A checkpoint from before the tiled products holds one fused dense weight: split it by source (the
+        tiled products then convert their parts)."""
+        fused = [prefix + "linear.weight", prefix + "linear.bias"]
+        if not (self.local and self.wiring == "sum" and all(k in state for k in fused)):
+            return False
+        weight, up = state.pop(fused[0]), self.dims[0]
+        state[prefix + "up.weight"], state[prefix + "rest.weight"] = weight[:, :up], weight[:, up:]
+        state[prefix + "bias"] = state.pop(fused[1])
+        return True

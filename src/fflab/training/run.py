@@ -301,8 +301,14 @@ def _train(
     if saved is None:
         _claim_run_dir(run_dir, cfg)
     else:
+        upgraded = upgrade_saved_state(model, saved["model"])
+        if upgraded:  # the optimisers' moments still have the old layout's shapes
+            raise FFLabError(
+                f"{run_dir / TRAINING_STATE} was saved by an older fflab, whose weights of {', '.join(upgraded)} had "
+                "another layout (before the tiled locally connected products): the run cannot continue from it; "
+                "start it again"
+            )
         try:
-            upgrade_saved_state(model, saved["model"])  # then the optimisers' state says if it cannot continue
             model.load_state_dict(saved["model"])
             trainer.load_state_dict(saved["trainer"])
         except (KeyError, ValueError, RuntimeError) as e:
