@@ -123,6 +123,18 @@ def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_st
     assert recurrent_cost(model, outputs, static_input=False)[1] == 3 * 5 * 3 + 3 * 3 * 4
 
 
+def test_recurrent_spike_cost_of_local_maps_counts_the_units_whose_fields_hold_the_spike():
+    settings = {"kind": "spiking-recurrent", "architecture": "local", "hidden": [1, 1], "kernel": 3}
+    settings |= {"lateral": False, "steps": 3, "window": [2, 3], "source_init": ["kaiming"] * 3}
+    cfg = config_from_dict({"model": settings})
+    model = build_model(cfg.model, input_dim=16, num_classes=3, spiking=cfg.spiking, input_shape=(1, 4, 4))
+    outputs = [torch.ones(3, 2, 16), torch.ones(3, 2, 16)]  # two 4x4 maps, every unit firing at every step
+    # a 3x3 field covers 4 pixels at a corner, 6 on an edge, 9 inside: 4*4 + 8*6 + 4*9 = 100 connections
+    # between the maps each way; steps 1-2 spike into steps 2-3, no lateral source
+    synops, _ = recurrent_cost(model, outputs, static_input=True)
+    assert synops == 2 * (100 + 100)
+
+
 def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
     overrides = ["data.name=digits", "model.hidden=[32, 32]", "train.epochs=1", "train.monitor_every=1"]
     run = train_and_analyze(tmp_path, "mnist-spiking-recurrent", [*overrides, "train.threads=1"], "srec")

@@ -95,15 +95,17 @@ def inference_cost(model, trains: tuple[list, list] | None, static_input: bool =
 
 def recurrent_cost(model: RecurrentFFNetwork, outputs: list[torch.Tensor], static_input: bool) -> tuple[float, float]:
     """(synaptic ops, MACs) per sample of a spiking recurrent run whose spikes per layer are `outputs`
-    [T, N, H]: a layer's spikes at step t reach its own units and its neighbours' at step t + 1; the input
-    (once for a static image, else every step) and the neutral label (every step) are analog, costing MACs."""
+    [T, N, H]: a unit's spike at step t reaches, at step t + 1, the units of the layers above and below (and
+    of its own, with a lateral source) whose fields hold it (`RecurrentLayer.fan_out`); the input (once for a
+    static image, else every step) and the neutral label (every step) are analog, costing MACs."""
     steps, n = outputs[0].shape[:2]
     last = len(model.layers) - 1
     frames = 1 if static_input and not model.clock else steps
     synops, macs = 0.0, frames * model.layers[0].up_flops() / 2  # as executed, like the dense pass beside it
     for i, layer in enumerate(model.layers):
-        sources = [outputs[j] for j in (i - 1, i, i + 1) if 0 <= j <= last]
-        synops += sum(s[:-1].sum().item() for s in sources) * layer.width / n
+        for j, fan_out in zip((i - 1, i + 1, i), layer.fan_out(), strict=True):  # below, above, itself
+            if 0 <= j <= last and fan_out.numel():
+                synops += (outputs[j][:-1].sum((0, 1)).cpu() * fan_out).sum().item() / n
         if i == last:
             macs += steps * model.num_classes * layer.width
     return synops, macs

@@ -153,6 +153,19 @@ class RecurrentLayer(FFLearner):
             return self._blocks(torch.cat([self.up.to_dense(self.up.weight), self.rest.to_dense(self.rest.weight)], 1))
         return self._blocks(self.linear.weight)
 
+    def fan_out(self) -> list[torch.Tensor]:
+        """How many of this layer's units each input of the bottom-up, top-down and lateral sources reaches (the
+        receptive fields' coverage for local sources, every unit otherwise; empty for a missing source)."""
+        if not self.local:
+            return [torch.full((d,), self.width) for d in self.dims]
+        if self.wiring == "sum":
+            masks = torch.cat([self.up.to_dense(self.up.mask), self.rest.to_dense(self.rest.mask)], 1)
+            return [m.sum(0) for m in self._blocks(masks)]
+        return [
+            u.to_dense(u.mask).sum(0) if isinstance(u, TiledLocalLinear) else torch.full((d,), self.width)
+            for u, d in zip(self.units, self.dims, strict=True)
+        ]
+
     @property
     def in_features(self) -> int:
         return sum(self.dims)
