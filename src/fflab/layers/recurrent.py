@@ -144,27 +144,27 @@ class RecurrentLayer(FFLearner):
         up, down, _ = self.dims
         return [weight[:, :up], weight[:, up : up + down], weight[:, up + down :]]
 
-    def source_weights(self) -> list[torch.Tensor]:
-        """The bottom-up, top-down and lateral weights as dense (units x inputs) matrices, whatever the
-        layout they are stored in."""
+    def _dense_sources(self, name: str) -> list[torch.Tensor]:
+        """Each source's `weight` or `mask` (`name`) as a dense units x inputs matrix, whatever the layout it is
+        stored in; a source that is not local has no mask (all ones)."""
+
+        def dense(product: nn.Module) -> torch.Tensor:
+            if isinstance(product, TiledLocalLinear):
+                return product.to_dense(getattr(product, name))
+            return product.weight if name == "weight" else torch.ones_like(product.weight, dtype=torch.bool)
+
         if self.wiring == "metalayer":
-            return [u.to_dense(u.weight) if isinstance(u, TiledLocalLinear) else u.weight for u in self.units]
-        if self.local:
-            return self._blocks(torch.cat([self.up.to_dense(self.up.weight), self.rest.to_dense(self.rest.weight)], 1))
-        return self._blocks(self.linear.weight)
+            return [dense(unit) for unit in self.units]
+        return self._blocks(torch.cat([dense(p) for p in ([self.up, self.rest] if self.local else [self.linear])], 1))
+
+    def source_weights(self) -> list[torch.Tensor]:
+        """The bottom-up, top-down and lateral weights as dense (units x inputs) matrices."""
+        return self._dense_sources("weight")
 
     def fan_out(self) -> list[torch.Tensor]:
         """How many of this layer's units each input of the bottom-up, top-down and lateral sources reaches (the
         receptive fields' coverage for local sources, every unit otherwise; empty for a missing source)."""
-        if not self.local:
-            return [torch.full((d,), self.width) for d in self.dims]
-        if self.wiring == "sum":
-            masks = torch.cat([self.up.to_dense(self.up.mask), self.rest.to_dense(self.rest.mask)], 1)
-            return [m.sum(0) for m in self._blocks(masks)]
-        return [
-            u.to_dense(u.mask).sum(0) if isinstance(u, TiledLocalLinear) else torch.full((d,), self.width)
-            for u, d in zip(self.units, self.dims, strict=True)
-        ]
+        return [mask.sum(0) for mask in self._dense_sources("mask")]
 
     @property
     def in_features(self) -> int:
