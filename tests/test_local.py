@@ -1,19 +1,19 @@
 """The tiled locally connected product: the masked dense product it replaces, computed per tile of positions."""
 
-import json
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
+from repo import shipped_config
+from safetensors.torch import load_file, save_file
 
-from fflab.checkpoint import load_checkpoint, upgrade_saved_state
+from fflab.checkpoint import TRAINING_STATE, load_checkpoint, load_training_state, upgrade_saved_state
 from fflab.cli import main
+from fflab.config import load_config
 from fflab.data import load_dataset
-from fflab.layers.conv import field_geometry, receptive_field_mask
+from fflab.layers.conv import FFLocal2d, field_geometry, receptive_field_mask
 from fflab.layers.local import TiledLocalLinear
-
-DENSE_LOCAL = Path(__file__).parent / "data" / "dense-local"
+from fflab.layers.recurrent import RecurrentLayer
+from fflab.models import build_model
+from fflab.training.run import train_run
 
 
 def masked_dense(in_shape, out_channels, kernel, stride=1, padding="same", label=0):
@@ -73,21 +73,60 @@ def test_weights_outside_the_fields_stay_zero_under_adam_with_weight_decay():
     assert torch.all(tiled.weight[~tiled.mask] == 0) and not torch.equal(tiled.to_dense(tiled.weight.detach()), dense)
 
 
-@pytest.mark.parametrize("name", ["ff", "sum", "metalayer"])
-def test_checkpoints_saved_in_the_dense_layout_load_and_score_as_they_did(name):
-    """Runs saved by fflab b6cdc70 (tests/data/dense-local/make.py), before the tiled layout."""
-    model, _, _ = load_checkpoint(DENSE_LOCAL / name)
+LOCAL = ["model.architecture=local", "model.hidden=[1,1]", "model.kernel=3", "train.threads=1", "train.monitor_size=0"]
+RECURRENT = [*LOCAL, "model.kind=recurrent", 'model.source_init=["kaiming","kaiming","kaiming"]']
+RUNS = {"ff": [*LOCAL, "model.label=pattern"], "sum": RECURRENT, "metalayer": [*RECURRENT, "model.wiring=metalayer"]}
+
+
+def as_dense_layout(model, state: dict) -> dict:
+    """`state` rewritten as fflab saved it before the tiled layout (b6cdc70): FFLocal2d's dense `weight`, the
+    sum wiring's fused `linear.weight` (columns up | down | lateral) and `linear.bias`, dense metalayer units."""
+    old = {k: v for k, v in state.items() if not k.endswith("tile_side")}
+    for name, module in model.named_modules():
+        p = f"{name}."
+        if isinstance(module, FFLocal2d):
+            old[p + "weight"] = module.product.to_dense(old.pop(p + "product.weight"))
+        elif isinstance(module, RecurrentLayer) and module.local and module.wiring == "sum":
+            up, rest = (getattr(module, n).to_dense(old.pop(f"{p}{n}.weight")) for n in ("up", "rest"))
+            old[p + "linear.weight"], old[p + "linear.bias"] = torch.cat([up, rest], 1), old.pop(p + "bias")
+        elif isinstance(module, RecurrentLayer) and module.local:
+            for j, unit in enumerate(module.units):
+                if isinstance(unit, TiledLocalLinear):
+                    old[f"{p}units.{j}.weight"] = unit.to_dense(old[f"{p}units.{j}.weight"])
+    return old
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_checkpoints_saved_in_the_dense_layout_load_and_score_as_they_did(tmp_path, name):
+    run = tmp_path / name
+    train_run(shipped_config("digits-ff", [*RUNS[name], "train.epochs=1"]), run, progress=False, log=lambda s: None)
+    model, _, _ = load_checkpoint(run)
+    x = load_dataset("digits", progress=False).test_x[:5]
     with torch.no_grad():
-        scores = model.label_scores(load_dataset("digits", progress=False).test_x[:5])
-    expected = torch.tensor(json.loads((DENSE_LOCAL / name / "scores.json").read_text()))
-    assert torch.allclose(scores, expected, atol=1e-5)
-    products = [m for m in model.modules() if isinstance(m, TiledLocalLinear)]
+        expected = model.label_scores(x)
+    old = as_dense_layout(model, load_file(run / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in old.items()}, run / "model.safetensors")
+    loaded, _, _ = load_checkpoint(run)
+    with torch.no_grad():
+        assert torch.allclose(loaded.label_scores(x), expected, atol=1e-5)
+    products = [m for m in loaded.modules() if isinstance(m, TiledLocalLinear)]
     assert products and all(torch.all(p.weight[~p.mask] == 0) for p in products)
 
 
 def test_a_training_state_of_the_dense_layout_is_refused_by_name(tmp_path, capsys):
     run = tmp_path / "stopped"
-    shutil.copytree(DENSE_LOCAL / "stopped", run)
+
+    def stop(line: str) -> None:
+        if line.startswith("epoch   2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(shipped_config("digits-ff", [*RECURRENT, "train.epochs=2"]), run, progress=False, log=stop)
+    state = load_training_state(run)
+    cfg = load_config(run / "config.toml")
+    model = build_model(cfg.model, 64, 10, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=(1, 8, 8))
+    state["model"] = as_dense_layout(model, state["model"])
+    torch.save(state, run / TRAINING_STATE)
     assert main(["resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "was saved by an older fflab, whose weights of layers.0, layers.0.up" in err and "start it again" in err
