@@ -8,8 +8,11 @@ import sys
 import pytest
 import torch
 
+from fflab import perf
+from fflab.config import load_config
 from fflab.objectives import mean_squares, sum_squares
 from fflab.perf import compute_precision, keep_freed_memory, matmul_peak_gflops, set_threads
+from fflab.training.run import train_run
 
 
 @pytest.mark.skipif(
@@ -74,3 +77,27 @@ def test_bfloat16_precision_sees_each_weight_update():
 def test_unknown_precision_is_named():
     with pytest.raises(ValueError, match="unknown precision 'float16'.*bfloat16"):
         compute_precision("float16", "cpu")
+
+
+@pytest.mark.parametrize(("bf16_rate", "warned"), [(20.0, True), (250.0, False)])
+def test_bfloat16_on_a_cpu_without_native_support_is_warned_about(monkeypatch, bf16_rate, warned):
+    rates = {"bfloat16": bf16_rate, "float32": 120.0}
+    monkeypatch.setattr(perf, "matmul_peak_gflops", lambda precision, **kwargs: rates[precision])
+    warning = perf.slow_bfloat16_warning("bfloat16", "cpu")
+    assert (warning is not None) == warned
+    if warned:
+        assert "20 GFLOP/s" in warning and "120 in float32" in warning and "train.precision=float32" in warning
+    assert perf.slow_bfloat16_warning("float32", "cpu") is None  # nothing to warn about, nothing measured
+
+
+def test_a_run_in_slow_bfloat16_says_so_in_its_log(monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        perf, "matmul_peak_gflops", lambda precision, **kwargs: {"bfloat16": 20.0}.get(precision, 120.0)
+    )
+    lines = []
+    cfg = load_config(
+        "configs/mnist-ff.toml",
+        ["data.name=digits", "train.epochs=1", "model.hidden=[16]", "train.precision=bfloat16", "train.monitor_size=0"],
+    )
+    train_run(cfg, tmp_path / "run", progress=False, log=lines.append)
+    assert any(line.startswith("warning: this CPU multiplies bfloat16 matrices at 20 GFLOP/s") for line in lines)

@@ -37,7 +37,7 @@ from fflab.devices import dataset_to, resolve_device
 from fflab.errors import DataError, FFLabError
 from fflab.io import flush_to_disk, folder_lock, write_json_atomic, write_text_atomic, write_text_new
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
-from fflab.perf import compute_precision, set_threads
+from fflab.perf import compute_precision, set_threads, slow_bfloat16_warning
 from fflab.supervision import random_wrong_labels
 from fflab.training.evaluate import evaluate, goodness_samples, primary_method
 from fflab.training.launch import (
@@ -326,6 +326,8 @@ def _train(
         f"{held_out}), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {_where(device, threads)}{workers} "
         f"-> {run_dir}" + (f", resumed after epoch {done}" if resume else "")
     )
+    if lead and (warning := slow_bfloat16_warning(cfg.train.precision, device)):
+        log(warning)
 
     m = cfg.train.monitor_size
     method = _monitor_method(model) if m else None
