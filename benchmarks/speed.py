@@ -17,6 +17,7 @@ benchmarks/results/speed-<config>[-overrides].json (or under --results).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from fflab.config import load_config, overrides_tag
 from fflab.data import load_dataset
 from fflab.io import write_json_atomic
 from fflab.models import build_model
-from fflab.perf import compute_precision, matmul_peak_gflops, set_threads
+from fflab.perf import compute_precision, matmul_peak_gflops, set_threads, settle_precision
 from fflab.training.trainer import make_trainer
 
 RESULTS = Path(__file__).parent / "results"
@@ -65,7 +66,9 @@ def in_chunks(fn, x: torch.Tensor, batch: int):
 def bench(config: str, steps: int, data_dir: str | None, overrides: list[str]) -> dict:
     cfg = load_config(config, ["readout.enabled=true", *overrides])
     threads = set_threads(cfg.train.threads)
-    with compute_precision(cfg.train.precision, "cpu"):
+    precision = settle_precision(cfg.train.precision, "cpu")[0]
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    with compute_precision(precision, "cpu"):
         return measure(cfg, config, steps, data_dir, threads)
 
 

@@ -11,6 +11,7 @@ benchmarks/results/<config>.json (or under --results) and a Markdown row is prin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import tempfile
 import time
@@ -21,7 +22,7 @@ import torch
 from fflab.config import load_config, overrides_tag
 from fflab.devices import resolve_device
 from fflab.io import write_json_atomic
-from fflab.perf import matmul_peak_gflops, set_threads
+from fflab.perf import matmul_peak_gflops, set_threads, settle_precision
 from fflab.training.run import train_run
 
 RESULTS = Path(__file__).parent / "results"
@@ -30,7 +31,11 @@ RESULTS = Path(__file__).parent / "results"
 def bench(config: str, overrides: list[str], data_dir: str | None, keep: str | None) -> dict:
     cfg = load_config(config, overrides)
     set_threads(cfg.train.threads)
-    peak = matmul_peak_gflops(device=resolve_device(cfg), precision=cfg.train.precision)
+    device = resolve_device(cfg)
+    # settled once here, so that the run computes in the precision its peak is measured at
+    precision = settle_precision(cfg.train.precision, device)[0]
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    peak = matmul_peak_gflops(device=device, precision=precision)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(keep) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}" if keep else Path(tmp) / "run"

@@ -22,7 +22,7 @@ from fflab.data import load_dataset
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import FFLabError
 from fflab.models import build_model
-from fflab.perf import compute_precision, set_threads
+from fflab.perf import compute_precision, set_threads, settle_precision
 from fflab.training.trainer import make_trainer
 
 
@@ -42,7 +42,8 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str]) -> di
         need = (steps + 2) * bs
         raise SystemExit(f"{config}: --steps {steps} needs {need} training images, the set has {len(ds.train_x)}")
     best = 0.0
-    with compute_precision(cfg.train.precision, device):
+    precision = settle_precision(cfg.train.precision, device)[0]
+    with compute_precision(precision, device):
         trainer.train_epoch(ds.train_x[: 2 * bs], ds.train_y[: 2 * bs], 1)
         x, y = ds.train_x[2 * bs : (steps + 2) * bs], ds.train_y[2 * bs : (steps + 2) * bs]
         for _ in range(repeats):
@@ -55,7 +56,7 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str]) -> di
         "config": Path(config).stem,
         "device": str(device),
         "threads": threads,
-        "precision": cfg.train.precision,
+        "precision": precision,
         "samples_per_second": best,
         "gflop_per_second": trainer.flops_per_sample() * best / 1e9,
     }

@@ -4,8 +4,11 @@ import os
 import time
 
 import torch
+import torch.distributed as dist
 from toydata import toy_data
 
+import fflab.training.run as run_module
+from fflab import perf
 from fflab.config import Config
 from fflab.errors import FFLabError
 from fflab.models import build_model
@@ -67,3 +70,20 @@ def fail_or_stall(rank: int, world: int, init_method: str, cfg: Config, plan: Pa
     with open(out, "w") as f:
         f.write(f"{time.perf_counter() - start:.2f}\n{message}")
     leave_group()
+
+
+def auto_precision_share(cfg: Config, plan: ParallelPlan, run_dir: str, out: str) -> None:
+    """One worker of a train.precision = "auto" run in which rank 0 finds bfloat16 slower than float32 and
+    every other rank finds it faster; each rank writes the precision it computed in to `out`.<rank>."""
+    rank = dist.get_rank()
+    rates = {"bfloat16": 20.0 if rank == 0 else 250.0, "float32": 120.0}
+    perf.matmul_peak_gflops = lambda precision, **kwargs: rates[precision]
+    compute_precision = run_module.compute_precision
+
+    def recording(precision, device):
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(precision)
+        return compute_precision(precision, device)
+
+    run_module.compute_precision = recording
+    run_module.train_run(cfg, run_dir, progress=False, parallel=plan, threads=1)

@@ -8,11 +8,11 @@ import time
 
 import pytest
 import torch
-from parallel_workers import fail_or_stall, train_share, train_single
+from parallel_workers import auto_precision_share, fail_or_stall, train_share, train_single
 
 import fflab.io
 from fflab.cli import main
-from fflab.config import Config, ModelSettings, TrainSettings
+from fflab.config import Config, ModelSettings, TrainSettings, load_config
 from fflab.errors import FFLabError
 from fflab.training.launch import free_port, run_local_workers
 from fflab.training.parallel import ParallelPlan, balance_layers, check_parallel_support, shard
@@ -180,6 +180,15 @@ def test_bfloat16_parallel_runs_learn_as_the_single_process_run_does(tmp_path, m
     assert par["precision"] == "bfloat16" and par["parallel"]["mode"] == mode
     assert single["test_accuracy"] > 0.8
     assert abs(par["test_accuracy"] - single["test_accuracy"]) <= 0.03
+
+
+def test_every_worker_of_an_auto_precision_run_computes_in_the_lead_workers_choice(tmp_path):
+    """Rank 0 times bfloat16 slower and rank 1 faster: both compute in float32, and config.toml says so."""
+    cfg = load_config("configs/digits-ff.toml", ["train.epochs=1", "train.device=cpu", "train.precision=auto"])
+    plan, out = ParallelPlan.create("pipeline", 2), tmp_path / "precision"
+    run_local_workers(auto_precision_share, 2, (cfg, plan, str(tmp_path / "run"), str(out)), timeout=60)
+    assert [(tmp_path / f"precision.{rank}").read_text() for rank in (0, 1)] == ["float32", "float32"]
+    assert load_config(tmp_path / "run" / "config.toml").train.precision == "float32"
 
 
 @pytest.mark.skipif(fflab.io.fcntl is None, reason="no advisory locks on this platform")

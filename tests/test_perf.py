@@ -1,6 +1,7 @@
 """Machine settings: threads, the allocator setting that keeps freed tensors' memory for reuse, and the
 compute precision."""
 
+import json
 import os
 import platform
 import sys
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from fflab import perf
+from fflab.cli import main
 from fflab.config import load_config
 from fflab.objectives import mean_squares, sum_squares
 from fflab.perf import compute_precision, keep_freed_memory, matmul_peak_gflops, set_threads
@@ -79,25 +81,83 @@ def test_unknown_precision_is_named():
         compute_precision("float16", "cpu")
 
 
-@pytest.mark.parametrize(("bf16_rate", "warned"), [(20.0, True), (250.0, False)])
-def test_bfloat16_on_a_cpu_without_native_support_is_warned_about(monkeypatch, bf16_rate, warned):
-    rates = {"bfloat16": bf16_rate, "float32": 120.0}
+def fake_rates(monkeypatch, bfloat16: float, float32: float = 120.0) -> None:
+    rates = {"bfloat16": bfloat16, "float32": float32}
     monkeypatch.setattr(perf, "matmul_peak_gflops", lambda precision, **kwargs: rates[precision])
-    warning = perf.slow_bfloat16_warning("bfloat16", "cpu")
-    assert (warning is not None) == warned
-    if warned:
-        assert "20 GFLOP/s" in warning and "120 in float32" in warning and "train.precision=float32" in warning
-    assert perf.slow_bfloat16_warning("float32", "cpu") is None  # nothing to warn about, nothing measured
+
+
+@pytest.mark.parametrize(("bf16_rate", "bfloat16_pays"), [(20.0, False), (130.0, False), (250.0, True)])
+def test_auto_precision_takes_bfloat16_only_where_the_cpu_multiplies_it_faster(monkeypatch, bf16_rate, bfloat16_pays):
+    fake_rates(monkeypatch, bf16_rate)
+    chosen, note = perf.settle_precision("auto", "cpu")
+    assert chosen == ("bfloat16" if bfloat16_pays else "float32")
+    assert (
+        note == f'train.precision = "auto": {chosen} (this CPU multiplies bfloat16 matrices at {bf16_rate:.0f} '
+        "GFLOP/s against 120 in float32)"
+    )
+    # an explicit bfloat16 is kept; where it is slower, the run is told so with both rates
+    chosen, warning = perf.settle_precision("bfloat16", "cpu")
+    assert chosen == "bfloat16"
+    if bf16_rate >= 120:  # not slower: nothing to warn about, even inside auto's margin
+        assert warning is None
+    else:
+        assert warning.startswith("warning: this CPU multiplies bfloat16 matrices at 20 GFLOP/s against 120")
+        assert 'train.precision = "auto"' in warning
+
+
+def test_float32_and_gpus_are_settled_without_timing_anything(monkeypatch):
+    def no_timing(**kwargs):
+        raise AssertionError("nothing should be timed")
+
+    monkeypatch.setattr(perf, "matmul_peak_gflops", no_timing)
+    assert perf.settle_precision("float32", "cpu") == ("float32", None)
+    assert perf.settle_precision("bfloat16", "cuda") == ("bfloat16", None)
+    asked = []
+    for capability, chosen in [((8, 0), "bfloat16"), ((7, 0), "float32")]:  # an A100; a V100 emulates bfloat16
+
+        def device_capability(device, capability=capability):
+            asked.append(device)
+            return capability
+
+        monkeypatch.setattr(torch.cuda, "get_device_capability", device_capability)
+        assert perf.settle_precision("auto", "cuda:1") == (chosen, f'train.precision = "auto": {chosen} on cuda:1')
+    assert asked == [torch.device("cuda", 1)] * 2  # the run's own GPU, not the current one
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        perf.settle_precision("half", "cpu")
+
+
+def test_auto_precision_context_computes_in_the_settled_precision(monkeypatch):
+    x, layer = torch.randn(3, 8), torch.nn.Linear(8, 4)
+    for bf16_rate, dtype in [(20.0, torch.float32), (250.0, torch.bfloat16)]:
+        fake_rates(monkeypatch, bf16_rate)
+        with compute_precision("auto", "cpu"):
+            assert layer(x).dtype == dtype
+
+
+DIGITS_RUN = ["data.name=digits", "train.epochs=1", "model.hidden=[16]", "train.monitor_size=0", "train.device=cpu"]
+
+
+def test_an_auto_run_records_the_precision_it_chose_and_eval_reuses_it(monkeypatch, tmp_path):
+    fake_rates(monkeypatch, 20.0)
+    lines = []
+    cfg = load_config("configs/mnist-ff.toml", [*DIGITS_RUN, "train.precision=auto"])
+    summary = train_run(cfg, tmp_path / "run", progress=False, log=lines.append)
+    assert 'train.precision = "auto": float32 (this CPU multiplies bfloat16 matrices at 20 GFLOP/s' in "\n".join(lines)
+    assert summary["precision"] == "float32"
+    saved = load_config(tmp_path / "run" / "config.toml")
+    assert saved.train.precision == "float32"  # `fflab eval` and `fflab resume` compute as the run did
+    fake_rates(monkeypatch, 250.0)  # were eval to settle "auto" again, it would now take bfloat16
+    used, compute_precision = [], perf.compute_precision
+    monkeypatch.setattr(perf, "compute_precision", lambda p, device: used.append(p) or compute_precision(p, device))
+    assert main(["eval", str(tmp_path / "run")]) == 0
+    assert used == ["float32"]
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["test_accuracy"] == summary["test_accuracy"]
 
 
 def test_a_run_in_slow_bfloat16_says_so_in_its_log(monkeypatch, tmp_path):
-    monkeypatch.setattr(
-        perf, "matmul_peak_gflops", lambda precision, **kwargs: {"bfloat16": 20.0}.get(precision, 120.0)
-    )
+    fake_rates(monkeypatch, 20.0)
     lines = []
-    cfg = load_config(
-        "configs/mnist-ff.toml",
-        ["data.name=digits", "train.epochs=1", "model.hidden=[16]", "train.precision=bfloat16", "train.monitor_size=0"],
-    )
-    train_run(cfg, tmp_path / "run", progress=False, log=lines.append)
+    cfg = load_config("configs/mnist-ff.toml", [*DIGITS_RUN, "train.precision=bfloat16"])
+    summary = train_run(cfg, tmp_path / "run", progress=False, log=lines.append)
     assert any(line.startswith("warning: this CPU multiplies bfloat16 matrices at 20 GFLOP/s") for line in lines)
+    assert summary["precision"] == "bfloat16"

@@ -24,7 +24,7 @@ from fflab.layers.conv import CONV_INPUT_NORMS, PADDINGS, POOLS, SCOPES
 from fflab.layers.hebbian import NEURONS, POST_GATES, THIRD_FACTORS
 from fflab.layers.recurrent import SCORES, SOURCE_INITS, WIRINGS
 from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
-from fflab.perf import PRECISIONS
+from fflab.perf import PRECISION_SETTINGS
 from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
 from fflab.supervision import HARD_SCORE_SOURCES, LABEL_CODES, LABEL_MODES, NEGATIVE_MODES
 
@@ -188,7 +188,10 @@ class TrainSettings:
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
     device: str = "auto"  # "auto" (a CUDA GPU when torch sees one and model.kind can use it), "cpu", "cuda[:N]"
     precision: str = choice(
-        "float32", PRECISIONS, doc="bfloat16: matrix products and convolutions in bfloat16, the rest float32"
+        "float32",
+        PRECISION_SETTINGS,
+        doc="bfloat16: matrix products and convolutions in bfloat16, the rest float32; auto: bfloat16 where the "
+        "device multiplies it faster than float32, else float32 (a run's config.toml records the choice)",
     )
     monitor_size: int = bounded(2000, 0, doc="per-epoch accuracy on this many train and test samples")
     monitor_every: int = bounded(1, 1, doc="monitor every this many epochs (and always after the last)")

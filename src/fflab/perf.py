@@ -51,38 +51,60 @@ def set_threads(threads: int) -> int:
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PRECISION_SETTINGS = ("auto", *PRECISIONS)  # train.precision: "auto" is settled into one of PRECISIONS
 
 
 def compute_precision(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:
-    """The context a run computes in, by `train.precision`.
+    """The context a run computes in, by `train.precision` ("auto" is settled first, see `settle_precision`).
 
     "bfloat16" autocasts matrix products and convolutions to bfloat16 (2x the float32 rate on CPUs with
-    AVX-512 BF16 or AMX, and on GPUs; slower than float32 on other CPUs, see `slow_bfloat16_warning`);
-    weights, gradients' accumulation, optimiser state and goodness stay float32. The cache of cast weights is
-    off because the weights change inside one context (a whole run).
+    AVX-512 BF16 or AMX, and on GPUs; a fifth of it on a CPU without them); weights, gradients' accumulation,
+    optimiser state and goodness stay float32. The cache of cast weights is off because the weights change
+    inside one context (a whole run).
     "float32" changes nothing.
     """
+    if precision == "auto":
+        precision = settle_precision(precision, device)[0]
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISION_SETTINGS)}")
     if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision], cache_enabled=False)
 
 
-def slow_bfloat16_warning(precision: str, device: str | torch.device) -> str | None:
-    """A warning when `precision` is bfloat16 on a CPU that multiplies bfloat16 matrices slower than float32
-    ones, else None. Without AVX-512 BF16 or AMX instructions torch converts every operand: on a Xeon with
-    AVX-512 but neither, bfloat16 products ran at a fifth of the float32 rate. Measured (about 0.1 s), since
-    the instruction sets torch reports on are not public API."""
-    if precision != "bfloat16" or torch.device(device).type != "cpu":
-        return None
-    rate = {p: matmul_peak_gflops(sizes=(512,), repeats=4, rounds=2, precision=p) for p in ("bfloat16", "float32")}
-    if rate["bfloat16"] >= rate["float32"]:
-        return None
-    return (
-        f"warning: this CPU multiplies bfloat16 matrices at {rate['bfloat16']:.0f} GFLOP/s against "
-        f'{rate["float32"]:.0f} in float32 (no native bfloat16 instructions), so train.precision = "bfloat16" '
-        "slows this run down; --set train.precision=float32 trains faster (in float32 numerics)"
+BFLOAT16_MARGIN = 1.2  # "auto" takes bfloat16 on a CPU only this much faster than float32, so close timings cannot flip
+
+
+def settle_precision(precision: str, device: str | torch.device) -> tuple[str, str | None]:
+    """The precision a run computes in for the setting `precision`, and a line for its log (or None).
+
+    "auto" takes bfloat16 where the device multiplies it faster than float32, else float32: on a GPU, one of
+    compute capability 8.0 or more (older ones emulate bfloat16); on a CPU, where timed products of both
+    (512x512, about 0.1 s) run at least BFLOAT16_MARGIN times faster in bfloat16. The instruction sets torch
+    reads are not public API, hence the timing. A CPU without AVX-512 BF16 or AMX converts every bfloat16
+    operand: a Xeon with AVX-512 but neither ran bfloat16 products at a fifth of the float32 rate. An explicit
+    "bfloat16" on such a CPU is kept, with a warning.
+    """
+    if precision not in PRECISION_SETTINGS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISION_SETTINGS)}")
+    device = torch.device(device)
+    if precision == "float32" or (precision == "bfloat16" and device.type != "cpu"):
+        return precision, None
+    if device.type != "cpu":
+        native = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+        chosen = "bfloat16" if native else "float32"
+        return chosen, f'train.precision = "auto": {chosen} on {device}'
+    rate = {p: matmul_peak_gflops(sizes=(512,), repeats=4, rounds=2, precision=p) for p in PRECISIONS}
+    bf16, fp32 = rate["bfloat16"], rate["float32"]
+    rates = f"this CPU multiplies bfloat16 matrices at {bf16:.0f} GFLOP/s against {fp32:.0f} in float32"
+    if precision == "auto":
+        chosen = "bfloat16" if bf16 >= BFLOAT16_MARGIN * fp32 else "float32"
+        return chosen, f'train.precision = "auto": {chosen} ({rates})'
+    if bf16 >= fp32:
+        return precision, None
+    return precision, (
+        f'warning: {rates} (no native bfloat16 instructions), so train.precision = "bfloat16" slows this run '
+        'down; a run with train.precision = "auto" (or "float32") would train faster, in float32 numerics'
     )
 
 

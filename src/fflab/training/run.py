@@ -37,7 +37,7 @@ from fflab.devices import dataset_to, resolve_device
 from fflab.errors import DataError, FFLabError
 from fflab.io import flush_to_disk, folder_lock, write_json_atomic, write_text_atomic, write_text_new
 from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
-from fflab.perf import compute_precision, set_threads, slow_bfloat16_warning
+from fflab.perf import compute_precision, set_threads, settle_precision
 from fflab.supervision import random_wrong_labels
 from fflab.training.evaluate import evaluate, goodness_samples, primary_method
 from fflab.training.launch import (
@@ -260,6 +260,13 @@ def _working_in(run_dir: Path, *, new: bool) -> Iterator[None]:
         yield
 
 
+def _lead_choice(value: str) -> str:
+    """Rank 0's `value`, on every worker of a parallel run."""
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
 def _train(
     cfg: Config,
     run_dir: Path,
@@ -279,6 +286,11 @@ def _train(
     device = resolve_device(cfg, local_rank())
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL and implicit CUDA allocations use the current device
+    chosen, precision_note = settle_precision(cfg.train.precision, device) if lead else (cfg.train.precision, None)
+    if parallel is not None:  # every worker computes in the precision the lead chose
+        chosen = _lead_choice(chosen)
+    # the run's config.toml records the precision that ran, so `fflab eval` and `fflab resume` reuse it
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=chosen))
     torch.manual_seed(cfg.train.seed)
     ds = dataset_to(load_for_config(cfg, data_dir, progress and lead), device)
     if not resume:  # a run started before this check keeps going as it began
@@ -326,8 +338,8 @@ def _train(
         f"{held_out}), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {_where(device, threads)}{workers} "
         f"-> {run_dir}" + (f", resumed after epoch {done}" if resume else "")
     )
-    if lead and (warning := slow_bfloat16_warning(cfg.train.precision, device)):
-        log(warning)
+    if lead and precision_note:
+        log(precision_note)
 
     m = cfg.train.monitor_size
     method = _monitor_method(model) if m else None
