@@ -16,7 +16,6 @@ benchmarks/results/parallel-<config>.json (or under --results).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -84,7 +83,7 @@ def run_setting(cfg: Config, name: str, plan: ParallelPlan | None, threads: int,
 
 
 def with_threads(cfg: Config, threads: int) -> Config:
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+    return cfg.with_train(threads=threads)
 
 
 def modelled(row: dict) -> str:

@@ -17,7 +17,6 @@ benchmarks/results/speed-<config>[-overrides].json (or under --results).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -67,7 +66,7 @@ def bench(config: str, steps: int, data_dir: str | None, overrides: list[str]) -
     cfg = load_config(config, ["readout.enabled=true", *overrides])
     threads = set_threads(cfg.train.threads)
     precision = settle_precision(cfg.train.precision, "cpu")[0]
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    cfg = cfg.with_train(precision=precision)
     with compute_precision(precision, "cpu"):
         return measure(cfg, config, steps, data_dir, threads)
 

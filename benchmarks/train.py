@@ -11,7 +11,6 @@ benchmarks/results/<config>.json (or under --results) and a Markdown row is prin
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import platform
 import tempfile
 import time
@@ -34,7 +33,7 @@ def bench(config: str, overrides: list[str], data_dir: str | None, keep: str | N
     device = resolve_device(cfg)
     # settled once here, so that the run computes in the precision its peak is measured at
     precision = settle_precision(cfg.train.precision, device)[0]
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    cfg = cfg.with_train(precision=precision)
     peak = matmul_peak_gflops(device=device, precision=precision)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -237,6 +237,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_train(self, **changes: Any) -> Config:
+        """This config with the given [train] settings changed (unvalidated: for values already checked)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
+
 
 def _type_name(tp: Any) -> str:
     if isinstance(tp, types.UnionType):

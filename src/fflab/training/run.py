@@ -290,7 +290,7 @@ def _train(
     if parallel is not None:  # every worker computes in the precision the lead chose
         chosen = _lead_choice(chosen)
     # the run's config.toml records the precision that ran, so `fflab eval` and `fflab resume` reuse it
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=chosen))
+    cfg = cfg.with_train(precision=chosen)
     torch.manual_seed(cfg.train.seed)
     ds = dataset_to(load_for_config(cfg, data_dir, progress and lead), device)
     if not resume:  # a run started before this check keeps going as it began
@@ -494,7 +494,7 @@ def train_parallel(
     # The workers are told which, so that all of them agree with the backend chosen here.
     on_gpu = resolve_device(cfg, local_rank=here - 1, gpus_needed=here).type == "cuda"
     backend = "nccl" if on_gpu else "gloo"
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cuda" if on_gpu else "cpu"))
+    cfg = cfg.with_train(device="cuda" if on_gpu else "cpu")
     run_dir = Path(run_dir)
     args = (cfg, run_dir, plan, data_dir, progress, threads_per_worker(cfg.train.threads, here))
     if workers is not None:
