@@ -57,7 +57,7 @@ def test_tiled_product_equals_the_masked_dense_product(in_shape, out_channels, k
 def test_cifar_fields_run_in_8x8_tiles_with_a_third_of_the_dense_work():
     dense, mask, out_shape = masked_dense((3, 32, 32), 3, 11)
     tiled = TiledLocalLinear(dense, mask, out_shape)
-    assert tiled.side == 8 and tuple(tiled.weight.shape) == (16, 18 * 18 * 3, 8 * 8 * 3)
+    assert tiled.side == 8 and tuple(tiled.weight.shape) == (16, 8 * 8 * 3, 18 * 18 * 3)
     assert tiled.weight.numel() < dense.numel() / 3  # 3.0M multiply-adds per row against 9.4M
 
 
@@ -81,7 +81,7 @@ RUNS = {"ff": [*LOCAL, "model.label=pattern"], "sum": RECURRENT, "metalayer": [*
 def as_dense_layout(model, state: dict) -> dict:
     """`state` rewritten as fflab saved it before the tiled layout (b6cdc70): FFLocal2d's dense `weight`, the
     sum wiring's fused `linear.weight` (columns up | down | lateral) and `linear.bias`, dense metalayer units."""
-    old = {k: v for k, v in state.items() if not k.endswith("tile_side")}
+    old = {k: v for k, v in state.items() if not k.endswith(("tile_side", "rows_first"))}
     for name, module in model.named_modules():
         p = f"{name}."
         if isinstance(module, FFLocal2d):
@@ -143,3 +143,36 @@ def test_a_weight_tiled_with_another_side_is_retiled_on_loading():
     same = fine.state_dict()
     del same["tile_side"]  # saved before the side was: taken to be this build's
     assert upgrade_saved_state(fine, same) == [] and int(same["tile_side"]) == 4
+
+
+def test_a_weight_saved_window_first_is_reordered_on_loading():
+    torch.manual_seed(0)
+    dense, mask, out_shape = masked_dense((2, 12, 12), 3, 5)
+    tiled = TiledLocalLinear(dense, mask, out_shape)
+    state = tiled.state_dict()
+    del state["rows_first"]  # saved before stop 36: [tiles, window, tile_rows]
+    state["weight"] = state["weight"].transpose(1, 2).contiguous()
+    fresh = TiledLocalLinear(torch.zeros_like(dense), mask, out_shape)
+    assert upgrade_saved_state(fresh, state) == [""]
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.to_dense(fresh.weight.detach()), dense)
+
+
+def test_a_product_without_gradient_in_bfloat16_follows_every_change_of_the_weight():
+    torch.manual_seed(0)
+    dense, mask, out_shape = masked_dense((2, 9, 5), 3, 3)
+    tiled = TiledLocalLinear(dense, mask, out_shape)
+    opt = torch.optim.Adam(tiled.parameters(), lr=0.1)
+    x = torch.randn(4, dense.shape[1])
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            cached = tiled(x)
+        expected = x.bfloat16().float() @ tiled.to_dense(tiled.weight.detach()).bfloat16().float().t()
+        assert torch.allclose(cached.float(), expected, rtol=1e-2, atol=1e-2)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            tiled(x).float().square().sum().backward()
+        opt.step()
+    tiled.load_state_dict({**tiled.state_dict(), "weight": torch.zeros_like(tiled.weight)})
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert torch.all(tiled(x) == 0)
