@@ -13,6 +13,7 @@ from fflab.layers.conv import FFLocal2d, field_geometry, receptive_field_mask
 from fflab.layers.local import TiledLocalLinear
 from fflab.layers.recurrent import RecurrentLayer
 from fflab.models import build_model
+from fflab.perf import compute_precision
 from fflab.training.run import train_run
 
 
@@ -176,3 +177,18 @@ def test_a_product_without_gradient_in_bfloat16_follows_every_change_of_the_weig
     tiled.load_state_dict({**tiled.state_dict(), "weight": torch.zeros_like(tiled.weight)})
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         assert torch.all(tiled(x) == 0)
+
+
+def test_a_kept_bfloat16_cast_passes_each_products_gradient_back_as_autocast_does():
+    torch.manual_seed(0)
+    dense, mask, out_shape = masked_dense((2, 9, 5), 3, 3)
+    x1, x2 = torch.randn(2, 4, dense.shape[1])
+    grads = []
+    for kept in (True, False):
+        tiled = TiledLocalLinear(dense, mask, out_shape)
+        if not kept:  # the cast autocast itself makes at every product
+            tiled._weight_as = lambda dtype, tiled=tiled: tiled.weight
+        with compute_precision("bfloat16", "cpu"):  # autocast as fflab runs it: no cache of its own
+            (tiled(x1).float().square().sum() + tiled(x2).float().sum()).backward()
+        grads.append(tiled.weight.grad)
+    assert grads[0].dtype == torch.float32 and torch.equal(grads[0], grads[1])

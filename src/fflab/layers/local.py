@@ -63,6 +63,20 @@ def choose_tile_side(mask: torch.Tensor, out_shape: tuple[int, int, int]) -> int
     return min(sides, key=lambda s: tile_cost(mask, out_shape, s))
 
 
+class _KeptCast(torch.autograd.Function):
+    """`cast` (a copy of `weight` in another dtype) standing in for `weight`: the gradient goes back to `weight`
+    in its own dtype."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, cast: torch.Tensor) -> torch.Tensor:
+        ctx.dtype = weight.dtype
+        return cast.view_as(cast)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.to(ctx.dtype), None
+
+
 class TiledLocalLinear(nn.Module):
     """y = x W^T (+ b) for a weight W [n_out, n_in] held at zero outside `mask`, stored and computed per tile.
 
@@ -135,16 +149,19 @@ class TiledLocalLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def _weight_as(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight for a product in `dtype`. Where no gradient reaches it, a cast is kept until the weight
-        changes: a recurrent net runs each product many times between two optimiser steps, and casting the
-        weight every time took about 30% of its bfloat16 training step. The key holds the weight's version
-        counter, which every in-place change (optimiser step, `load_state_dict`) moves, and its storage."""
+        """The weight for a product in `dtype`. A cast is kept until the weight changes: a recurrent net runs
+        each product many times between two optimiser steps, and casting the weight every time took about 30%
+        of its bfloat16 training step. The key holds the weight's version counter, which every in-place change
+        (optimiser step, `load_state_dict`) moves, and its storage. Each use still sends its own gradient back
+        to the weight in the weight's dtype, as autocast's own cast would."""
         weight = self.weight
-        if dtype == weight.dtype or (torch.is_grad_enabled() and weight.requires_grad):
-            return weight  # autocast casts it inside the product, and the gradient back
+        if dtype == weight.dtype:
+            return weight
         key = (weight._version, weight.data_ptr(), dtype)
         if self._cast_key != key:
             self._cast, self._cast_key = weight.detach().to(dtype), key
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return _KeptCast.apply(weight, self._cast)
         return self._cast
 
     def upgrade_state(self, state: dict, prefix: str) -> bool:
