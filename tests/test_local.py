@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from fflab.checkpoint import TRAINING_STATE, load_checkpoint, load_training_state, upgrade_saved_state
 from fflab.cli import main
-from fflab.config import load_config
+from fflab.config import TrainSettings, load_config
 from fflab.data import load_dataset
 from fflab.layers.conv import FFLocal2d, field_geometry, receptive_field_mask
 from fflab.layers.local import TiledLocalLinear
@@ -15,6 +15,7 @@ from fflab.layers.recurrent import RecurrentLayer
 from fflab.models import build_model
 from fflab.perf import compute_precision
 from fflab.training.run import train_run
+from fflab.training.trainer import make_optimizer
 
 
 def masked_dense(in_shape, out_channels, kernel, stride=1, padding="same", label=0):
@@ -159,20 +160,25 @@ def test_a_weight_saved_window_first_is_reordered_on_loading():
     assert torch.equal(fresh.to_dense(fresh.weight.detach()), dense)
 
 
-def test_a_product_without_gradient_in_bfloat16_follows_every_change_of_the_weight():
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_a_bfloat16_product_follows_every_step_of_fflabs_fused_optimisers(optimizer):
     torch.manual_seed(0)
     dense, mask, out_shape = masked_dense((2, 9, 5), 3, 3)
     tiled = TiledLocalLinear(dense, mask, out_shape)
-    opt = torch.optim.Adam(tiled.parameters(), lr=0.1)
+    opt = make_optimizer(tiled.parameters(), TrainSettings(optimizer=optimizer, lr=0.1, momentum=0.9))
     x = torch.randn(4, dense.shape[1])
-    for _ in range(2):
-        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-            cached = tiled(x)
-        expected = x.bfloat16().float() @ tiled.to_dense(tiled.weight.detach()).bfloat16().float().t()
-        assert torch.allclose(cached.float(), expected, rtol=1e-2, atol=1e-2)
+    for _ in range(3):
+        for grad in (False, True):
+            with compute_precision("bfloat16", "cpu"), torch.set_grad_enabled(grad):
+                kept = tiled(x)
+            expected = x.bfloat16().float() @ tiled.to_dense(tiled.weight.detach()).bfloat16().float().t()
+            assert torch.allclose(kept.float(), expected, rtol=1e-2, atol=1e-2)
+        cast = tiled._cast
+        with compute_precision("bfloat16", "cpu"), torch.no_grad():
+            tiled(x)
+        assert tiled._cast is cast  # kept while the weight stays as it is
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            tiled(x).float().square().sum().backward()
+        kept.float().square().sum().backward()
         opt.step()
     tiled.load_state_dict({**tiled.state_dict(), "weight": torch.zeros_like(tiled.weight)})
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
@@ -192,3 +198,13 @@ def test_a_kept_bfloat16_cast_passes_each_products_gradient_back_as_autocast_doe
             (tiled(x1).float().square().sum() + tiled(x2).float().sum()).backward()
         grads.append(tiled.weight.grad)
     assert grads[0].dtype == torch.float32 and torch.equal(grads[0], grads[1])
+
+
+def test_bfloat16_training_with_kept_casts_matches_autocasts_own_casts(tmp_path, monkeypatch):
+    settings = [*RECURRENT, "train.epochs=2", "train.precision=bfloat16"]
+    train_run(shipped_config("digits-ff", settings), tmp_path / "kept", progress=False, log=lambda s: None)
+    with monkeypatch.context() as patch:  # every product casts its weight afresh, as autocast alone does
+        patch.setattr(TiledLocalLinear, "_weight_as", lambda self, dtype: self.weight)
+        train_run(shipped_config("digits-ff", settings), tmp_path / "fresh", progress=False, log=lambda s: None)
+    kept, fresh = (load_file(tmp_path / run / "model.safetensors") for run in ("kept", "fresh"))
+    assert kept.keys() == fresh.keys() and all(torch.equal(kept[k], fresh[k]) for k in kept)

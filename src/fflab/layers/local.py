@@ -141,19 +141,23 @@ class TiledLocalLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kind = x.device.type
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+        autocast = torch.is_autocast_enabled(kind) and x.dtype == torch.float32  # autocast casts float32 only
+        dtype = torch.get_autocast_dtype(kind) if autocast else x.dtype
         columns = F.pad(x.t().to(dtype), (0, 0, 0, 1))  # [n_in + 1, N]; padding reads the zero row
         windows = columns.index_select(0, self.cols.flatten()).view(*self.cols.shape, len(x))  # [tiles, window, N]
-        out = torch.bmm(self._weight_as(dtype), windows).view(-1, len(x))  # [tiles * tile_rows, N]
-        y = out.index_select(0, self.unit_position).t()
+        weight = self._weight_as(dtype) if autocast else self.weight
+        out = torch.bmm(weight, windows).view(-1, len(x))  # [tiles * tile_rows, N]
+        y = out.index_select(0, self.unit_position).t()  # a transposed view: reshape it, not view
         return y if self.bias is None else y + self.bias
 
     def _weight_as(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight for a product in `dtype`. A cast is kept until the weight changes: a recurrent net runs
         each product many times between two optimiser steps, and casting the weight every time took about 30%
-        of its bfloat16 training step. The key holds the weight's version counter, which every in-place change
-        (optimiser step, `load_state_dict`) moves, and its storage. Each use still sends its own gradient back
-        to the weight in the weight's dtype, as autocast's own cast would."""
+        of its bfloat16 training step. The key holds the weight's version counter and its storage. Torch's
+        in-place operations move the counter (`load_state_dict`, the default optimisers); writes that bypass
+        it must move it themselves with `torch.autograd.graph.increment_version`, as fflab's fused optimisers
+        (`make_optimizer`) and the layer-parallel broadcast of trained layers do. Each use still sends its own
+        gradient back to the weight in the weight's dtype, as autocast's own cast would."""
         weight = self.weight
         if dtype == weight.dtype:
             return weight
@@ -172,7 +176,7 @@ class TiledLocalLinear(nn.Module):
         if weight is None:
             return False
         saved_side = int(state.setdefault(prefix + "tile_side", self.tile_side.clone()))  # absent: saved before
-        window_first = prefix + "rows_first" not in state
+        window_first = not bool(state.get(prefix + "rows_first", False))
         state[prefix + "rows_first"] = self.rows_first.clone()
         if tuple(weight.shape) == self.dense_shape:
             dense = weight

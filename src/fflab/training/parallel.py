@@ -374,6 +374,7 @@ class DistributedFFTrainer(FFTrainer):
         for i, layer in enumerate(self.model.layers):
             for t in layer.state_dict().values():  # parameters and the buffers that change (not fixed masks)
                 self._blocking("sharing trained layers", lambda t=t, i=i: dist.broadcast(t, self.owner[i]))
+                torch.autograd.graph.increment_version(t)  # a collective write moves no version counter
         busy = torch.zeros(self.plan.world_size, dtype=torch.float64)
         busy[self.rank] = max(0.0, 1.0 - self.epoch_wait_seconds / stats.train_seconds)
         busy = busy.to(self.device)
