@@ -317,9 +317,8 @@ def _train(
         if upgraded:  # the optimisers' moments still have the old layout's shapes
             raise FFLabError(
                 f"{run_dir / TRAINING_STATE} was saved by an older fflab, whose weights of {', '.join(upgraded)} had "
-                "another layout (tiled products from before stop 36, or dense ones from before tiling): the run cannot "
-                "continue from it; "
-                "start it again"
+                "another layout (tiled products from before stop 36, or dense ones from before tiling): the run "
+                "cannot continue from it; start it again"
             )
         try:
             model.load_state_dict(saved["model"])
