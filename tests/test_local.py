@@ -98,15 +98,26 @@ def as_dense_layout(model, state: dict) -> dict:
     return old
 
 
+def as_window_first(model, state: dict) -> dict:
+    """`state` rewritten as fflab saved it from b6cdc70 to stop 36: tiled weights [tiles, window, tile_rows]."""
+    old = dict(state)
+    for name, module in model.named_modules():
+        if isinstance(module, TiledLocalLinear):
+            del old[f"{name}.rows_first"]
+            old[f"{name}.weight"] = old[f"{name}.weight"].transpose(1, 2)
+    return old
+
+
+@pytest.mark.parametrize("layout", [as_dense_layout, as_window_first])
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_checkpoints_saved_in_the_dense_layout_load_and_score_as_they_did(tmp_path, name):
+def test_checkpoints_saved_in_older_layouts_load_and_score_as_they_did(tmp_path, name, layout):
     run = tmp_path / name
     train_run(shipped_config("digits-ff", [*RUNS[name], "train.epochs=1"]), run, progress=False, log=lambda s: None)
     model, _, _ = load_checkpoint(run)
     x = load_dataset("digits", progress=False).test_x[:5]
     with torch.no_grad():
         expected = model.label_scores(x)
-    old = as_dense_layout(model, load_file(run / "model.safetensors"))
+    old = layout(model, load_file(run / "model.safetensors"))
     save_file({k: v.contiguous() for k, v in old.items()}, run / "model.safetensors")
     loaded, _, _ = load_checkpoint(run)
     with torch.no_grad():
