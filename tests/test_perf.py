@@ -4,6 +4,7 @@ compute precision."""
 import json
 import os
 import platform
+import subprocess
 import sys
 
 import pytest
@@ -161,3 +162,16 @@ def test_a_run_in_slow_bfloat16_says_so_in_its_log(monkeypatch, tmp_path):
     summary = train_run(cfg, tmp_path / "run", progress=False, log=lines.append)
     assert any(line.startswith("warning: this CPU multiplies bfloat16 matrices at 20 GFLOP/s") for line in lines)
     assert summary["precision"] == "bfloat16"
+
+
+def test_every_torch_thread_flushes_denormals_when_set_threads_comes_first():
+    script = (
+        "import numpy as np, torch\n"
+        "from fflab.perf import set_threads\n"
+        "x = torch.from_numpy(np.full(4_000_000, 1e-39, dtype=np.float32))\n"  # no torch operation yet
+        "print(np.count_nonzero(x.numpy()))\n"  # before the flag: with it, comparisons read denormals as zero
+        "assert set_threads(2) == 2\n"
+        "print(int((x * 1.0).view(torch.int32).count_nonzero()))\n"  # bits, not values
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["4000000", "0"]  # denormal inputs, every thread's share flushed
