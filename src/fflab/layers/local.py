@@ -10,8 +10,9 @@ tiles run as one batched product. The tiles are derived from the mask alone, so 
 
 The product runs features-first: the input is transposed to [n_in, N] (and, under autocast, cast) before the
 windows are gathered, so the gather copies whole rows of N samples and the batched product reads the windows
-as they lie. Gathering columns of [N, n_in] and transposing them for the product cost 2.5-3.5x the time of
-this (float32 and bfloat16, no gradient, 100-200 samples of the CIFAR-10 layer, on an AMX CPU).
+as they lie. Gathering columns of [N, n_in] and transposing them for the product took 2.2-3.6x the time of
+this in bfloat16, and about the same in float32 (the CIFAR-10 layer, 100-200 samples, no gradient, on an AMX
+CPU shared with another run).
 """
 
 from __future__ import annotations
