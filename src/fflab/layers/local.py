@@ -159,9 +159,7 @@ class TiledLocalLinear(nn.Module):
         it must move it themselves with `torch.autograd.graph.increment_version`, as fflab's fused optimisers
         (`make_optimizer`) and the layer-parallel broadcast of trained layers do. Each use still sends its own
         gradient back to the weight in the weight's dtype, as autocast's own cast would."""
-        weight = self.weight
-        if dtype == weight.dtype:
-            return weight
+        weight = self.weight  # float32; `forward` asks only for autocast's lower dtype
         key = (weight._version, weight.data_ptr(), dtype)
         if self._cast_key != key:
             self._cast, self._cast_key = weight.detach().to(dtype), key
