@@ -56,6 +56,32 @@ def test_tiled_product_equals_the_masked_dense_product(in_shape, out_channels, k
     assert torch.all(tiled.weight.grad[~tiled.mask] == 0)
 
 
+def test_tile_padding_reads_nothing_into_the_product():
+    # padding positions of a tile's window gather input 0 against a weight held at zero: a huge input 0
+    # reaches only the units whose fields hold it
+    torch.manual_seed(0)
+    dense, mask, out_shape = masked_dense((3, 32, 32), 3, 11)
+    tiled = TiledLocalLinear(dense, mask, out_shape)
+    assert (tiled.cols == dense.shape[1]).any()  # the edge tiles' windows are padded
+    x = torch.randn(4, dense.shape[1])
+    x[:, 0] = 1e30
+    sees_input_0 = mask[:, 0]
+    assert torch.allclose(tiled(x)[:, ~sees_input_0], (x @ dense.t())[:, ~sees_input_0], atol=1e-4)
+
+
+def test_gradients_are_masked_after_several_uses_and_backward_passes():
+    torch.manual_seed(0)
+    dense, mask, out_shape = masked_dense((3, 32, 32), 3, 11)  # padded windows too
+    tiled = TiledLocalLinear(dense, mask, out_shape)
+    x = torch.randn(4, dense.shape[1])
+    (tiled(x).sum() + tiled(2 * x).square().sum()).backward()  # two uses in one pass
+    tiled(x).sum().backward()  # accumulated into the same .grad
+    ones = torch.ones(len(x), len(dense))
+    expected = (2 * ones.t() @ x + 2 * (2 * x @ dense.t()).t() @ (2 * x)) * mask
+    assert torch.all(tiled.weight.grad[~tiled.mask] == 0)
+    assert torch.allclose(tiled.to_dense(tiled.weight.grad), expected, atol=1e-3)
+
+
 def test_cifar_fields_run_in_8x8_tiles_with_a_third_of_the_dense_work():
     dense, mask, out_shape = masked_dense((3, 32, 32), 3, 11)
     tiled = TiledLocalLinear(dense, mask, out_shape)

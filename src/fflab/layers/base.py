@@ -20,8 +20,9 @@ def require_choice(option: str, value: str, choices) -> None:
 def confine(module: nn.Module, weight: nn.Parameter, mask: torch.Tensor, name: str) -> None:
     """Hold `weight` at zero outside `mask` (a fixed wiring, e.g. local receptive fields) without masking it
     in every forward pass, which costs a copy of the matrix per product (it made a 3,072 x 9,216 product
-    40-55% slower on this CPU): zero the entries now and mask every gradient that reaches them. An
-    optimiser step on a zero gradient leaves a zero at zero (SGD, Adam, and weight decay, which scales
+    40-55% slower on this CPU): zero the entries now, and mask the weight's gradient in place each time a
+    backward pass has accumulated it into `.grad` (gradients taken with `torch.autograd.grad` are not masked).
+    An optimiser step on a zero gradient leaves a zero at zero (SGD, Adam, and weight decay, which scales
     the entry itself). The mask is `module`'s buffer `name`, so it moves with the module; loaded weights are
     masked again, so a state from elsewhere cannot reach outside the fields. The hook lives on the
     Parameter: a `copy.deepcopy` of the module loses it (build a fresh module and load its state instead)."""
@@ -31,8 +32,11 @@ def confine(module: nn.Module, weight: nn.Parameter, mask: torch.Tensor, name: s
         with torch.no_grad():
             weight.mul_(getattr(module, name))
 
+    def mask_gradient(param: torch.Tensor) -> None:  # in place, once the backward pass has summed every use
+        param.grad.mul_(getattr(module, name))
+
     zero_outside()
-    weight.register_hook(lambda grad: grad * getattr(module, name))
+    weight.register_post_accumulate_grad_hook(mask_gradient)
     module.register_load_state_dict_post_hook(zero_outside)
 
 

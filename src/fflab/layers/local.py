@@ -116,6 +116,9 @@ class TiledLocalLinear(nn.Module):
         pad = lambda v, size, end: torch.cat([v, v.new_full((size - len(v),), end)])  # noqa: E731
         self.register_buffer("rows", torch.stack([pad(t, rows_per_tile, n_out) for t in tiles]), persistent=False)
         self.register_buffer("cols", torch.stack([pad(c, window, n_in) for c in cols]), persistent=False)
+        # What `forward` gathers: padding reads input 0 instead, against a weight held at zero (the mask is
+        # False there), so it adds nothing and the input needs no padded copy.
+        self.register_buffer("gather_cols", self.cols.where(self.cols < n_in, 0), persistent=False)
         where = torch.empty(n_out + 1, dtype=torch.long)  # each unit's place in the flattened tile outputs
         where[self.rows.flatten()] = torch.arange(self.rows.numel())
         self.register_buffer("unit_position", where[:n_out].clone(), persistent=False)
@@ -144,8 +147,9 @@ class TiledLocalLinear(nn.Module):
         kind = x.device.type
         autocast = torch.is_autocast_enabled(kind) and x.dtype == torch.float32  # autocast casts float32 only
         dtype = torch.get_autocast_dtype(kind) if autocast else x.dtype
-        columns = F.pad(x.t().to(dtype), (0, 0, 0, 1))  # [n_in + 1, N]; padding reads the zero row
-        windows = columns.index_select(0, self.cols.flatten()).view(*self.cols.shape, len(x))  # [tiles, window, N]
+        columns = x.t().to(dtype=dtype, memory_format=torch.contiguous_format)  # [n_in, N], one copy
+        gathered = columns.index_select(0, self.gather_cols.flatten())
+        windows = gathered.view(*self.cols.shape, len(x))  # [tiles, window, N]
         weight = self._weight_as(dtype) if autocast else self.weight
         out = torch.bmm(weight, windows).view(-1, len(x))  # [tiles * tile_rows, N]
         y = out.index_select(0, self.unit_position).t()  # a transposed view: reshape it, not view
