@@ -71,6 +71,43 @@ def test_load_config_file_and_round_trip(tmp_path):
     assert load_config(again) == cfg
 
 
+def test_settings_lists_every_key_with_what_it_accepts_and_reads_back(capsys):
+    import dataclasses
+    import tomllib
+
+    from fflab.cli import main
+
+    assert main(["settings", str(REPO / "configs" / "cifar10-local-recurrent.toml"), "--set", "train.epochs=3"]) == 0
+    text = capsys.readouterr().out
+    cfg = shipped_config("cifar10-local-recurrent", ["train.epochs=3"])
+    assert tomllib.loads(text) == cfg.to_dict()  # the comments change nothing a reader sees
+    shown, section = {}, ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]") + "."
+        elif " = " in line:
+            key, rest = line.split(" = ", 1)
+            shown[section + key] = rest
+    sections = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    for section in sections:
+        for f in dataclasses.fields(getattr(cfg, section)):
+            assert f"{section}.{f.name}" in shown, f"{section}.{f.name} missing from `fflab settings`"
+    assert shown["train.epochs"] == "3  # >= 1"
+    assert shown["train.optimizer"] == '"adamw"  # one of adam, adamw, sgd'
+    assert shown["model.dropout"].startswith("0.0  # 0.0 to 0.9; conv/local layers")
+
+
+def test_settings_without_a_config_shows_the_defaults_and_names_bad_keys(capsys):
+    import tomllib
+
+    from fflab.cli import main
+
+    assert main(["settings"]) == 0
+    assert tomllib.loads(capsys.readouterr().out) == Config().to_dict()
+    assert main(["settings", "--set", "train.epoch=3"]) == 2
+    assert "unknown key 'train.epoch'" in capsys.readouterr().err
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")

@@ -1,4 +1,4 @@
-"""Command line: fflab train | resume | eval | analyze | data."""
+"""Command line: fflab train | resume | eval | analyze | settings | data."""
 
 from __future__ import annotations
 
@@ -128,6 +128,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from fflab.config import Config, apply_overrides, config_from_dict, load_config, to_toml
+
+    if args.config:
+        cfg = load_config(_config_path(args.config), args.set)
+    else:
+        cfg = config_from_dict(apply_overrides(Config().to_dict(), args.set))
+    print(to_toml(cfg, annotate=True), end="")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from fflab import data
 
@@ -197,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--threads", type=int, default=0, help="torch threads (default 0: one per core)")
     common(an)
     an.set_defaults(func=cmd_analyze)
+
+    st = sub.add_parser("settings", help="every config key with its value and what it accepts, as commented TOML")
+    st.add_argument("config", nargs="?", help="config file or name in ./configs (default: the built-in defaults)")
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    st.set_defaults(func=cmd_settings)
 
     d = sub.add_parser("data", help="list, download or verify data sets")
     d.add_argument("action", choices=["list", "download", "verify"])

@@ -721,11 +721,42 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
-def to_toml(cfg: Config) -> str:
-    """The resolved config as TOML text that load_config reads back to an equal Config."""
-    data = cfg.to_dict()
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for section, values in data.items():
-        if isinstance(values, dict):
-            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+def _field_note(f: dataclasses.Field) -> str:
+    """What a field accepts, from its metadata: choices, bounds and doc."""
+    meta = f.metadata
+    parts = []
+    if "choices" in meta:
+        parts.append("one of " + ", ".join(meta["choices"]))
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None:
+        parts.append(f"{low} to {high}")
+    elif low is not None:
+        parts.append(f">= {low}")
+    elif high is not None:
+        parts.append(f"<= {high}")
+    if meta.get("doc"):
+        parts.append(meta["doc"])
+    return "; ".join(parts)
+
+
+def _toml_lines(obj: Any, annotate: bool) -> list[str]:
+    lines = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        line = f"{f.name} = {_toml_value(value)}"
+        note = _field_note(f) if annotate else ""
+        lines.append(f"{line}  # {note}" if note else line)
+    return lines
+
+
+def to_toml(cfg: Config, *, annotate: bool = False) -> str:
+    """The config as TOML text that load_config reads back to an equal Config; `annotate` adds a comment
+    to each key saying what it accepts (`fflab settings`)."""
+    lines = _toml_lines(cfg, annotate)
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(section):
+            lines += ["", f"[{f.name}]"] + _toml_lines(section, annotate)
     return "\n".join(lines) + "\n"
