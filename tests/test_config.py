@@ -1,8 +1,12 @@
 """Config files: typed settings, clear errors naming the key, overrides, round trip."""
 
+import dataclasses
+import tomllib
+
 import pytest
 from repo import REPO, shipped_config
 
+from fflab.cli import main
 from fflab.config import Config, apply_overrides, config_from_dict, load_config, parse_value, to_toml
 from fflab.errors import ConfigError
 
@@ -72,11 +76,6 @@ def test_load_config_file_and_round_trip(tmp_path):
 
 
 def test_settings_lists_every_key_with_what_it_accepts_and_reads_back(capsys):
-    import dataclasses
-    import tomllib
-
-    from fflab.cli import main
-
     assert main(["settings", str(REPO / "configs" / "cifar10-local-recurrent.toml"), "--set", "train.epochs=3"]) == 0
     text = capsys.readouterr().out
     cfg = shipped_config("cifar10-local-recurrent", ["train.epochs=3"])
@@ -91,17 +90,15 @@ def test_settings_lists_every_key_with_what_it_accepts_and_reads_back(capsys):
     sections = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(getattr(cfg, f.name))]
     for section in sections:
         for f in dataclasses.fields(getattr(cfg, section)):
-            assert f"{section}.{f.name}" in shown, f"{section}.{f.name} missing from `fflab settings`"
+            key = f"{section}.{f.name}"
+            assert key in shown, f"{key} missing from `fflab settings`"
+            assert "  # " in shown[key], f"{key} has no doc, choices or bounds for `fflab settings`"
     assert shown["train.epochs"] == "3  # >= 1"
     assert shown["train.optimizer"] == '"adamw"  # one of adam, adamw, sgd'
     assert shown["model.dropout"].startswith("0.0  # 0.0 to 0.9; conv/local layers")
 
 
 def test_settings_without_a_config_shows_the_defaults_and_names_bad_keys(capsys):
-    import tomllib
-
-    from fflab.cli import main
-
     assert main(["settings"]) == 0
     assert tomllib.loads(capsys.readouterr().out) == Config().to_dict()
     assert main(["settings", "--set", "train.epoch=3"]) == 2

@@ -42,10 +42,17 @@ def bounded(default: Any, low: float | None = None, high: float | None = None, d
     return field(default=default, metadata={"low": low, "high": high, "doc": doc})
 
 
+def described(default: Any, doc: str) -> Any:
+    """A field with neither choices nor bounds, documented for `fflab settings`; a list default is copied."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class DataSettings:
-    name: str = "digits"
-    path: str = ""  # folder of MNIST-format files when name = "idx"
+    name: str = described("digits", "data set name (`fflab data list` shows them)")
+    path: str = described("", 'folder of MNIST-format files when name = "idx"')
     train_subset: int = bounded(0, 0, doc="use only the first N training samples (0: all)")
     test_subset: int = bounded(0, 0, doc="use only the first N test samples (0: all)")
     validation: int = bounded(
@@ -61,9 +68,9 @@ class DataSettings:
     frames: int = bounded(20, 1, doc="moving-mnist: frames per sequence")
     canvas: int = bounded(64, 28, doc="moving-mnist: canvas side in pixels")
     digits: int = bounded(1, 1, 2, doc="moving-mnist: digits per sequence (the label is the first digit)")
-    train_sequences: int = bounded(60000, 1)
-    test_sequences: int = bounded(10000, 1)
-    sequence_seed: int = 0
+    train_sequences: int = bounded(60000, 1, doc="moving-mnist: training sequences")
+    test_sequences: int = bounded(10000, 1, doc="moving-mnist: test sequences")
+    sequence_seed: int = described(0, "moving-mnist: seed of the generated sequences")
 
 
 @dataclass
@@ -74,7 +81,7 @@ class ModelSettings:
         doc="ff: local FF learners; spiking: LIF learners (surrogate gradient); recurrent: Fig. 3; "
         "spiking-recurrent: Fig. 3 with LIF layers; backprop: baseline; hebbian: neo-Hebbian spiking FF",
     )
-    hidden: list[int] = field(default_factory=lambda: [500, 500])  # units, or channels of conv/local layers
+    hidden: list[int] = described([500, 500], "units, or channels of conv/local layers")
     architecture: str = choice(
         "dense", ["dense", "conv", "local"], doc="layer type: fully connected, convolutional, locally connected"
     )
@@ -83,21 +90,23 @@ class ModelSettings:
     input_norm: str = choice("rms", tuple(dict.fromkeys((*INPUT_NORMS, *CONV_INPUT_NORMS))))
     goodness: str = choice("mean_squares", GOODNESS)
     # Convolutional and locally connected layers (architecture = "conv" or "local"):
-    kernel: int | list[int] = 3  # receptive-field side (odd with padding "same"), for all layers or one per layer
-    stride: int | list[int] = 1  # step between neighbouring fields, for all layers or one per layer
+    kernel: int | list[int] = described(
+        3, 'receptive-field side (odd with padding "same"), for all layers or one per layer'
+    )
+    stride: int | list[int] = described(1, "step between neighbouring fields, for all layers or one per layer")
     padding: str = choice(
         "same", PADDINGS, doc="same: a field centred on every stride-th pixel; valid: fields wholly inside the map"
     )
-    pool: list[int] = field(default_factory=list)  # pooling factor after each layer; empty: none
+    pool: list[int] = described([], "pooling factor after each layer; empty: none")
     pool_mode: str = choice("max", POOLS, doc="pooling after a layer: the maximum or the mean of each window")
-    groups: list[int] = field(default_factory=list)  # conv channel groups per layer; empty: 1
-    batch_norm: bool = False  # batch-normalise each layer's output (channel-wise competitive FF)
+    groups: list[int] = described([], "conv channel groups per layer; empty: 1")
+    batch_norm: bool = described(False, "batch-normalise each layer's output (channel-wise competitive FF)")
     dropout: float = bounded(
         0.0, 0.0, 0.9, doc="conv/local layers: zero this fraction of each layer's activity while training (0: off)"
     )
     goodness_scope: str = choice("sample", SCOPES, doc="goodness of the whole map, of each position or of each channel")
     objective: str = choice("standard", OBJECTIVES)
-    theta: float | list[float] = 2.0  # one threshold for all layers, or one per layer
+    theta: float | list[float] = described(2.0, "one threshold for all layers, or one per layer")
     peer_weight: float = bounded(
         0.0, 0.0, doc="Hinton's peer normalisation, his lambdamean (0.03 in his code), scaled like the goodness; 0: off"
     )
@@ -113,24 +122,26 @@ class ModelSettings:
     )
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0)
-    predict_layers: list[int] = field(default_factory=list)  # 0-based (ff, spiking); empty: all but the first
+    predict_layers: list[int] = described([], "0-based (ff, spiking); empty: all but the first")
     # Recurrent networks (kind = "recurrent"), Hinton (2022) Fig. 3:
     steps: int = bounded(8, 1, doc="synchronous update steps")
     damping: float = bounded(0.3, 0.0, 1.0, doc="new = damping * old + (1 - damping) * computed")
-    window: list[int] = field(default_factory=lambda: [3, 5])  # first and last counted step, 1-based
+    window: list[int] = described([3, 5], "first and last counted step, 1-based")
     hidden_steps: int = bounded(0, 0, doc="steps run with a neutral label and no damping")
-    clock: bool = False  # append a one-hot code of the time step to each input frame
+    clock: bool = described(False, "append a one-hot code of the time step to each input frame")
     wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
-    mix: list[float] = field(default_factory=lambda: [0.7, 0.3])  # metalayer: (up + down) and self weights
-    top_down_sign: float = 1.0
-    lateral: bool = True  # each layer also sees its own previous activity (false: only the layers below and above)
+    mix: list[float] = described([0.7, 0.3], "metalayer: (up + down) and self weights")
+    top_down_sign: float = described(1.0, "sign of the top-down input (negative in the inverted variant)")
+    lateral: bool = described(
+        True, "each layer also sees its own previous activity (false: only the layers below and above)"
+    )
     score: str = choice(
         "steps",
         SCORES,
         doc="recurrent goodness: of each counted step's activity, averaged (Hinton); or of the activity averaged "
         "over the window (a firing rate, for spiking layers whose single steps are binary)",
     )
-    source_init: list[str] = field(default_factory=lambda: ["kaiming", "kaiming", "orthogonal"])  # up, down, lateral
+    source_init: list[str] = described(["kaiming", "kaiming", "orthogonal"], "up, down, lateral")
 
 
 @dataclass
@@ -176,17 +187,21 @@ class TrainSettings:
     refresh_every: int = bounded(1, 1, doc="epochs between refreshes of the 'refreshed' score bank")
     hybrid_blur_steps: int = bounded(6, 1, doc="blurs of the random bit image that makes a hybrid mask")
     schedule: str = choice("simultaneous", ["simultaneous", "greedy"], doc="all layers per batch, or one at a time")
-    # Simultaneous schedule: layer k learns during the first layer_epochs[k] epochs only, then stays frozen
-    # (CwComp's interleaved layer training: early layers stop first). Empty: every layer, every epoch.
-    layer_epochs: list[int] = field(default_factory=list)
+    layer_epochs: list[int] = described(
+        [],
+        "simultaneous schedule: layer k learns during the first layer_epochs[k] epochs only, then stays frozen "
+        "(CwComp's interleaved layer training: early layers stop first); empty: every layer, every epoch",
+    )
     update: str = choice("window", ["window", "step"], doc="recurrent: one update per sample, or per time step")
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     augment_crop: int = bounded(0, 0, doc="random crops after zero-padding images by this many pixels (0: off)")
-    augment_flip: bool = False  # random horizontal flips of training images
+    augment_flip: bool = described(False, "random horizontal flips of training images")
     augment_mask: float = bounded(0.0, 0.0, 0.9, doc="zero this random fraction of each training image's values")
-    seed: int = 0
+    seed: int = described(0, "the same seed gives the same run, bit for bit, on the same CPU")
     threads: int = bounded(0, 0, doc="torch threads (0: all cores)")
-    device: str = "auto"  # "auto" (a CUDA GPU when torch sees one and model.kind can use it), "cpu", "cuda[:N]"
+    device: str = described(
+        "auto", '"auto" (a CUDA GPU when torch sees one and model.kind can use it), "cpu", "cuda[:N]"'
+    )
     precision: str = choice(
         "float32",
         PRECISION_SETTINGS,
@@ -204,19 +219,19 @@ class TrainSettings:
 class ReadoutSettings:
     """A linear softmax classifier on the normalised activities of frozen FF layers (Hinton 2022, 3.2)."""
 
-    enabled: bool = False
-    layers: list[int] = field(default_factory=list)  # 0-based; empty: all but the first (recurrent: all)
+    enabled: bool = described(False, "train the readout")
+    layers: list[int] = described([], "0-based; empty: all but the first (recurrent: all)")
     epochs: int = bounded(10, 1)
     batch_size: int = bounded(100, 1)
     lr: float = bounded(1e-3, 0.0)
     weight_decay: float = bounded(0.0, 0.0)
-    standardize: bool = False  # scale each feature to zero mean, unit variance over the training set first
+    standardize: bool = described(False, "scale each feature to zero mean, unit variance over the training set first")
 
 
 @dataclass
 class EvalSettings:
     batch_size: int = bounded(1000, 1)
-    train_accuracy: bool = True  # also score the whole training set at the end
+    train_accuracy: bool = described(True, "also score the whole training set at the end")
     predict: str = choice(
         "goodness",
         ["goodness", "readout", "goodness+readout"],
@@ -226,7 +241,7 @@ class EvalSettings:
 
 @dataclass
 class Config:
-    name: str = ""
+    name: str = described("", "names the default run directory, runs/<name>-<time>; default: the config file's name")
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
