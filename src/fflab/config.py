@@ -63,7 +63,7 @@ class DataSettings:
     )
     # Sequence data derived from MNIST (name = "seq-mnist" or "moving-mnist"):
     seq_mode: str = choice("rows", ["rows", "chunks"], doc="seq-mnist: row by row, or chunks of chunk_size pixels")
-    chunk_size: int = bounded(28, 1)
+    chunk_size: int = bounded(28, 1, doc="seq-mnist chunks: pixels per step")
     permute_seed: int = bounded(-1, -1, doc="seq-mnist: fixed pixel permutation from this seed (-1: none)")
     frames: int = bounded(20, 1, doc="moving-mnist: frames per sequence")
     canvas: int = bounded(64, 28, doc="moving-mnist: canvas side in pixels")
@@ -121,7 +121,7 @@ class ModelSettings:
         0.0, 0.0, 0.5, doc="competitive loss: cross-entropy against one-hot targets smoothed by this much"
     )
     label: str = choice("overlay", LABEL_MODES)
-    label_value: float = bounded(1.0, 0.0)
+    label_value: float = bounded(1.0, 0.0, doc="value of the written label (pattern: the grating's amplitude)")
     predict_layers: list[int] = described([], "0-based (ff, spiking); empty: all but the first")
     # Recurrent networks (kind = "recurrent"), Hinton (2022) Fig. 3:
     steps: int = bounded(8, 1, doc="synchronous update steps")
@@ -159,11 +159,11 @@ class SpikingSettings:
     rest_steps: int = bounded(0, 0, doc="silent steps appended to each sample")
     gain: float = bounded(1.0, 0.0, doc="rate code: spike probability = gain * pixel")
     trace: str = choice("leaky", TRACES, doc="the output trace goodness is computed from")
-    trace_decay: float = bounded(0.9, 0.0, 1.0)
+    trace_decay: float = bounded(0.9, 0.0, 1.0, doc="leaky trace: decay per step")
     third_factor: str = choice("sigmoid", THIRD_FACTORS, doc="P = sigmoid(scale (G - theta)), or G+ / (G+ + G-)")
     scale: float = bounded(1.0, 0.0, doc="sigmoid third factor: slope s")
     eligibility_decay: float = bounded(1.0, 0.0, 1.0, doc="weight of step t: rate * decay^(T-1-t) / T")
-    eligibility_rate: float = bounded(1.0, 0.0)
+    eligibility_rate: float = bounded(1.0, 0.0, doc="the rate in eligibility_decay's step weights")
     top_k: int = bounded(0, 0, doc="update only the k most active units per sample (0: all)")
     post_gate: str = choice(
         "none", POST_GATES, doc="Hebbian: weight the postsynaptic trace by the spike's surrogate derivative (slope)"
@@ -180,8 +180,8 @@ class TrainSettings:
     optimizer: str = choice("adam", ["adam", "adamw", "sgd"])
     lr: float = bounded(1e-3, 0.0)
     lr_decay: str = choice("none", ["none", "linear", "cosine", "hinton"], doc="learning-rate schedule")
-    momentum: float = bounded(0.9, 0.0, 1.0)
-    weight_decay: float = bounded(0.0, 0.0)
+    momentum: float = bounded(0.9, 0.0, 1.0, doc="sgd momentum")
+    weight_decay: float = bounded(0.0, 0.0, doc="decoupled for adamw; added to the gradient for adam and sgd")
     negatives: str = choice("random", NEGATIVE_MODES)
     hard_scores: str = choice("first_layer", HARD_SCORE_SOURCES, doc="what ranks wrong labels")
     refresh_every: int = bounded(1, 1, doc="epochs between refreshes of the 'refreshed' score bank")
@@ -224,7 +224,7 @@ class ReadoutSettings:
     epochs: int = bounded(10, 1)
     batch_size: int = bounded(100, 1)
     lr: float = bounded(1e-3, 0.0)
-    weight_decay: float = bounded(0.0, 0.0)
+    weight_decay: float = bounded(0.0, 0.0, doc="the readout's L2 penalty, added to its Adam gradient")
     standardize: bool = described(False, "scale each feature to zero mean, unit variance over the training set first")
 
 
