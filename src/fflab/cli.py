@@ -129,12 +129,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from fflab.config import Config, apply_overrides, config_from_dict, load_config, to_toml
+    from fflab.config import apply_overrides, config_from_dict, load_config, to_toml
 
     if args.config:
         cfg = load_config(_config_path(args.config), args.set)
     else:
-        cfg = config_from_dict(apply_overrides(Config().to_dict(), args.set))
+        cfg = config_from_dict(apply_overrides({}, args.set))
     print(to_toml(cfg, annotate=True), end="")
     return 0
 
@@ -168,9 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="data directory (default: $FFLAB_DATA, else the user cache)")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+
     train = sub.add_parser("train", help="train a network from a TOML config")
     train.add_argument("config", help="config file, or the name of one in ./configs")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    overrides(train)
     train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
     par = train.add_argument_group("layer-parallel training (docs/scaling.md)")
     par.add_argument(
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("settings", help="every config key with its value and what it accepts, as commented TOML")
     st.add_argument("config", nargs="?", help="config file or name in ./configs (default: the built-in defaults)")
-    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    overrides(st)
     st.set_defaults(func=cmd_settings)
 
     d = sub.add_parser("data", help="list, download or verify data sets")
