@@ -175,10 +175,10 @@ class SpikingSettings:
 
 @dataclass
 class TrainSettings:
-    epochs: int = bounded(10, 1)
-    batch_size: int = bounded(100, 1)
+    epochs: int = bounded(10, 1, doc="passes over the training set")
+    batch_size: int = bounded(100, 1, doc="training images per update")
     optimizer: str = choice("adam", ["adam", "adamw", "sgd"])
-    lr: float = bounded(1e-3, 0.0)
+    lr: float = bounded(1e-3, 0.0, doc="learning rate at the start of the lr_decay schedule")
     lr_decay: str = choice("none", ["none", "linear", "cosine", "hinton"], doc="learning-rate schedule")
     momentum: float = bounded(0.9, 0.0, 1.0, doc="sgd momentum")
     weight_decay: float = bounded(0.0, 0.0, doc="decoupled for adamw; added to the gradient for adam and sgd")
@@ -221,16 +221,16 @@ class ReadoutSettings:
 
     enabled: bool = described(False, "train the readout")
     layers: list[int] = described([], "0-based; empty: all but the first (recurrent: all)")
-    epochs: int = bounded(10, 1)
-    batch_size: int = bounded(100, 1)
-    lr: float = bounded(1e-3, 0.0)
+    epochs: int = bounded(10, 1, doc="passes of the readout over the frozen network's training-set features")
+    batch_size: int = bounded(100, 1, doc="images per readout update")
+    lr: float = bounded(1e-3, 0.0, doc="the readout's Adam learning rate")
     weight_decay: float = bounded(0.0, 0.0, doc="the readout's L2 penalty, added to its Adam gradient")
     standardize: bool = described(False, "scale each feature to zero mean, unit variance over the training set first")
 
 
 @dataclass
 class EvalSettings:
-    batch_size: int = bounded(1000, 1)
+    batch_size: int = bounded(1000, 1, doc="test images scored at once")
     train_accuracy: bool = described(True, "also score the whole training set at the end")
     predict: str = choice(
         "goodness",
