@@ -230,7 +230,7 @@ class ReadoutSettings:
 
 @dataclass
 class EvalSettings:
-    batch_size: int = bounded(1000, 1, doc="test images scored at once")
+    batch_size: int = bounded(1000, 1, doc="images scored at once (test, validation or training set)")
     train_accuracy: bool = described(True, "also score the whole training set at the end")
     predict: str = choice(
         "goodness",
