@@ -43,9 +43,9 @@ def measure(cfg: Config, plan: ParallelPlan | None, steps: int, out: str) -> Non
     set_threads(cfg.train.threads)
     ds = load_dataset(cfg.data.name, progress=False)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, input_shape=ds.input_shape)
+    model = build_model(cfg, ds.input_dim, ds.num_classes, input_shape=ds.input_shape)
     if plan is None:
-        trainer = make_trainer(model, cfg.train, progress=False, image_shape=ds.input_shape)
+        trainer = make_trainer(model, cfg, progress=False, image_shape=ds.input_shape)
     else:
         trainer = DistributedFFTrainer(model, cfg.train, plan, progress=False, image_shape=ds.input_shape)
     bs = cfg.train.batch_size

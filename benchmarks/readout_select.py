@@ -18,10 +18,10 @@ import dataclasses
 import torch
 
 from fflab.checkpoint import load_checkpoint
-from fflab.models import readout_head
+from fflab.models.stacks import readout_head
 from fflab.perf import set_threads
+from fflab.training.data import load_for_config
 from fflab.training.readout import readout_features, train_readout
-from fflab.training.run import load_for_config
 
 VALIDATION = 5000  # held-out training images, at most a tenth of the set
 GRID = [  # changes to the run's own readout settings; {} is the config as it stands

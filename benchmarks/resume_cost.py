@@ -31,8 +31,8 @@ def state_cost(config: str, overrides: list[str], folder: Path) -> tuple[float, 
     if cfg.data.name not in IMAGE_SHAPES:
         raise SystemExit(f"{config}: data set {cfg.data.name!r} is not one of {sorted(IMAGE_SHAPES)}")
     shape = IMAGE_SHAPES[cfg.data.name]
-    model = build_model(cfg.model, shape[0] * shape[1] * shape[2], CLASSES, cfg.readout, cfg.spiking, input_shape=shape)
-    trainer = make_trainer(model, cfg.train, progress=False, image_shape=shape, readout=cfg.readout)
+    model = build_model(cfg, shape[0] * shape[1] * shape[2], CLASSES, input_shape=shape)
+    trainer = make_trainer(model, cfg, progress=False, image_shape=shape)
     for opt in trainer.optimizers:  # the moments Adam keeps after its first step (the largest state)
         for group in opt.param_groups:
             for p in group["params"]:

@@ -74,9 +74,12 @@ def bench(config: str, steps: int, data_dir: str | None, overrides: list[str]) -
 def measure(cfg, config: str, steps: int, data_dir: str | None, threads: int) -> dict:
     ds = load_dataset(cfg.data.name, data_dir=data_dir, progress=False)
     model = build_model(
-        cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, 0, input_shape=ds.input_shape
+        cfg,
+        ds.input_dim,
+        ds.num_classes,
+        input_shape=ds.input_shape,
     )
-    trainer = make_trainer(model, cfg.train, progress=False, image_shape=ds.input_shape)
+    trainer = make_trainer(model, cfg, progress=False, image_shape=ds.input_shape)
     peak = matmul_peak_gflops(precision=cfg.train.precision)
 
     bs = cfg.train.batch_size

@@ -33,10 +33,15 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str]) -> di
     device = resolve_device(cfg)
     torch.manual_seed(cfg.train.seed)
     ds = dataset_to(load_dataset(cfg.data.name, progress=False), device)
-    shape, seed = ds.input_shape, cfg.train.seed
-    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, seed, input_shape=shape)
+    shape = ds.input_shape
+    model = build_model(
+        cfg,
+        ds.input_dim,
+        ds.num_classes,
+        input_shape=shape,
+    )
     model.to(device)
-    trainer = make_trainer(model, cfg.train, progress=False, image_shape=shape, readout=cfg.readout)
+    trainer = make_trainer(model, cfg, progress=False, image_shape=shape)
     bs = cfg.train.batch_size
     if len(ds.train_x) < (steps + 2) * bs:
         need = (steps + 2) * bs

@@ -22,8 +22,8 @@ from fflab.errors import FFLabError
 from fflab.io import write_json_atomic
 from fflab.models import build_model
 from fflab.perf import set_threads
+from fflab.training.data import load_for_config
 from fflab.training.readout import readout_features, train_readout
-from fflab.training.run import load_for_config
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -41,7 +41,7 @@ def untrained_control(config: str, overrides: list[str], data_dir: str | None) -
     set_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     ds = load_for_config(cfg, data_dir, progress=False)
-    model = build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, input_shape=ds.input_shape)
+    model = build_model(cfg, ds.input_dim, ds.num_classes, input_shape=ds.input_shape)
     start = time.perf_counter()
     history = train_readout(model, ds.train_x, ds.train_y, cfg.readout, seed=cfg.train.seed)
     model.eval()

@@ -22,7 +22,7 @@ DATA = {"n": 300, "d": 20, "c": 4}
 def build(cfg: Config):
     """The toy network, initialised as every rank initialises it (the run's seed)."""
     torch.manual_seed(cfg.train.seed)
-    return build_model(cfg.model, DATA["d"], DATA["c"], cfg.readout)
+    return build_model(cfg, DATA["d"], DATA["c"])
 
 
 def train_single(cfg: Config) -> dict:

@@ -8,10 +8,10 @@ import torch
 from repo import shipped_config
 from safetensors.torch import load_file
 
-from fflab.analysis.compare import recurrent_cost
 from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca_2d
 from fflab.cli import main
 from fflab.config import config_from_dict
+from fflab.families import family_of
 from fflab.models import build_model
 from fflab.training.run import train_run
 
@@ -113,25 +113,27 @@ def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
 
 def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_step():
     cfg = config_from_dict({"model": {"kind": "spiking-recurrent", "hidden": [3, 4], "steps": 3, "window": [2, 3]}})
-    model = build_model(cfg.model, input_dim=5, num_classes=3, spiking=cfg.spiking)
+    model = build_model(cfg, input_dim=5, num_classes=3)
     outputs = [torch.ones(3, 2, 3), torch.ones(3, 2, 4)]  # every unit fires at every step, 2 samples
-    synops, macs = recurrent_cost(model, outputs, static_input=True)
+    cost = family_of(model).inference_cost(model, (None, outputs), static_input=True)
+    synops, macs = cost["synops_per_sample"], cost["analog_macs_per_sample"]
     # Steps 1-2 spike into step 2-3. Layer 0 (3 units) hears itself and layer 1: (2*3 + 2*4) * 3 per sample;
     # layer 1 (4 units) hears layer 0 and itself: (2*3 + 2*4) * 4.
     assert synops == (6 + 8) * 3 + (6 + 8) * 4
     assert macs == 5 * 3 + 3 * 3 * 4  # the static image once; the label into the top layer at every step
-    assert recurrent_cost(model, outputs, static_input=False)[1] == 3 * 5 * 3 + 3 * 3 * 4
+    moving = family_of(model).inference_cost(model, (None, outputs), static_input=False)
+    assert moving["analog_macs_per_sample"] == 3 * 5 * 3 + 3 * 3 * 4
 
 
 def test_recurrent_spike_cost_of_local_maps_counts_the_units_whose_fields_hold_the_spike():
     settings = {"kind": "spiking-recurrent", "architecture": "local", "hidden": [1, 1], "kernel": 3}
     settings |= {"lateral": False, "steps": 3, "window": [2, 3], "source_init": ["kaiming"] * 3}
     cfg = config_from_dict({"model": settings})
-    model = build_model(cfg.model, input_dim=16, num_classes=3, spiking=cfg.spiking, input_shape=(1, 4, 4))
+    model = build_model(cfg, input_dim=16, num_classes=3, input_shape=(1, 4, 4))
     outputs = [torch.ones(3, 2, 16), torch.ones(3, 2, 16)]  # two 4x4 maps, every unit firing at every step
     # a 3x3 field covers 4 pixels at a corner, 6 on an edge, 9 inside: 4*4 + 8*6 + 4*9 = 100 connections
     # between the maps each way; steps 1-2 spike into steps 2-3, no lateral source
-    synops, _ = recurrent_cost(model, outputs, static_input=True)
+    synops = family_of(model).inference_cost(model, (None, outputs), static_input=True)["synops_per_sample"]
     assert synops == 2 * (100 + 100)
 
 

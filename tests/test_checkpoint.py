@@ -15,7 +15,7 @@ from fflab.models import build_model
 def saved(tmp_path):
     cfg = config_from_dict({"model": {"hidden": [12, 9], "label": "concat", "theta": 1.5}})
     torch.manual_seed(0)
-    model = build_model(cfg.model, input_dim=20, num_classes=4)
+    model = build_model(cfg, input_dim=20, num_classes=4)
     save_checkpoint(tmp_path, model, cfg, input_dim=20, num_classes=4, dataset="toy")
     return tmp_path, model, cfg
 

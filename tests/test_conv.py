@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from repo import shipped_config
 
 from fflab.checkpoint import load_checkpoint
-from fflab.config import ConfigError, ModelSettings, SpikingSettings, TrainSettings, config_from_dict
+from fflab.config import Config, ConfigError, ModelSettings, SpikingSettings, TrainSettings, config_from_dict
 from fflab.data import load_dataset
 from fflab.layers.conv import FFConv2d, FFLocal2d
 from fflab.models import build_model
@@ -235,7 +235,7 @@ def conv_settings(**kw) -> ModelSettings:
 
 def test_no_gradient_crosses_conv_learners():
     torch.manual_seed(0)
-    net = build_model(conv_settings(), 64, 3, input_shape=(1, 8, 8))
+    net = build_model(Config(model=conv_settings()), 64, 3, input_shape=(1, 8, 8))
     x = torch.rand(4, 1, 8, 8)
     both = torch.cat([net.embedding.embed(x, torch.tensor([0, 1, 2, 0])), net.embedding.embed(x, torch.ones(4).long())])
     results = net.local_losses(both, n_pos=4)
@@ -272,7 +272,7 @@ def test_label_pattern_is_a_class_grating_added_to_every_pixel():
 
 def test_negatives_never_carry_the_true_label_in_label_channels():
     torch.manual_seed(0)
-    net = build_model(conv_settings(), 64, 4, input_shape=(1, 8, 8))
+    net = build_model(Config(model=conv_settings()), 64, 4, input_shape=(1, 8, 8))
     trainer = FFTrainer(net, TrainSettings(batch_size=50))
     y = torch.randint(0, 4, (50,))
     both = trainer.make_pairs(torch.rand(50, 1, 8, 8), y).view(100, 5, 8, 8)
@@ -283,7 +283,7 @@ def test_negatives_never_carry_the_true_label_in_label_channels():
 @pytest.mark.parametrize("architecture", ["conv", "local"])
 def test_goodness_prediction_is_one_label_per_image(architecture):
     torch.manual_seed(0)
-    net = build_model(conv_settings(architecture=architecture), 64, 3, input_shape=(1, 8, 8))
+    net = build_model(Config(model=conv_settings(architecture=architecture)), 64, 3, input_shape=(1, 8, 8))
     x = torch.rand(7, 1, 8, 8)
     scores = net.label_scores(x)
     assert scores.shape == (7, 3, 2)
@@ -294,12 +294,14 @@ def test_goodness_prediction_is_one_label_per_image(architecture):
 def test_competitive_network_predicts_from_group_goodness_in_one_pass():
     torch.manual_seed(0)
     settings = conv_settings(label="none", loss="competitive", hidden=[6, 9], batch_norm=True)
-    net = build_model(settings, 64, 3, input_shape=(1, 8, 8)).eval()
+    net = build_model(Config(model=settings), 64, 3, input_shape=(1, 8, 8)).eval()
     x = torch.rand(5, 1, 8, 8)
     scores = net.label_scores(x)
     hs = net.activities(x)
     assert torch.allclose(scores[:, :, 1], net.layers[1].class_goodness(hs[1]))
-    assert set(net.predictions(x)) == {"goodness", "goodness_layer0", "goodness_layer1"}
+    predictions = net.predictions(x)
+    assert set(predictions.by_method) == {"goodness"} and len(predictions.per_layer) == 2
+    assert torch.equal(net(x).argmax(1), predictions["goodness"])  # forward scores what predict answers
 
 
 def test_augmentation_is_a_seeded_shift_or_mirror_of_each_image():
@@ -335,8 +337,10 @@ def test_augmentation_serves_every_model_kind_on_images_and_is_refused_for_seque
         with pytest.raises(ConfigError, match="holds sequences"):
             config_from_dict({"data": {"name": "seq-mnist"}, "model": {"kind": "recurrent"}, "train": {key: value}})
     settings = TrainSettings(augment_crop=2)
-    model = build_model(ModelSettings(kind="hebbian", hidden=[8]), 64, 3, spiking=SpikingSettings(steps=2))
-    trainer = make_trainer(model, settings, progress=False)
+    model = build_model(
+        Config(model=ModelSettings(kind="hebbian", hidden=[8]), spiking=SpikingSettings(steps=2)), 64, 3
+    )
+    trainer = make_trainer(model, Config(train=settings), progress=False)
     x = torch.rand(6, 1, 8, 8)
     idx = torch.tensor([4, 1])
     trainer.generator.manual_seed(3)
@@ -364,7 +368,7 @@ def test_config_checks_for_conv_and_competitive_settings():
         config_from_dict({"model": {"architecture": "local", "hidden": [4, 4], "stride": [1, 0]}})
     with pytest.raises(ConfigError, match="multiple of 10"):
         cfg = config_from_dict({**ok, "model": {**ok["model"], "hidden": [15]}})
-        build_model(cfg.model, 784, 10, input_shape=(1, 28, 28))
+        build_model(cfg, 784, 10, input_shape=(1, 28, 28))
     # settings the competitive loss would silently ignore
     for key, value in (("peer_weight", 0.03), ("objective", "inverted"), ("goodness_scope", "channel")):
         ignored = {**ok, "model": {**ok["model"], key: value}}
@@ -392,7 +396,7 @@ def test_hard_negatives_are_scored_in_eval_mode_and_training_mode_is_restored():
     """The wrong labels are ranked by what the network answers: no dropout draw, and batch norm's running
     statistics are not fed the candidate rows (mostly wrong labels)."""
     torch.manual_seed(0)
-    net = build_model(conv_settings(batch_norm=True, dropout=0.5), 64, 4, input_shape=(1, 8, 8)).train()
+    net = build_model(Config(model=conv_settings(batch_norm=True, dropout=0.5)), 64, 4, input_shape=(1, 8, 8)).train()
     trainer = FFTrainer(net, TrainSettings(batch_size=8, negatives="hard", hard_scores="prediction"))
     norms = [layer.norm for layer in net.layers]
     before = [(n.running_mean.clone(), int(n.num_batches_tracked)) for n in norms]

@@ -529,7 +529,7 @@ def test_real_cifar10_and_a_short_conv_run(
         ],
     )
     torch.manual_seed(0)
-    model = build_model(cfg.model, 3072, 10, input_shape=(3, 32, 32))
+    model = build_model(cfg, 3072, 10, input_shape=(3, 32, 32))
     FFTrainer(model, cfg.train, progress=False).fit(data.train_x[:10000], data.train_y[:10000])
     accuracy = evaluate(model, data.test_x[:1000], data.test_y[:1000])["accuracy"]
     assert accuracy >= 0.3  # chance is 0.1

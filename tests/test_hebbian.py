@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from repo import config_path
 
-from fflab.config import ConfigError, ModelSettings, SpikingSettings, config_from_dict, load_config
+from fflab.config import Config, ConfigError, ModelSettings, SpikingSettings, config_from_dict, load_config
 from fflab.layers.hebbian import HebbianFFLayer
 from fflab.models import build_model
 from fflab.spiking import trace
@@ -60,7 +60,7 @@ def test_symmetric_factor_pushes_the_halves_apart():
     # from a config, the same refusal is a ConfigError (the CLI prints it without a traceback)
     settings = ModelSettings(kind="hebbian", hidden=[5], goodness="mean_squares", theta=1.0)
     with pytest.raises(ConfigError, match="model .hebbian, 64 inputs, 10 classes.: .*5 is odd"):
-        build_model(settings, 64, 10, spiking=SpikingSettings(third_factor="symmetric"))
+        build_model(Config(model=settings, spiking=SpikingSettings(third_factor="symmetric")), 64, 10)
 
 
 def test_surrogate_gate_weights_each_steps_postsynaptic_trace_in_the_update():
@@ -92,7 +92,9 @@ def test_surrogate_gate_weights_each_steps_postsynaptic_trace_in_the_update():
 
 def hebbian_net(**spiking):
     settings = ModelSettings(kind="hebbian", hidden=[16, 8], goodness="mean_squares", theta=1.0)
-    return build_model(settings, 20, 4, spiking=SpikingSettings(steps=6, label_code="binary", code_bits=8, **spiking))
+    return build_model(
+        Config(model=settings, spiking=SpikingSettings(steps=6, label_code="binary", code_bits=8, **spiking)), 20, 4
+    )
 
 
 def test_each_layers_update_is_built_from_its_own_traces_and_third_factor_only():

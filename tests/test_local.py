@@ -163,7 +163,7 @@ def test_a_training_state_of_the_dense_layout_is_refused_by_name(tmp_path, capsy
         train_run(shipped_config("digits-ff", [*RECURRENT, "train.epochs=2"]), run, progress=False, log=stop)
     state = load_training_state(run)
     cfg = load_config(run / "config.toml")
-    model = build_model(cfg.model, 64, 10, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=(1, 8, 8))
+    model = build_model(cfg, 64, 10, input_shape=(1, 8, 8))
     state["model"] = as_dense_layout(model, state["model"])
     torch.save(state, run / TRAINING_STATE)
     assert main(["resume", str(run), "--no-progress"]) == 2

@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from fflab.config import ModelSettings, TrainSettings
-from fflab.models import build_model, per_layer, predict_from_scores
+from fflab.config import Config, ModelSettings, TrainSettings
+from fflab.models import build_model, predict_from_scores
+from fflab.models.stacks import per_layer
 from fflab.training.trainer import FFTrainer
 
 
 def small_net(**kw):
     torch.manual_seed(0)
-    return build_model(ModelSettings(hidden=[16, 12, 8], **kw), input_dim=30, num_classes=5)
+    return build_model(Config(model=ModelSettings(hidden=[16, 12, 8], **kw)), input_dim=30, num_classes=5)
 
 
 def test_no_gradient_crosses_layers():
@@ -82,7 +83,7 @@ def test_inverted_objective_predicts_lowest_goodness():
 
 def test_default_prediction_skips_the_first_layer():
     assert small_net().predict_layers == [1, 2]
-    assert build_model(ModelSettings(hidden=[8]), 30, 5).predict_layers == [0]
+    assert build_model(Config(model=ModelSettings(hidden=[8])), 30, 5).predict_layers == [0]
     assert small_net(predict_layers=[0, 2]).predict_layers == [0, 2]
 
 
@@ -101,7 +102,7 @@ def test_forward_flops_counts_dense_products():
 @pytest.mark.parametrize("label", ["overlay", "concat"])
 def test_training_reduces_the_local_losses(label):
     torch.manual_seed(0)
-    net = build_model(ModelSettings(hidden=[32, 32], label=label), input_dim=30, num_classes=5)
+    net = build_model(Config(model=ModelSettings(hidden=[32, 32], label=label)), input_dim=30, num_classes=5)
     trainer = FFTrainer(net, TrainSettings(batch_size=50, lr=1e-2), progress=False)
     # Five well-separated classes.
     centers = torch.rand(5, 30)

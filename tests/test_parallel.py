@@ -14,8 +14,9 @@ import fflab.io
 from fflab.cli import main
 from fflab.config import Config, ModelSettings, TrainSettings, load_config
 from fflab.errors import FFLabError
+from fflab.families import get_family
 from fflab.training.launch import free_port, run_local_workers
-from fflab.training.parallel import ParallelPlan, balance_layers, check_parallel_support, shard
+from fflab.training.parallel import ParallelPlan, balance_layers, shard
 
 
 def toy_config(peer_weight: float = 0.0, **train) -> Config:
@@ -68,7 +69,8 @@ def test_shards_cover_the_batch_once():
 )
 def test_unsupported_parallel_runs_are_refused_clearly(model, train, plan, message):
     with pytest.raises(FFLabError, match=message):
-        check_parallel_support(ModelSettings(**model), TrainSettings(**train), ParallelPlan.create(*plan))
+        cfg = Config(model=ModelSettings(**model), train=TrainSettings(**train))
+        get_family(cfg.model.kind).check_parallel(cfg, ParallelPlan.create(*plan))
 
 
 def run_parallel(cfg: Config, plan: ParallelPlan, tmp_path) -> dict:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from toydata import toy_data
 
-from fflab.config import ConfigError, ModelSettings, TrainSettings, config_from_dict
+from fflab.config import Config, ConfigError, ModelSettings, TrainSettings, config_from_dict
 from fflab.layers import FFDense
 from fflab.models import build_model
 from fflab.training.trainer import FFTrainer, lr_factor, make_trainer
@@ -63,7 +63,7 @@ def test_peer_loss_only_counts_in_training_mode():
 
 
 def test_per_layer_thresholds():
-    net = build_model(ModelSettings(hidden=[8, 8, 8], theta=[1.0, 2.0, 3.0], loss="softplus"), 20, 4)
+    net = build_model(Config(model=ModelSettings(hidden=[8, 8, 8], theta=[1.0, 2.0, 3.0], loss="softplus")), 20, 4)
     assert [layer.theta for layer in net.layers] == [1.0, 2.0, 3.0]
 
 
@@ -77,7 +77,7 @@ def test_lr_schedules():
 def test_greedy_schedule_trains_one_layer_at_a_time():
     x, y = toy_data(300)
     torch.manual_seed(0)
-    net = build_model(ModelSettings(hidden=[16, 16, 16], label="concat"), 20, 4)
+    net = build_model(Config(model=ModelSettings(hidden=[16, 16, 16], label="concat")), 20, 4)
     trainer = FFTrainer(net, TrainSettings(epochs=2, batch_size=50, schedule="greedy"), progress=False)
     snapshots = []
 
@@ -99,7 +99,7 @@ def test_greedy_schedule_trains_one_layer_at_a_time():
 def test_refreshed_negatives_come_from_a_bank_of_model_scores():
     x, y = toy_data(300)
     torch.manual_seed(0)
-    net = build_model(ModelSettings(hidden=[16, 16], label="concat"), 20, 4)
+    net = build_model(Config(model=ModelSettings(hidden=[16, 16], label="concat")), 20, 4)
     settings = TrainSettings(epochs=3, batch_size=50, negatives="hard", hard_scores="refreshed", refresh_every=2)
     trainer = FFTrainer(net, settings, progress=False)
     banks, fresh = [], []
@@ -132,8 +132,8 @@ def test_online_readout_negatives_learn_with_the_ff_layers_and_follow_the_readou
         }
     )
     torch.manual_seed(0)
-    net = build_model(cfg.model, 20, 4, cfg.readout)
-    trainer = make_trainer(net, cfg.train, progress=False, readout=cfg.readout)
+    net = build_model(cfg, 20, 4)
+    trainer = make_trainer(net, cfg, progress=False)
     trainer.fit(x, y)
     assert net.readout.linear.weight.abs().sum() > 0, "the readout must learn during FF training"
     # Outside training the scores are the readout's logits on neutral-label features, and do not train it.
@@ -162,7 +162,7 @@ def test_online_readout_negatives_need_a_readout_and_a_model_that_has_one():
 def test_layer_epochs_freeze_each_layer_after_its_window():
     x, y = toy_data(300)
     torch.manual_seed(0)
-    net = build_model(ModelSettings(hidden=[16, 16, 16], label="concat"), 20, 4)
+    net = build_model(Config(model=ModelSettings(hidden=[16, 16, 16], label="concat")), 20, 4)
     trainer = FFTrainer(net, TrainSettings(epochs=3, batch_size=50, layer_epochs=[1, 3, 2]), progress=False)
     snapshots = [[layer.linear.weight.clone() for layer in net.layers]]
     losses = []
@@ -181,7 +181,7 @@ def test_layer_epochs_freeze_each_layer_after_its_window():
 
 
 def test_layer_epochs_count_the_flops_of_each_epoch():
-    net = build_model(ModelSettings(hidden=[16, 16], label="concat"), 20, 4)
+    net = build_model(Config(model=ModelSettings(hidden=[16, 16], label="concat")), 20, 4)
     forward = [layer.forward_flops() for layer in net.layers]
     trainer = FFTrainer(net, TrainSettings(epochs=2, layer_epochs=[1, 2]), progress=False)
     # Epoch 1 trains both layers (2 rows: positive and negative); epoch 2 runs layer 0 frozen under layer 1.

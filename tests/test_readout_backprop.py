@@ -4,7 +4,7 @@ import torch
 from toydata import toy_data
 
 from fflab.checkpoint import load_checkpoint, save_checkpoint
-from fflab.config import ModelSettings, ReadoutSettings, TrainSettings, config_from_dict
+from fflab.config import Config, ModelSettings, ReadoutSettings, TrainSettings, config_from_dict
 from fflab.models import BackpropNetwork, build_model
 from fflab.models.readout import LinearReadout
 from fflab.training.evaluate import evaluate
@@ -15,7 +15,11 @@ from fflab.training.trainer import BackpropTrainer, FFTrainer, make_trainer
 def test_readout_learns_without_touching_the_ff_layers():
     x, y = toy_data()
     torch.manual_seed(0)
-    net = build_model(ModelSettings(hidden=[32, 32], label="concat"), 20, 4, ReadoutSettings(enabled=True, epochs=5))
+    net = build_model(
+        Config(model=ModelSettings(hidden=[32, 32], label="concat"), readout=ReadoutSettings(enabled=True, epochs=5)),
+        20,
+        4,
+    )
     FFTrainer(net, TrainSettings(epochs=3, batch_size=50, lr=3e-3), progress=False).fit(x, y)
     frozen = {k: v.clone() for k, v in net.layers.state_dict().items()}
     history = train_readout(net, x, y, ReadoutSettings(enabled=True, epochs=5, lr=1e-2))
@@ -29,7 +33,11 @@ def test_readout_learns_without_touching_the_ff_layers():
 def test_readout_features_use_a_neutral_label_and_the_chosen_layers():
     torch.manual_seed(0)
     net = build_model(
-        ModelSettings(hidden=[8, 6, 5], label="overlay"), 20, 4, ReadoutSettings(enabled=True, layers=[0, 2])
+        Config(
+            model=ModelSettings(hidden=[8, 6, 5], label="overlay"), readout=ReadoutSettings(enabled=True, layers=[0, 2])
+        ),
+        20,
+        4,
     )
     x = torch.rand(3, 20)
     feats = net.readout_features(x)
@@ -64,8 +72,8 @@ def test_a_recurrent_runs_readout_is_refit_on_frozen_standardized_features_and_s
         }
     )
     torch.manual_seed(0)
-    net = build_model(cfg.model, 20, 4, cfg.readout)
-    make_trainer(net, cfg.train, progress=False, readout=cfg.readout).fit(x, y)
+    net = build_model(cfg, 20, 4)
+    make_trainer(net, cfg, progress=False).fit(x, y)
     frozen = {k: v.clone() for k, v in net.layers.state_dict().items()}
     history = train_readout(net, x, y, cfg.readout)
     assert all(torch.equal(v, net.layers.state_dict()[k]) for k, v in frozen.items())
@@ -80,7 +88,7 @@ def test_a_recurrent_runs_readout_is_refit_on_frozen_standardized_features_and_s
 
 def test_backprop_gradients_cross_layers():
     torch.manual_seed(0)
-    bp = build_model(ModelSettings(kind="backprop", hidden=[8, 8]), 20, 4)
+    bp = build_model(Config(model=ModelSettings(kind="backprop", hidden=[8, 8])), 20, 4)
     assert isinstance(bp, BackpropNetwork)
     loss = torch.nn.functional.cross_entropy(bp(torch.rand(5, 20)), torch.randint(0, 4, (5,)))
     grads = torch.autograd.grad(loss, [layer.linear.weight for layer in bp.layers])
@@ -90,8 +98,8 @@ def test_backprop_gradients_cross_layers():
 def test_backprop_baseline_trains_through_the_shared_loop():
     x, y = toy_data()
     torch.manual_seed(0)
-    bp = build_model(ModelSettings(kind="backprop", hidden=[32, 32]), 20, 4)
-    trainer = make_trainer(bp, TrainSettings(epochs=3, batch_size=50, lr=3e-3), progress=False)
+    bp = build_model(Config(model=ModelSettings(kind="backprop", hidden=[32, 32])), 20, 4)
+    trainer = make_trainer(bp, Config(train=TrainSettings(epochs=3, batch_size=50, lr=3e-3)), progress=False)
     assert isinstance(trainer, BackpropTrainer)
     history = trainer.fit(x, y)
     assert history[-1].loss[0] < history[0].loss[0]

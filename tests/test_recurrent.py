@@ -43,7 +43,7 @@ def tiny_net(
             "spiking": spiking or {},
         }
     )
-    return build_model(cfg.model, input_dim=5, num_classes=3, spiking=cfg.spiking)
+    return build_model(cfg, input_dim=5, num_classes=3)
 
 
 def test_one_layer_dynamics_match_a_hand_computation():
@@ -177,7 +177,7 @@ def test_inverted_variant_and_negative_top_down_sign():
     cfg = config_from_dict(
         {"model": {"kind": "recurrent", "hidden": [8, 8], "objective": "inverted", "top_down_sign": -1.0}}
     )
-    net = build_model(cfg.model, 5, 3)
+    net = build_model(cfg, 5, 3)
     assert all(layer.objective == "inverted" and layer.top_down_sign == -1.0 for layer in net.layers)
     x = torch.rand(3, 5)
     raw = torch.stack([net.trace(x, torch.full((3,), c)).goodness[2:5].mean(0).t() for c in range(3)], 1)
@@ -202,8 +202,8 @@ def test_recurrent_training_learns_toy_data_with_dynamic_hard_negatives(wiring, 
         }
     )
     torch.manual_seed(0)
-    net = build_model(cfg.model, 20, 4, cfg.readout)
-    trainer = make_trainer(net, cfg.train, progress=False, readout=cfg.readout)
+    net = build_model(cfg, 20, 4)
+    trainer = make_trainer(net, cfg, progress=False)
     assert isinstance(net, RecurrentFFNetwork) and isinstance(trainer, RecurrentTrainer)
     history = trainer.fit(x, y)
     assert all(b < a for a, b in zip(history[0].loss, history[-1].loss, strict=True))
@@ -216,7 +216,7 @@ def test_goodness_and_readout_vote_by_summed_log_probabilities():
     model = {"kind": "recurrent", "hidden": [3, 4], "steps": 6, "loss": "symba", "alpha": 4.0}
     cfg = config_from_dict({"model": model, "readout": {"enabled": True}})
     torch.manual_seed(0)
-    net = build_model(cfg.model, 5, 3, cfg.readout).eval()
+    net = build_model(cfg, 5, 3).eval()
     torch.manual_seed(1)
     torch.nn.init.normal_(net.readout.linear.weight, std=0.2)  # a readout as sure as the goodness, so votes differ
     x = torch.rand(40, 5)
@@ -270,7 +270,7 @@ def test_clock_appends_a_one_hot_step_code_to_each_frame():
     cfg = config_from_dict(
         {"model": {"kind": "recurrent", "hidden": [6, 4], "steps": 5, "window": [2, 4], "clock": True}}
     )
-    net = build_model(cfg.model, input_dim=3, num_classes=2)
+    net = build_model(cfg, input_dim=3, num_classes=2)
     assert net.layers[0].dims[0] == 3 + 5
     seq = torch.rand(2, 4, 3)
     framed = net.frame(seq, 2)
@@ -333,8 +333,8 @@ def test_spiking_recurrent_training_learns_toy_data(score, alpha, slope, bar):
         }
     )
     torch.manual_seed(0)
-    net = build_model(cfg.model, 20, 4, cfg.readout, cfg.spiking)
-    make_trainer(net, cfg.train, progress=False, readout=cfg.readout).fit(x, y)
+    net = build_model(cfg, 20, 4)
+    make_trainer(net, cfg, progress=False).fit(x, y)
     result = evaluate(net, x, y)
     assert result["accuracy_by_method"]["goodness"] > bar and result["accuracy_by_method"]["readout"] > 0.95, result
 
@@ -347,7 +347,7 @@ def local_net(hidden=(2, 2), kernel=3, shape=(1, 8, 8), **model):
     settings = {"kind": "recurrent", "architecture": "local", "hidden": list(hidden), "kernel": kernel}
     settings["source_init"] = ["kaiming", "kaiming", "kaiming"]
     cfg = config_from_dict({"model": {**settings, **model}})
-    return build_model(cfg.model, math.prod(shape), 4, input_shape=shape)
+    return build_model(cfg, math.prod(shape), 4, input_shape=shape)
 
 
 @pytest.mark.parametrize("wiring", ["sum", "metalayer"])
@@ -419,7 +419,7 @@ def test_local_recurrent_training_learns_images_and_keeps_its_wiring():
     net = local_net(hidden=(2, 2), kernel=3, steps=5, window=[3, 5])
     zero = [torch.cat(layer.source_weights(), 1).detach() == 0 for layer in net.layers]
     cfg = config_from_dict({"model": {"kind": "recurrent"}, "train": {"epochs": 6, "batch_size": 50, "lr": 3e-3}})
-    make_trainer(net, cfg.train, progress=False).fit(x, y)
+    make_trainer(net, cfg, progress=False).fit(x, y)
     assert evaluate(net, x, y)["accuracy_by_method"]["goodness"] > 0.95
     for layer, was_zero in zip(net.layers, zero, strict=True):
         weight = torch.cat(layer.source_weights(), 1).detach()
@@ -445,10 +445,10 @@ def test_bad_local_recurrent_configs_are_named():
             config_from_dict({"model": {**base, **extra}})
     with pytest.raises(ConfigError, match="needs images"):
         config_from_dict({"model": base, "data": {"name": "seq-mnist"}})
-    with pytest.raises(ConfigError, match="'local' for the recurrent kinds"):
+    with pytest.raises(ConfigError, match="model.kind 'recurrent' builds 'dense' or 'local' layers"):
         config_from_dict({"model": {**base, "architecture": "conv"}})
     cfg = config_from_dict({"model": {**base, "hidden": [16, 16]}})
     with pytest.raises(ConfigError, match="over the limit"):
-        build_model(cfg.model, 3072, 10, input_shape=(3, 32, 32))
+        build_model(cfg, 3072, 10, input_shape=(3, 32, 32))
     with pytest.raises(ConfigError, match="needs images"):
-        build_model(config_from_dict({"model": base}).model, 784, 10, input_shape=None)
+        build_model(config_from_dict({"model": base}), 784, 10, input_shape=None)

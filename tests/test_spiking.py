@@ -4,6 +4,7 @@ import pytest
 import torch
 from repo import shipped_config
 
+from fflab.config import Config
 from fflab.spiking import LIF, encode, spike, surrogate_derivative, trace
 
 
@@ -116,7 +117,7 @@ def spiking_net(**model):
     from fflab.models import build_model
 
     settings = ModelSettings(kind="spiking", hidden=[12, 10], label="concat", **model)
-    return build_model(settings, 20, 4, spiking=SpikingSettings(encoder="direct", steps=5, slope=0.3))
+    return build_model(Config(model=settings, spiking=SpikingSettings(encoder="direct", steps=5, slope=0.3)), 20, 4)
 
 
 def test_spiking_ff_layers_emit_spike_trains_and_score_goodness_from_their_trace():

@@ -14,8 +14,9 @@ from fflab.checkpoint import load_checkpoint
 from fflab.cli import main
 from fflab.config import config_from_dict, load_config
 from fflab.errors import ConfigError, DataError, FFLabError
+from fflab.training.data import load_for_config
 from fflab.training.evaluate import evaluate
-from fflab.training.run import _claim_run_dir, default_run_dir, load_for_config, train_run
+from fflab.training.run import _claim_run_dir, default_run_dir, train_run
 from fflab.training.trainer import batch_bounds
 
 

@@ -22,7 +22,7 @@ from fflab import __version__
 from fflab.config import Config, config_from_dict
 from fflab.errors import CheckpointError, ConfigError
 from fflab.io import atomic_path, write_json_atomic
-from fflab.models import BackpropNetwork, FFNetwork, build_model
+from fflab.models import build_model
 
 WEIGHTS = "model.safetensors"
 SETTINGS = "model.json"
@@ -31,7 +31,7 @@ TRAINING_STATE = "resume.pt"
 STATE_FORMAT = "fflab-training-state/1"
 
 
-def save_checkpoint(directory: str | Path, model: FFNetwork | BackpropNetwork, cfg: Config, **meta: Any) -> None:
+def save_checkpoint(directory: str | Path, model: torch.nn.Module, cfg: Config, **meta: Any) -> None:
     """Write weights then settings, each atomically. `meta` needs input_dim and num_classes."""
     directory = Path(directory)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -43,7 +43,7 @@ def save_checkpoint(directory: str | Path, model: FFNetwork | BackpropNetwork, c
     )
 
 
-def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork, Config, dict[str, Any]]:
+def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
     """Rebuild the model saved in `directory`; returns (model, config, meta)."""
     directory = Path(directory)
     weights, settings = directory / WEIGHTS, directory / SETTINGS
@@ -56,15 +56,7 @@ def load_checkpoint(directory: str | Path) -> tuple[FFNetwork | BackpropNetwork,
             raise CheckpointError(f"{settings}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
         cfg = config_from_dict(meta["config"], stored=True)
         shape = tuple(int(v) for v in meta["input_shape"]) if "input_shape" in meta else None
-        model = build_model(
-            cfg.model,
-            int(meta["input_dim"]),
-            int(meta["num_classes"]),
-            cfg.readout,
-            cfg.spiking,
-            cfg.train.seed,
-            input_shape=shape,
-        )
+        model = build_model(cfg, int(meta["input_dim"]), int(meta["num_classes"]), input_shape=shape)
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{settings}: unreadable settings ({type(e).__name__}: {e})") from None
     try:

@@ -93,8 +93,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fflab.checkpoint import load_checkpoint
     from fflab.io import write_json_atomic
     from fflab.perf import compute_precision, set_threads
+    from fflab.training.data import evaluation_split, held_out_scores, load_for_config
     from fflab.training.evaluate import evaluate, primary_method
-    from fflab.training.run import evaluation_split, held_out_scores, load_for_config
 
     model, cfg, _ = load_checkpoint(args.run_dir)
     set_threads(cfg.train.threads)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -17,24 +18,52 @@ from pathlib import Path
 from typing import Any
 
 from fflab.data.registry import get_spec
-from fflab.devices import check_device_setting
 from fflab.errors import ConfigError
-from fflab.layers import ACTIVATIONS, INITS, INPUT_NORMS
-from fflab.layers.conv import CONV_INPUT_NORMS, PADDINGS, POOLS, SCOPES
-from fflab.layers.hebbian import NEURONS, POST_GATES, THIRD_FACTORS
-from fflab.layers.recurrent import SCORES, SOURCE_INITS, WIRINGS
-from fflab.objectives import GOODNESS, LOSSES, OBJECTIVES
-from fflab.perf import PRECISION_SETTINGS
-from fflab.spiking import ENCODERS, NEURON_RESETS, SURROGATES, TRACES
-from fflab.supervision import HARD_SCORE_SOURCES, LABEL_CODES, LABEL_MODES, NEGATIVE_MODES
+from fflab.families import family_names, get_family
+from fflab.vocab import (
+    ACTIVATIONS,
+    CONV_INPUT_NORMS,
+    ENCODERS,
+    GOODNESS,
+    HARD_SCORE_SOURCES,
+    INITS,
+    INPUT_NORMS,
+    LABEL_CODES,
+    LABEL_MODES,
+    LOSSES,
+    LR_SCHEDULES,
+    NEGATIVE_MODES,
+    NEURON_RESETS,
+    NEURONS,
+    OBJECTIVES,
+    OPTIMIZERS,
+    PADDINGS,
+    POOLS,
+    POST_GATES,
+    PRECISION_SETTINGS,
+    PREDICT_METHODS,
+    SCHEDULES,
+    SCOPES,
+    SCORES,
+    SURROGATES,
+    THIRD_FACTORS,
+    TRACES,
+    UPDATES,
+    WIRINGS,
+)
 
-FEEDFORWARD_KINDS = ("ff", "spiking")  # built as an FFNetwork, trained by FFTrainer
-RECURRENT_KINDS = ("recurrent", "spiking-recurrent")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def choice(default: str, options: typing.Iterable[str], doc: str = "") -> Any:
-    """A string field restricted to `options`."""
-    return field(default=default, metadata={"choices": tuple(options), "doc": doc})
+def choice(default: str, options: typing.Iterable[str] | typing.Callable[[], list[str]], doc: str = "") -> Any:
+    """A string field restricted to `options` (or to what a callable returns when asked: a registry's names)."""
+    return field(default=default, metadata={"choices": options if callable(options) else tuple(options), "doc": doc})
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """The values a choice field accepts now (None for other fields)."""
+    options = f.metadata.get("choices")
+    return tuple(options()) if callable(options) else options
 
 
 def bounded(default: Any, low: float | None = None, high: float | None = None, doc: str = "") -> Any:
@@ -77,9 +106,9 @@ class DataSettings:
 class ModelSettings:
     kind: str = choice(
         "ff",
-        ["ff", "spiking", "recurrent", "spiking-recurrent", "backprop", "hebbian"],
-        doc="ff: local FF learners; spiking: LIF learners (surrogate gradient); recurrent: Fig. 3; "
-        "spiking-recurrent: Fig. 3 with LIF layers; backprop: baseline; hebbian: neo-Hebbian spiking FF",
+        family_names,
+        doc="the model family (fflab.families): "
+        + "; ".join(f"{name}: {get_family(name).summary}" for name in family_names()),
     )
     hidden: list[int] = described([500, 500], "units, or channels of conv/local layers")
     architecture: str = choice(
@@ -177,22 +206,22 @@ class SpikingSettings:
 class TrainSettings:
     epochs: int = bounded(10, 1, doc="passes over the training set")
     batch_size: int = bounded(100, 1, doc="training images per update")
-    optimizer: str = choice("adam", ["adam", "adamw", "sgd"])
+    optimizer: str = choice("adam", OPTIMIZERS)
     lr: float = bounded(1e-3, 0.0, doc="learning rate at the start of the lr_decay schedule")
-    lr_decay: str = choice("none", ["none", "linear", "cosine", "hinton"], doc="learning-rate schedule")
+    lr_decay: str = choice("none", LR_SCHEDULES, doc="learning-rate schedule")
     momentum: float = bounded(0.9, 0.0, 1.0, doc="sgd momentum")
     weight_decay: float = bounded(0.0, 0.0, doc="decoupled for adamw; added to the gradient for adam and sgd")
     negatives: str = choice("random", NEGATIVE_MODES)
     hard_scores: str = choice("first_layer", HARD_SCORE_SOURCES, doc="what ranks wrong labels")
     refresh_every: int = bounded(1, 1, doc="epochs between refreshes of the 'refreshed' score bank")
     hybrid_blur_steps: int = bounded(6, 1, doc="blurs of the random bit image that makes a hybrid mask")
-    schedule: str = choice("simultaneous", ["simultaneous", "greedy"], doc="all layers per batch, or one at a time")
+    schedule: str = choice("simultaneous", SCHEDULES, doc="all layers per batch, or one at a time")
     layer_epochs: list[int] = described(
         [],
         "simultaneous schedule: layer k learns during the first layer_epochs[k] epochs only, then stays frozen "
         "(CwComp's interleaved layer training: early layers stop first); empty: every layer, every epoch",
     )
-    update: str = choice("window", ["window", "step"], doc="recurrent: one update per sample, or per time step")
+    update: str = choice("window", UPDATES, doc="recurrent: one update per sample, or per time step")
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     augment_crop: int = bounded(0, 0, doc="random crops after zero-padding images by this many pixels (0: off)")
     augment_flip: bool = described(False, "random horizontal flips of training images")
@@ -234,7 +263,7 @@ class EvalSettings:
     train_accuracy: bool = described(True, "also score the whole training set at the end")
     predict: str = choice(
         "goodness",
-        ["goodness", "readout", "goodness+readout"],
+        PREDICT_METHODS,
         doc="the method test_accuracy reports (goodness+readout: recurrent networks with a readout)",
     )
 
@@ -248,9 +277,15 @@ class Config:
     readout: ReadoutSettings = field(default_factory=ReadoutSettings)
     spiking: SpikingSettings = field(default_factory=SpikingSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    # The model family's own settings (Family.settings), from the config table named after the family.
+    family_settings: Any = field(default=None, metadata={"family_table": True})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        own = d.pop("family_settings")
+        if own is not None:
+            d[get_family(self.model.kind).table()] = own
+        return d
 
     def with_train(self, **changes: Any) -> Config:
         """This config with the given [train] settings changed (unvalidated: for values already checked)."""
@@ -290,9 +325,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
-    meta = f.metadata
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: expected one of {list(meta['choices'])}, got {value!r}")
+    meta, options = f.metadata, choices_of(f)
+    if options is not None and value not in options:
+        raise ConfigError(f"{key}: expected one of {list(options)}, got {value!r}")
     low, high = meta.get("low"), meta.get("high")
     if low is not None and value < low:
         raise ConfigError(f"{key}: expected a value >= {low}, got {value!r}")
@@ -302,7 +337,7 @@ def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("family_table")}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
@@ -322,20 +357,38 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 def config_from_dict(data: dict[str, Any], *, stored: bool = False) -> Config:
     """Validate a nested dict (as read from TOML) into a Config (`stored`: see `validate`)."""
+    data = dict(data)
+    model = data.get("model")
+    kind = model.get("kind", ModelSettings.kind) if isinstance(model, dict) else ModelSettings.kind
+    family = get_family(kind) if isinstance(kind, str) else None
+    own_table = family.table() if family is not None and family.settings is not None else None
+    owned = {}
+    for name in family_names():
+        other = get_family(name)
+        if other.settings is not None and other.table() in data:
+            if other.table() != own_table:
+                raise ConfigError(
+                    f"[{other.table()}] holds the settings of model.kind {name!r}; this config's kind {kind!r} "
+                    "never reads them"
+                )
+            owned = data.pop(other.table())
+            if not isinstance(owned, dict):
+                raise ConfigError(f"{own_table}: expected a [{own_table}] table, got {owned!r}")
     cfg = _build(Config, data, "")
+    if own_table is not None:
+        cfg.family_settings = _build(family.settings, owned, own_table + ".")
     return validate(cfg, stored=stored)
 
 
 def validate(cfg: Config, *, stored: bool = False) -> Config:
-    """Checks that span several fields. A `stored` config is a run's own, trained earlier (a checkpoint, a run
-    to resume): the checks for settings that are merely ignored are skipped, so runs saved before they
-    existed stay readable."""
-    m, t = cfg.model, cfg.train
-    if cfg.data.name == "idx" and not cfg.data.path:
-        raise ConfigError("data.path: the 'idx' data set needs the folder of its IDX files in data.path")
-    if cfg.data.name == "image-folder" and not cfg.data.path:
-        raise ConfigError("data.path: the 'image-folder' data set needs its folder (holding train/ and test/)")
-    d = cfg.data
+    """Checks that span several fields: the core's here, each family's by its `validate`. A `stored` config is a
+    run's own, trained earlier (a checkpoint, a run to resume): the checks for settings that are merely ignored
+    are skipped, so runs saved before they existed stay readable."""
+    m, t, d = cfg.model, cfg.train, cfg.data
+    family = get_family(m.kind)
+    if d.name in ("idx", "image-folder") and not d.path:
+        holds = "the folder of its IDX files" if d.name == "idx" else "its folder (holding train/ and test/)"
+        raise ConfigError(f"data.path: the {d.name!r} data set needs {holds} in data.path")
     if d.validation and d.test_subset:
         raise ConfigError("data.test_subset: a run with data.validation never reads the test set; drop one of them")
     if d.validation and d.train_subset and d.validation >= d.train_subset:
@@ -350,130 +403,70 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
             raise ConfigError(f"{key}: layer indices {bad} out of range 0..{len(m.hidden) - 1} (0-based)")
     if isinstance(m.theta, list) and len(m.theta) != len(m.hidden):
         raise ConfigError(f"model.theta: expected one threshold per layer ({len(m.hidden)}), got {len(m.theta)}")
-    if m.kind in RECURRENT_KINDS:
-        if len(m.window) != 2 or not 1 <= m.window[0] <= m.window[1] <= m.steps:
-            raise ConfigError(
-                f"model.window: expected [first, last] with 1 <= first <= last <= steps ({m.steps}), got {m.window}"
-            )
-        if m.hidden_steps >= m.window[0]:
-            raise ConfigError(
-                f"model.hidden_steps: the label must be visible in the counted window, so it must be "
-                f"below window[0] = {m.window[0]}; got {m.hidden_steps}"
-            )
-        if len(m.mix) != 2:
-            raise ConfigError(f"model.mix: expected two weights [up_and_down, self], got {m.mix}")
-        if not m.lateral and m.wiring == "metalayer":
-            raise ConfigError(
-                "model.lateral = false: the metalayer wiring mixes in a lateral unit by design; use wiring 'sum'"
-            )
-        if m.score == "window_mean" and t.update == "step":
-            raise ConfigError(
-                "model.score = 'window_mean' scores the whole window at once, so it needs train.update = 'window' "
-                "(one update per sample), not 'step'"
-            )
-        bad = [s for s in m.source_init if s not in SOURCE_INITS]
-        if len(m.source_init) != 3 or bad:
-            raise ConfigError(
-                f"model.source_init: expected three of {list(SOURCE_INITS)} (bottom-up, top-down, "
-                f"lateral), got {m.source_init}"
-            )
-        if t.negatives not in ("random", "hard", "hardest") or (t.negatives != "random" and t.hard_scores != "readout"):
-            raise ConfigError(
-                "train.negatives: recurrent networks take 'random' wrong labels, or 'hard'/'hardest' "
-                "ones with train.hard_scores = 'readout' (the online linear classifier)"
-            )
-    if t.layer_epochs:
-        if m.kind not in FEEDFORWARD_KINDS or t.schedule != "simultaneous":
-            raise ConfigError(
-                "train.layer_epochs: per-layer training windows are for feed-forward FF networks (model.kind 'ff' "
-                f"or 'spiking') under the simultaneous schedule; got kind {m.kind!r}, schedule {t.schedule!r}"
-            )
-        if len(t.layer_epochs) != len(m.hidden) or not all(1 <= e <= t.epochs for e in t.layer_epochs):
-            raise ConfigError(
-                f"train.layer_epochs: expected one epoch count per layer ({len(m.hidden)}), each in 1..train.epochs "
-                f"({t.epochs}); got {t.layer_epochs}"
-            )
-        if max(t.layer_epochs) != t.epochs:
-            raise ConfigError(
-                f"train.layer_epochs: no layer learns after epoch {max(t.layer_epochs)}, so train.epochs = "
-                f"{t.epochs} would run epochs that train nothing; make the largest entry equal train.epochs"
-            )
+    if t.layer_epochs and not family.layer_schedules:
+        raise ConfigError(
+            "train.layer_epochs: per-layer training windows are for feed-forward FF networks (model.kind 'ff' "
+            f"or 'spiking') under the simultaneous schedule; got kind {m.kind!r}, schedule {t.schedule!r}"
+        )
     if t.hard_scores == "readout" and t.negatives in ("hard", "hardest"):
-        if m.kind not in ("ff", "spiking", "recurrent", "spiking-recurrent"):
+        if not family.online_readout:
             raise ConfigError(f"train.hard_scores = 'readout': model.kind {m.kind!r} has no online readout")
         if not cfg.readout.enabled:
             raise ConfigError("train.hard_scores = 'readout' needs readout.enabled = true")
-    _validate_spatial(cfg)
-    check_device_setting(t.device, m.kind, cfg.data.name)
+    _validate_spatial(cfg, family)
+    check_device_setting(t.device, family, d.name)
     competitive = m.loss == "competitive"
     if m.label_smoothing and not competitive:
         raise ConfigError(f"model.label_smoothing is for model.loss = 'competitive', not {m.loss!r}")
-    local_learning = m.kind != "backprop"  # the baseline ignores the FF loss and negatives
-    if local_learning and (
-        competitive != (t.negatives == "none") or (competitive and (m.label != "none" or m.kind != "ff"))
+    if family.learns_locally and (
+        competitive != (t.negatives == "none") or (competitive and (m.label != "none" or not family.competitive))
     ):
         raise ConfigError(
             "model.loss = 'competitive' (channel-wise competitive FF) needs no negatives and no label input: it "
             "goes with train.negatives = 'none', model.label = 'none' and model.kind = 'ff'; got "
             f"loss = {m.loss!r}, negatives = {t.negatives!r}, label = {m.label!r}, kind = {m.kind!r}"
         )
-    if m.kind in FEEDFORWARD_KINDS and not competitive:
-        unsupervised = m.label == "none"
-        if unsupervised != (t.negatives == "hybrid"):
-            raise ConfigError(
-                "model.label = 'none' (unsupervised FF) and train.negatives = 'hybrid' go together: "
-                f"got label = {m.label!r} with negatives = {t.negatives!r}"
-            )
-        if unsupervised and t.batch_size < 2:
-            raise ConfigError("train.batch_size: hybrid negatives mix two images of a batch, so batches need 2 rows")
-        if unsupervised and cfg.eval.predict != "readout":
-            raise ConfigError("eval.predict: unsupervised FF (model.label = 'none') can only predict with 'readout'")
-    if m.kind == "hebbian":
-        if t.negatives not in ("random", "hard", "hardest") or cfg.readout.enabled or cfg.eval.predict != "goodness":
-            raise ConfigError(
-                "model.kind = 'hebbian' trains on wrong labels and predicts by goodness: set train.negatives to "
-                "'random', 'hard' or 'hardest', readout.enabled = false, eval.predict = 'goodness'"
-            )
-        if m.goodness not in ("sum_squares", "mean_squares"):
-            raise ConfigError(f"model.goodness: Hebbian layers use a squared norm, got {m.goodness!r}")
-        if isinstance(m.theta, list):
-            raise ConfigError("model.theta: Hebbian layers share one threshold; give a number")
-        if cfg.spiking.post_gate != "none" and cfg.spiking.neuron != "lif":
-            raise ConfigError("spiking.post_gate: the surrogate gate is for LIF neurons; analog units need none")
-    if cfg.eval.predict in ("readout", "goodness+readout") and not cfg.readout.enabled and m.kind != "backprop":
+    family.validate(cfg)
+    if cfg.eval.predict in ("readout", "goodness+readout") and not cfg.readout.enabled and family.learns_locally:
         raise ConfigError(f"eval.predict = {cfg.eval.predict!r} needs readout.enabled = true")
-    if cfg.eval.predict == "goodness+readout" and m.kind not in RECURRENT_KINDS:
+    if cfg.eval.predict == "goodness+readout" and cfg.eval.predict not in family.prediction_methods:
         raise ConfigError(
             "eval.predict = 'goodness+readout' combines a recurrent network's goodness with its linear readout: "
             f"it needs model.kind = 'recurrent' or 'spiking-recurrent', got {m.kind!r}"
         )
     if not stored:
-        _reject_ignored_settings(cfg)
+        _reject_ignored_settings(cfg, family)
     return cfg
 
 
-HEBBIAN_SPIKING_KEYS = (
-    "neuron",
-    "third_factor",
-    "scale",
-    "eligibility_decay",
-    "eligibility_rate",
-    "top_k",
-    "post_gate",
-    "label_code",
-    "code_bits",
-    "init_scale",
-    "rest_steps",
-)
+def check_device_setting(device: str, family, data_name: str) -> None:
+    """Config-time checks of train.device: its spelling, and that the run can use a GPU if it names one."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device.startswith("cuda") and not gpu_capable(family, data_name):
+        gpu_families = [name for name in family_names() if get_family(name).runs_on_gpu]
+        raise ConfigError(
+            f"train.device = {device!r}: model.kind {family.name!r} on {data_name!r} runs on the CPU only so far "
+            f"(CUDA: kinds {', '.join(gpu_families)} on image data); set train.device = 'cpu' or 'auto'"
+        )
 
 
-def _reject_ignored_settings(cfg: Config) -> None:
+def gpu_capable(family, data_name: str) -> bool:
+    """Whether a run of `family` on data set `data_name` can use a GPU: sequence data sets are rendered batch by
+    batch on the CPU, and only some families place their tensors on a device."""
+    return family.runs_on_gpu and get_spec(data_name).kind != "derived"
+
+
+def setting_keys(section: type, name: str) -> list[str]:
+    """Every key of a settings section, as "name.key"."""
+    return [f"{name}.{f.name}" for f in dataclasses.fields(section)]
+
+
+def _reject_ignored_settings(cfg: Config, family) -> None:
     """A setting moved from its default where this model, loss and data set never read it is an error: the
     run would silently ignore it. Settings of other model kinds stay accepted where a baseline keeps them
     (e.g. `--set model.kind=backprop` on an FF config, an analog twin of a spiking config)."""
     m, t, d = cfg.model, cfg.train, cfg.data
-    goodness_kinds = (*FEEDFORWARD_KINDS, *RECURRENT_KINDS)
-    spiking_keys = [f"spiking.{f.name}" for f in dataclasses.fields(SpikingSettings)]
     rules = [
         (
             m.loss == "competitive",
@@ -481,60 +474,7 @@ def _reject_ignored_settings(cfg: Config) -> None:
             "the competitive loss scores whole groups of channels against each other, so it has no peer "
             "normalisation, objective or goodness scope",
         ),
-        (
-            m.kind in goodness_kinds and m.loss != "softplus",
-            ["model.theta"],
-            f"the threshold belongs to the softplus loss; {m.loss!r} compares goodness without one",
-        ),
-        (
-            m.kind in goodness_kinds and m.loss == "softplus",
-            ["model.alpha"],
-            "alpha sharpens the symba loss and scales the competitive one; the softplus loss has none",
-        ),
-        (
-            m.kind in (*RECURRENT_KINDS, "hebbian"),
-            ["model.predict_layers"],
-            f"{m.kind} networks predict from every layer's goodness (each layer's own accuracy is in "
-            "summary.json); only ff and spiking networks sum a chosen set",
-        ),
-        (
-            m.kind in (*RECURRENT_KINDS, "hebbian"),
-            ["train.schedule"],
-            f"{m.kind} networks train every layer on every batch; the greedy schedule is for ff and spiking ones",
-        ),
-        (
-            m.kind in RECURRENT_KINDS,
-            ["model.input_norm", "model.init"],
-            "a recurrent network scales every source to unit RMS and initialises each by model.source_init",
-        ),
-        (
-            m.kind == "spiking",
-            ["model.activation", "model.init", *(f"spiking.{k}" for k in HEBBIAN_SPIKING_KEYS)],
-            "multi-layer spiking FF runs LIF units with Kaiming weights; these are analog or neo-Hebbian settings",
-        ),
-        (
-            m.kind == "spiking-recurrent",
-            [k for k in spiking_keys if k not in ("spiking.threshold", "spiking.surrogate", "spiking.slope")],
-            "spiking recurrent layers take only spiking.threshold, surrogate and slope: their membrane leak is "
-            "model.damping, they reset by subtraction and run model.steps on the analog input",
-        ),
-        (
-            m.kind == "hebbian",
-            [
-                "train.optimizer",
-                "train.momentum",
-                "train.weight_decay",
-                "model.loss",
-                "model.alpha",
-                "model.objective",
-                "model.peer_weight",
-                "model.input_norm",
-                "model.activation",
-                "model.init",
-            ],
-            "the Hebbian rule adds lr times its own update to the weights: no optimiser, FF loss, peer "
-            "normalisation or input normalisation; spiking.neuron picks the units, spiking.init_scale their weights",
-        ),
+        *((True, keys, why) for keys, why in family.ignored_settings(cfg)),
         (
             t.negatives != "hard",
             ["train.hard_temperature"],
@@ -551,7 +491,7 @@ def _reject_ignored_settings(cfg: Config) -> None:
             "the blur shapes the masks of 'hybrid' negatives (unsupervised FF)",
         ),
         (
-            m.kind != "hebbian" and t.optimizer != "sgd",
+            family.learns_locally and t.optimizer != "sgd",
             ["train.momentum"],
             f"{t.optimizer!r} keeps its own moment estimates; train.momentum is SGD's",
         ),
@@ -602,27 +542,19 @@ def _setting(cfg: Config, key: str) -> Any:
     return getattr(getattr(cfg, section), name)
 
 
-def _validate_spatial(cfg: Config) -> None:
+def _validate_spatial(cfg: Config, family) -> None:
     """Checks of convolutional / locally connected settings and of image augmentation."""
     m, t, n = cfg.model, cfg.train, len(cfg.model.hidden)
     spatial = m.architecture != "dense"
-    recurrent = m.kind in RECURRENT_KINDS
-    if recurrent and m.architecture == "local":
-        _validate_recurrent_local(cfg)
-    elif spatial and m.kind not in ("ff", "backprop"):
+    if m.architecture not in family.architectures:
         raise ConfigError(
-            f"model.architecture = {m.architecture!r} is for kind 'ff' or 'backprop' (and 'local' for the recurrent "
-            f"kinds), got {m.kind!r}"
+            f"model.architecture = {m.architecture!r}: model.kind {m.kind!r} builds "
+            f"{' or '.join(repr(a) for a in family.architectures)} layers"
         )
     if not spatial and (m.label in ("channels", "pattern") or m.input_norm in ("none", "group")):
         raise ConfigError(
             "model.label = 'channels' or 'pattern' and model.input_norm = 'none' or 'group' are for images in "
             "feed-forward nets: set model.architecture to 'conv' or 'local' with model.kind 'ff' or 'backprop'"
-        )
-    if spatial and m.kind == "ff" and m.label == "concat":
-        raise ConfigError(
-            "model.label = 'concat' appends label units to a flat input, which convolutional and locally connected "
-            "layers cannot take as an image: use 'channels', 'pattern' or 'overlay'"
         )
     if m.dropout and not spatial:
         raise ConfigError(
@@ -645,38 +577,6 @@ def _validate_spatial(cfg: Config) -> None:
         raise ConfigError(
             f"train.augment_crop / augment_flip / augment_mask: image augmentation needs image data; "
             f"{cfg.data.name!r} holds sequences"
-        )
-
-
-def _validate_recurrent_local(cfg: Config) -> None:
-    """A recurrent net of locally connected maps keeps every map at the image's size (so top-down fields
-    mirror bottom-up ones) and takes its label at the top, so the feed-forward map options do not apply."""
-    m = cfg.model
-    if get_spec(cfg.data.name).kind == "derived":
-        raise ConfigError(f"model.architecture = 'local' needs images; {cfg.data.name!r} holds sequences")
-    unused = {
-        "model.stride": any(s != 1 for s in (m.stride if isinstance(m.stride, list) else [m.stride])),
-        "model.padding": m.padding != "same",
-        "model.pool": any(p != 1 for p in m.pool),
-        "model.batch_norm": m.batch_norm,
-        "model.dropout": m.dropout > 0,
-        "model.clock": m.clock,
-        "model.label": m.label in ("channels", "pattern"),
-        "model.goodness_scope": m.goodness_scope != "sample",
-        "model.input_norm": m.input_norm not in ("rms", "length"),
-    }
-    bad = [key for key, is_set in unused.items() if is_set]
-    if bad:
-        raise ConfigError(
-            f"{', '.join(bad)}: a recurrent locally connected net keeps every map at the image's size (stride 1, "
-            "padding 'same', no pooling, batch norm or dropout), has no clock, takes the label at its top layer "
-            "and scores and normalises whole layers; leave these at their defaults"
-        )
-    if any(scheme in ("orthogonal", "identity") for scheme in m.source_init):
-        raise ConfigError(
-            f"model.source_init = {m.source_init}: 'orthogonal' and 'identity' do not survive the receptive-field "
-            "masks of a locally connected source (masking would shrink them to a fraction of their scale); use "
-            "'kaiming', 'xavier' or 'zeros'"
         )
 
 
@@ -738,10 +638,10 @@ def _toml_value(v: Any) -> str:
 
 def _field_note(f: dataclasses.Field) -> str:
     """What a field accepts, from its metadata: choices, bounds and doc."""
-    meta = f.metadata
+    meta, options = f.metadata, choices_of(f)
     parts = []
-    if "choices" in meta:
-        parts.append("one of " + ", ".join(meta["choices"]))
+    if options is not None:
+        parts.append("one of " + ", ".join(options))
     low, high = meta.get("low"), meta.get("high")
     if low is not None and high is not None:
         parts.append(f"{low} to {high}")
@@ -758,7 +658,7 @@ def _toml_lines(obj: Any, annotate: bool) -> list[str]:
     lines = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) or f.metadata.get("family_table"):
             continue
         line = f"{f.name} = {_toml_value(value)}"
         note = _field_note(f) if annotate else ""
@@ -773,5 +673,6 @@ def to_toml(cfg: Config, *, annotate: bool = False) -> str:
     for f in dataclasses.fields(cfg):
         section = getattr(cfg, f.name)
         if dataclasses.is_dataclass(section):
-            lines += ["", f"[{f.name}]"] + _toml_lines(section, annotate)
+            table = get_family(cfg.model.kind).table() if f.metadata.get("family_table") else f.name
+            lines += ["", f"[{table}]"] + _toml_lines(section, annotate)
     return "\n".join(lines) + "\n"

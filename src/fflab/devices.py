@@ -8,32 +8,12 @@ generator and moved, so a seed gives the same batches and negatives on every dev
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import torch
 
-from fflab.data.registry import get_spec
-from fflab.errors import ConfigError, FFLabError
-
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-GPU_KINDS = ("ff", "backprop")  # model kinds whose training and prediction run on a CUDA device
-
-
-def gpu_capable(kind: str, data_name: str) -> bool:
-    """Whether a run of model `kind` on data set `data_name` can use a GPU: sequence data sets are
-    rendered batch by batch on the CPU, and only some model kinds place their tensors on a device."""
-    return kind in GPU_KINDS and get_spec(data_name).kind != "derived"
-
-
-def check_device_setting(device: str, kind: str, data_name: str) -> None:
-    """Config-time checks of train.device: its spelling, and that the run can use a GPU if it names one."""
-    if not DEVICE_PATTERN.fullmatch(device):
-        raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if device.startswith("cuda") and not gpu_capable(kind, data_name):
-        raise ConfigError(
-            f"train.device = {device!r}: model.kind {kind!r} on {data_name!r} runs on the CPU only so far (CUDA: "
-            f"kinds {', '.join(GPU_KINDS)} on image data); set train.device = 'cpu' or 'auto'"
-        )
+from fflab.config import gpu_capable
+from fflab.errors import FFLabError
+from fflab.families import get_family
 
 
 def resolve_device(cfg, local_rank: int = 0, gpus_needed: int = 1) -> torch.device:
@@ -45,7 +25,7 @@ def resolve_device(cfg, local_rank: int = 0, gpus_needed: int = 1) -> torch.devi
     device = cfg.train.device
     if device == "auto":
         enough = torch.cuda.is_available() and torch.cuda.device_count() >= gpus_needed
-        device = "cuda" if enough and gpu_capable(cfg.model.kind, cfg.data.name) else "cpu"
+        device = "cuda" if enough and gpu_capable(get_family(cfg.model.kind), cfg.data.name) else "cpu"
     if device == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():

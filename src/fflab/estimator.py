@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from fflab.batching import in_batches
 from fflab.config import Config, config_from_dict
 from fflab.errors import ConfigError
 from fflab.models import FFNetwork, build_model
@@ -174,7 +175,7 @@ class FFClassifier(ClassifierMixin, BaseEstimator):
             # Weight initialisation draws from torch's global generator: seed a forked copy so that
             # the caller's random stream is left untouched.
             torch.manual_seed(seed)
-            model = build_model(cfg.model, X.shape[1], n_classes)
+            model = build_model(cfg, X.shape[1], n_classes)
             FFTrainer(model, cfg.train, progress=False).fit(x, targets)
         self.model_: FFNetwork = model.eval()
         self.config_ = cfg
@@ -203,7 +204,7 @@ class FFClassifier(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         x = self._tensor(X)
         with _torch_threads(self.config_.train.threads):
-            scores = self.model_.scores_in_batches(x)
+            scores = in_batches(self.model_.label_scores, x)
         goodness = scores[:, :, self.model_.predict_layers].double().mean(2)
         return torch.softmax(self.logit_scale_ * goodness, dim=1).numpy()
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from fflab.vocab import OBJECTIVES
+
 GoodnessFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -43,8 +45,6 @@ GOODNESS: dict[str, GoodnessFn] = {
     "mean_squares": mean_squares,
     "mean_activity": mean_activity,
 }
-OBJECTIVES = ("standard", "inverted")
-LOSSES = ("softplus", "symba", "competitive")
 
 
 def goodness_fn(name: str) -> GoodnessFn:

@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from fflab.vocab import PRECISION_SETTINGS
+
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -64,7 +66,6 @@ def flush_denormals() -> bool:
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-PRECISION_SETTINGS = ("auto", *PRECISIONS)  # train.precision: "auto" is settled into one of PRECISIONS
 
 
 def compute_precision(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:

@@ -17,14 +17,12 @@ what lets prediction share the first layer's work across candidate labels (see F
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-LABEL_MODES = ("overlay", "concat", "channels", "pattern", "none")
-NEGATIVE_MODES = ("random", "hard", "hardest", "hybrid", "none")
-HARD_SCORE_SOURCES = ("first_layer", "prediction", "refreshed", "readout")
-LABEL_CODES = ("onehot", "binary")  # label inputs of Hebbian networks, concatenated to the image
+from fflab.vocab import LABEL_CODES, LABEL_MODES
 
 
 def label_codes(kind: str, num_classes: int, bits: int, seed: int = 0) -> torch.Tensor:
@@ -180,6 +178,26 @@ def hard_wrong_labels(
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(labels.device)
 
 
+def wrong_labels(
+    negatives: str,
+    labels: torch.Tensor,
+    num_classes: int,
+    generator: torch.Generator,
+    scores: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Each sample's negative label, never its true one: "random" (uniform over the wrong labels), "hard"
+    (sampled by softmax(score / temperature) over them) or "hardest" (the best-scoring one). The hard modes rank
+    by `scores` [N, C], or by what a callable returns (called only when they need it)."""
+    if negatives == "random":
+        return random_wrong_labels(labels, num_classes, generator)
+    if callable(scores):
+        scores = scores()
+    if scores is None:
+        raise ValueError(f"negatives={negatives!r} need label scores from the model")
+    return hard_wrong_labels(scores, labels, generator if negatives == "hard" else None, temperature)
+
+
 class SupervisedPairs:
     """Positive data = input with its true label; negative data = the same input with a wrong label.
 
@@ -202,20 +220,11 @@ class SupervisedPairs:
         """Whether `make` needs the model's label scores (hard negatives)."""
         return self.negatives != "random"
 
-    def wrong_labels(
-        self, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if self.negatives == "random":
-            return random_wrong_labels(y, self.embedding.num_classes, generator)
-        if scores is None:
-            raise ValueError(f"negatives={self.negatives!r} need label scores from the model")
-        return hard_wrong_labels(scores, y, generator if self.negatives == "hard" else None, self.temperature)
-
     def make(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
     ) -> torch.Tensor:
         """[2N, D]: the N positive rows, then the N negative rows (same images, wrong labels)."""
-        wrong = self.wrong_labels(y, generator, scores)
+        wrong = wrong_labels(self.negatives, y, self.embedding.num_classes, generator, scores, self.temperature)
         return torch.cat([self.embedding.embed(x, y), self.embedding.embed(x, wrong)])
 
 

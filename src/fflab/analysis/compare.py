@@ -19,96 +19,13 @@ from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca
 from fflab.analysis.plots import plot_latent_pca, plot_spike_raster, plot_unit_activity_histograms
 from fflab.checkpoint import WEIGHTS, load_checkpoint
 from fflab.errors import FFLabError
+from fflab.families import family_of
 from fflab.io import atomic_path, write_json_atomic
-from fflab.layers.spiking import SpikingFFDense
-from fflab.models import FFNetwork, HebbianFFNetwork, RecurrentFFNetwork
 from fflab.perf import compute_precision, set_threads
+from fflab.training.data import evaluation_split, load_for_config
 from fflab.training.evaluate import evaluate, primary_method
-from fflab.training.run import evaluation_split, load_for_config
 
 LATENTS = "latents.safetensors"
-
-
-def in_batches(fn, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def latents_of(model, x: torch.Tensor) -> torch.Tensor:
-    """The model's latents for x, a chunk at a time (Hebbian encodings from one seeded stream)."""
-    if isinstance(model, HebbianFFNetwork):
-        gen = model.eval_generator()
-        return in_batches(lambda b: model.latents(b, gen), x, 200)
-    return in_batches(model.latents, x)
-
-
-def is_spiking(model) -> bool:
-    if isinstance(model, HebbianFFNetwork):
-        return model.layers[0].neuron == "lif"
-    if isinstance(model, RecurrentFFNetwork):
-        return model.layers[0].spiking is not None
-    return isinstance(model, FFNetwork) and isinstance(model.layers[0], SpikingFFDense)
-
-
-@torch.no_grad()
-def spike_trains(model, x: torch.Tensor) -> tuple[list, list] | None:
-    """(each layer's input train or None where the input is analog, each layer's output spikes), all
-    [T, N, .], for a neutral label; None for networks that do not spike."""
-    if not is_spiking(model):
-        return None
-    if isinstance(model, HebbianFFNetwork):
-        trains = model.spikes(x)
-        return trains[:-1], trains[1:]
-    if isinstance(model, RecurrentFFNetwork):  # every layer's spikes at steps 1..window end; inputs: see recurrent_cost
-        steps = []
-        model.run(x, None, on_step=lambda t, s: steps.append(s), static_up=model.static_up(x))
-        return None, [torch.stack([s[i] for s in steps]) for i in range(len(model.layers))]
-    outputs = [h.transpose(0, 1) for h in model.activities(model.embedding.neutral(x))]
-    return [None, *outputs[:-1]], outputs
-
-
-def inference_cost(model, trains: tuple[list, list] | None, static_input: bool = True) -> dict:
-    """Cost of one forward pass of one input (neutral label): multiply-accumulates for analog networks;
-    for spiking ones (given their `spike_trains`) the spikes emitted and the synaptic operations (each
-    input spike reaches every unit of the layer it feeds; a layer fed analog values costs its MACs),
-    beside the MACs of a dense pass."""
-    dense = model.forward_flops() // 2
-    if trains is None:
-        return {"macs_per_sample": dense}
-    inputs, outputs = trains
-    n = outputs[0].shape[1]
-    if isinstance(model, RecurrentFFNetwork):
-        synops, macs = recurrent_cost(model, outputs, static_input)
-    else:
-        synops = macs = 0.0
-        for layer, train in zip(model.layers, inputs, strict=True):
-            if train is None:
-                macs += layer.forward_flops() / 2
-            else:
-                synops += (train != 0).sum().item() * layer.out_features / n
-    return {
-        "spikes_per_sample": sum(o.sum().item() for o in outputs) / n,
-        "synops_per_sample": synops,
-        "analog_macs_per_sample": macs,
-        "dense_macs_per_sample": dense,
-    }
-
-
-def recurrent_cost(model: RecurrentFFNetwork, outputs: list[torch.Tensor], static_input: bool) -> tuple[float, float]:
-    """(synaptic ops, MACs) per sample of a spiking recurrent run whose spikes per layer are `outputs`
-    [T, N, H]: a unit's spike at step t reaches, at step t + 1, the units of the layers above and below (and
-    of its own, with a lateral source) whose fields hold it (`RecurrentLayer.fan_out`); the input (once for a
-    static image, else every step) and the neutral label (every step) are analog, costing MACs."""
-    steps, n = outputs[0].shape[:2]
-    last = len(model.layers) - 1
-    frames = 1 if static_input and not model.clock else steps
-    synops, macs = 0.0, frames * model.layers[0].up_flops() / 2  # as executed, like the dense pass beside it
-    for i, layer in enumerate(model.layers):
-        for j, fan_out in zip((i - 1, i + 1, i), layer.fan_out(), strict=True):  # below, above, itself
-            if 0 <= j <= last and fan_out.numel():
-                synops += (outputs[j][:-1].sum((0, 1)).cpu() * fan_out).sum().item() / n
-        if i == last:
-            macs += steps * model.num_classes * layer.width
-    return synops, macs
 
 
 def stored_accuracy(run_dir: Path, cfg, dataset: str, samples: int, held_out_size: int) -> float | None:
@@ -146,8 +63,10 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
         with compute_precision(cfg.train.precision, "cpu"):  # the run's own precision, as `fflab eval` scores it
             accuracy = evaluate(model, x, y, cfg.eval.batch_size, primary_method(cfg))["accuracy"]
         accuracy_source = "evaluated"
-    z = latents_of(model, x)
-    trains = spike_trains(model, x[:1000])  # for cost, firing rates and a raster
+    family = family_of(model)
+    z = family.latents(model, x)
+    with torch.no_grad():
+        trains = family.spike_trains(model, x[:1000])  # for cost, firing rates and a raster
     with atomic_path(run_dir / LATENTS) as tmp:
         save_file({"latents": z.contiguous(), "labels": y.contiguous()}, str(tmp))
     stats = {
@@ -164,7 +83,7 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
         "hoyer_sparsity": hoyer_sparsity(z),
         "knn5_accuracy": knn_accuracy(z, y, 5),
         "silent_fraction": (z == 0).float().mean().item(),
-        **inference_cost(model, trains, static_input=x.dim() != 3),  # [N, T, D] is a sequence
+        **family.inference_cost(model, trains, static_input=x.dim() != 3),  # [N, T, D] is a sequence
         "seconds": 0.0,
     }
     stats["seconds"] = round(time.perf_counter() - start, 2)

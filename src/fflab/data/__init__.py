@@ -1,28 +1,33 @@
 """Data sets for fflab: IDX, CIFAR-10 and image-folder readers, registry of named sets, verified downloads,
-in-memory tensors."""
+in-memory tensors.
 
-from fflab.data.dataset import Dataset
-from fflab.data.download import download_dataset
-from fflab.data.idx import read_idx
-from fflab.data.load import load_dataset
-from fflab.data.paths import resolve_data_dir
-from fflab.data.registry import DatasetSpec, FileSpec, available_datasets, get_spec
-from fflab.data.sequences import FrameSource, SequenceDataset, load_sequence_dataset
-from fflab.data.verify import FileCheck, verify_dataset
+The names below are imported on first use, so that the registry (`fflab.data.registry`, which the config
+schema reads) loads without torch.
+"""
 
-__all__ = [
-    "Dataset",
-    "DatasetSpec",
-    "FileCheck",
-    "FileSpec",
-    "FrameSource",
-    "SequenceDataset",
-    "available_datasets",
-    "download_dataset",
-    "get_spec",
-    "load_dataset",
-    "load_sequence_dataset",
-    "read_idx",
-    "resolve_data_dir",
-    "verify_dataset",
-]
+from importlib import import_module
+
+_HOMES = {
+    "Dataset": "dataset",
+    "download_dataset": "download",
+    "read_idx": "idx",
+    "load_dataset": "load",
+    "resolve_data_dir": "paths",
+    "DatasetSpec": "registry",
+    "FileSpec": "registry",
+    "available_datasets": "registry",
+    "get_spec": "registry",
+    "FrameSource": "sequences",
+    "SequenceDataset": "sequences",
+    "load_sequence_dataset": "sequences",
+    "FileCheck": "verify",
+    "verify_dataset": "verify",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fflab.data' has no attribute {name!r}")
+    return getattr(import_module(f"fflab.data.{_HOMES[name]}"), name)

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fflab.objectives import LOSSES, goodness_fn, positive_sign, softplus_loss, symba_loss
+from fflab.objectives import goodness_fn, positive_sign, softplus_loss, symba_loss
+from fflab.vocab import LOSSES
 
 
 def require_choice(option: str, value: str, choices) -> None:

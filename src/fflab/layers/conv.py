@@ -20,13 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fflab.layers.base import FFLearner, require_choice
-from fflab.layers.dense import ACTIVATIONS, INIT_GAIN, INITS, normalize_direction
+from fflab.layers.dense import ACTIVATIONS, INIT_GAIN, normalize_direction
 from fflab.layers.local import TiledLocalLinear
-
-SCOPES = ("sample", "position", "channel")
-CONV_INPUT_NORMS = ("length", "rms", "group", "none")
-POOLS = ("max", "avg")
-PADDINGS = ("same", "valid")
+from fflab.vocab import CONV_INPUT_NORMS, INITS, PADDINGS, POOLS, SCOPES
 
 
 def field_geometry(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fflab.layers.base import FFLearner, require_choice
+from fflab.vocab import INITS, INPUT_NORMS
 
 ACTIVATIONS = {
     "relu": torch.relu,
@@ -18,8 +19,6 @@ ACTIVATIONS = {
     "silu": F.silu,
     "leaky_relu": F.leaky_relu,
 }
-INITS = ("kaiming", "xavier", "torch")
-INPUT_NORMS = ("length", "rms")
 
 # Gain names torch.nn.init understands, per activation (for Kaiming and Xavier scaling).
 INIT_GAIN = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}

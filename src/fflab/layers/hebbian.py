@@ -29,10 +29,8 @@ from torch import nn
 
 from fflab.objectives import goodness_fn
 from fflab.spiking import LIF, trace
+from fflab.vocab import NEURONS, POST_GATES, THIRD_FACTORS
 
-THIRD_FACTORS = ("sigmoid", "symmetric")
-NEURONS = ("lif", "relu")
-POST_GATES = ("none", "surrogate")
 EPS = 1e-6
 
 

@@ -86,7 +86,7 @@ class TiledLocalLinear(nn.Module):
     the inputs `cols[i]`; rows and columns that pad a tile up to the common size index a zero row/column one
     past the end and are masked. The tile side is saved with the weight (`tile_side`), and so is the order of
     its last two axes (`rows_first`), so a checkpoint stays loadable if a later build chooses other tiles;
-    `upgrade_state` converts it, a weight saved window-first (before stop 36), or a dense weight saved before
+    `upgrade_state` converts it, a weight saved window-first (before 2026-12-05), or a dense weight saved before
     the tiled layout existed.
     """
 

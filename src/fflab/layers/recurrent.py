@@ -11,12 +11,7 @@ from fflab.layers.base import FFLearner
 from fflab.layers.dense import ACTIVATIONS
 from fflab.layers.local import TiledLocalLinear
 from fflab.spiking import spike
-
-WIRINGS = ("sum", "metalayer")
-SOURCE_INITS = ("kaiming", "xavier", "orthogonal", "identity", "zeros")
-# What a recurrent network takes goodness of: each counted step's activity (then averaged over the window), or
-# the activity averaged over the window, i.e. a firing rate for spiking layers (one step's spikes are binary).
-SCORES = ("steps", "window_mean")
+from fflab.vocab import SOURCE_INITS, WIRINGS
 
 
 def rms_normalize(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from fflab.layers.base import FFLearner
-from fflab.layers.dense import INPUT_NORMS, normalize_direction
+from fflab.layers.dense import normalize_direction
 from fflab.spiking import LIF, encode, trace
+from fflab.vocab import INPUT_NORMS
 
 
 class SpikingFFDense(FFLearner):

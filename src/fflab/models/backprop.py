@@ -12,11 +12,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fflab.batching import in_batches
 from fflab.layers import FFLearner
+from fflab.models.prediction import Predictions
 
 
 class BackpropNetwork(nn.Module):
     """A chain of layers and a linear classifier head; gradients flow through everything."""
+
+    kind = "backprop"  # its family (fflab.families)
 
     def __init__(self, layers: Sequence[FFLearner], num_classes: int) -> None:
         super().__init__()
@@ -46,7 +50,12 @@ class BackpropNetwork(nn.Module):
         return layers + 2 * self.head.in_features * self.head.out_features
 
     @torch.no_grad()
-    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
-        """{"backprop": predicted labels}."""
+    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> Predictions:
+        """The head's predicted labels, as method "backprop"."""
         self.eval()
-        return {"backprop": torch.cat([self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])}
+        return Predictions({"backprop": self.predict(x, batch_size)})
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """The head's best class for each input, a chunk at a time."""
+        return in_batches(self, x, batch_size).argmax(1)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fflab.batching import in_batches
 from fflab.layers import FFDense, FFLearner, normalize_direction
+from fflab.models.prediction import Predictions, predict_from_scores
 from fflab.models.readout import LinearReadout
 from fflab.supervision import LabelEmbedding
 
@@ -41,6 +43,8 @@ def all_but_first(n_layers: int) -> list[int]:
 class FFNetwork(nn.Module):
     """A stack of FF learners, each fed the detached activity of the one below.
 
+    `kind` names its family (fflab.families): "ff", or "spiking" for LIF learners.
+
     Two ways to predict (Hinton 2022, section 3.3):
       goodness - write each candidate label into the input, run the stack, and pick the label
                  whose positive-signed goodness summed over `predict_layers` is best (for
@@ -69,6 +73,7 @@ class FFNetwork(nn.Module):
             raise ValueError(f"layers {bad} out of range for a network of {n} layers (0..{n - 1})")
         self.predict_layers = chosen
         self.readout = readout
+        self.kind = "ff"
 
     @property
     def num_classes(self) -> int:
@@ -189,33 +194,32 @@ class FFNetwork(nn.Module):
         hs = self.activities(self.embedding.neutral(x))
         return torch.cat([layer.latent(h) for layer, h in zip(self.layers, hs, strict=True)], dim=1)
 
-    @torch.no_grad()
-    def scores_in_batches(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """label_scores over a large input, a chunk at a time to bound memory."""
-        return torch.cat([self.label_scores(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-class scores [N, C] of plain inputs `x`, whose argmax is `predict`: the goodness summed over
+        `predict_layers` with each candidate label written in (one pass for competitive learners), or the
+        readout's logits for a network that takes no label."""
+        if self.predicts_by_goodness:
+            return self.label_scores(x)[:, :, self.predict_layers].sum(2)
+        if self.readout is None:
+            raise ValueError("this network takes no label and has no readout, so it cannot score classes")
+        return self.readout(self.readout_features(x))
 
     @torch.no_grad()
-    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
-        """Predicted labels by every method this network has: "goodness" (and "goodness_layerJ" for
-        each layer alone) when it takes labels, "readout" when it has one."""
+    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> Predictions:
+        """Predicted labels by every method this network has: "goodness" (and each layer alone) when it
+        takes labels, "readout" when it has one."""
         self.eval()
-        out = {}
+        by_method, per_layer = {}, []
         if self.predicts_by_goodness:
-            scores = self.scores_in_batches(x, batch_size)
-            out["goodness"] = predict_from_scores(scores, self.predict_layers)
-            for j in range(scores.shape[2]):
-                out[f"goodness_layer{j}"] = predict_from_scores(scores, [j])
+            scores = in_batches(self.label_scores, x, batch_size)
+            by_method["goodness"] = predict_from_scores(scores, self.predict_layers)
+            per_layer = [predict_from_scores(scores, [j]) for j in range(scores.shape[2])]
         if self.readout is not None:
-            chunks = [self.readout(self.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-            out["readout"] = torch.cat(chunks).argmax(1)
-        return out
+            logits = in_batches(lambda b: self.readout(self.readout_features(b)), x, batch_size)
+            by_method["readout"] = logits.argmax(1)
+        return Predictions(by_method, per_layer)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """The label whose summed goodness over `predict_layers` is best."""
-        return predict_from_scores(self.scores_in_batches(x, batch_size), self.predict_layers)
-
-
-def predict_from_scores(scores: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
-    """argmax over labels of the scores [N, C, L] summed over the chosen layers."""
-    return scores[:, :, list(layers)].sum(2).argmax(1)
+        """The best-scoring label of each input (see `forward`), a chunk at a time."""
+        return in_batches(self, x, batch_size).argmax(1)

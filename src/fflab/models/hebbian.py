@@ -13,13 +13,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fflab.batching import in_batches
 from fflab.layers.hebbian import HebbianFFLayer
-from fflab.models.feedforward import LocalResult, predict_from_scores
+from fflab.models.feedforward import LocalResult
+from fflab.models.prediction import Predictions, predict_from_scores
 from fflab.spiking import encode
 
 
 class HebbianFFNetwork(nn.Module):
     """Layers of HebbianFFLayer; predicts the label whose code makes the layers' P highest."""
+
+    kind = "hebbian"  # its family (fflab.families)
 
     def __init__(
         self,
@@ -110,17 +114,24 @@ class HebbianFFNetwork(nn.Module):
         return [train, *(spikes for _, _, spikes, _ in self._run_layers(train, learning=False))]
 
     @torch.no_grad()
-    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-class scores [N, C]: every layer's P for each label code, summed (argmax: the prediction); the
+        inputs are encoded from the network's own evaluation seed, so a call is reproducible."""
+        return self.label_scores(x, self.eval_generator()).sum(2)
+
+    @torch.no_grad()
+    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> Predictions:
         """Predicted labels by the summed P of all layers ("goodness") and by each layer alone."""
         self.eval()
-        batch_size = min(batch_size, 200)  # T steps x C candidates per sample: bound the memory
         gen = self.eval_generator()  # one seeded stream for the set: a rerun with the same batches draws the same
-        scores = torch.cat([self.label_scores(x[i : i + batch_size], gen) for i in range(0, len(x), batch_size)])
-        out = {"goodness": predict_from_scores(scores, range(len(self.layers)))}
-        if len(self.layers) > 1:
-            for j in range(len(self.layers)):
-                out[f"goodness_layer{j}"] = predict_from_scores(scores, [j])
-        return out
+        # T steps x C candidates per sample: at most 200 samples at once bounds the memory
+        scores = in_batches(lambda b: self.label_scores(b, gen), x, min(batch_size, 200))
+        per_layer = [predict_from_scores(scores, [j]) for j in range(len(self.layers))] if len(self.layers) > 1 else []
+        return Predictions({"goodness": predict_from_scores(scores, range(len(self.layers)))}, per_layer)
+
+    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """The label of highest summed P for each input; equal to `forward(x).argmax(1)` when x is one chunk."""
+        return self.predictions(x, batch_size)["goodness"]
 
     def forward_flops(self) -> int:
         """Input-product FLOPs of one sample's simulation (spike inputs counted as dense products)."""

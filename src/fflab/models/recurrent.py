@@ -21,9 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fflab.layers.recurrent import SCORES, RecurrentLayer, rms_normalize
+from fflab.batching import in_batches
+from fflab.layers.recurrent import RecurrentLayer, rms_normalize
 from fflab.models.feedforward import LocalResult
+from fflab.models.prediction import Predictions
 from fflab.models.readout import LinearReadout
+from fflab.vocab import SCORES
 
 
 @dataclass
@@ -36,6 +39,8 @@ class Dynamics:
 
 class RecurrentFFNetwork(nn.Module):
     """Recurrent stack of FF learners with the label clamped at the top."""
+
+    kind = "recurrent"  # its family (fflab.families); spiking layers make it "spiking-recurrent"
 
     def __init__(
         self,
@@ -286,24 +291,30 @@ class RecurrentFFNetwork(nn.Module):
         """Matrix-multiply FLOPs of running one input row up to the window's end."""
         return self.window[1] * sum(layer.flops() for layer in self.layers)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-class scores [N, C]: the goodness of every candidate label, averaged over the counted window and
+        the layers (argmax: the "goodness" prediction)."""
+        return self.label_scores(x).mean(2)
+
     @torch.no_grad()
-    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
-        """Predicted labels by goodness averaged over window and layers ("goodness", and per layer
-        "goodness_layerJ"), by the linear readout ("readout") when there is one, and by both
-        ("goodness+readout"): the sum of the two log-softmaxes, the goodness scaled by the loss's own
-        logit scale, so each method's confidence weighs its vote."""
+    def predictions(self, x: torch.Tensor, batch_size: int = 1000) -> Predictions:
+        """Predicted labels by goodness averaged over window and layers ("goodness", and each layer alone),
+        by the linear readout ("readout") when there is one, and by both ("goodness+readout"): the sum of the
+        two log-softmaxes, the goodness scaled by the loss's own logit scale, so each method's confidence
+        weighs its vote."""
         self.eval()
-        chunk = max(1, batch_size // self.num_classes)
-        scores = torch.cat([self.label_scores(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+        scores = in_batches(self.label_scores, x, max(1, batch_size // self.num_classes))
         mean_scores = scores.mean(2)
-        out = {"goodness": mean_scores.argmax(1)}
-        for j in range(scores.shape[2]):
-            out[f"goodness_layer{j}"] = scores[:, :, j].argmax(1)
+        by_method = {"goodness": mean_scores.argmax(1)}
+        per_layer = [scores[:, :, j].argmax(1) for j in range(scores.shape[2])]
         if self.readout is not None:
-            logits = torch.cat(
-                [self.readout(self.readout_features(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-            )
-            out["readout"] = logits.argmax(1)
+            logits = in_batches(lambda b: self.readout(self.readout_features(b)), x, batch_size)
+            by_method["readout"] = logits.argmax(1)
             goodness_logits = self.layers[0].logit_scale * mean_scores.float()
-            out["goodness+readout"] = (goodness_logits.log_softmax(1) + logits.float().log_softmax(1)).argmax(1)
-        return out
+            by_method["goodness+readout"] = (goodness_logits.log_softmax(1) + logits.float().log_softmax(1)).argmax(1)
+        return Predictions(by_method, per_layer)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """The label of best window-averaged goodness for each input (see `forward`), a chunk at a time."""
+        return in_batches(self, x, max(1, batch_size // self.num_classes)).argmax(1)

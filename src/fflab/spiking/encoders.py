@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-ENCODERS = ("direct", "rate", "latency")
+from fflab.vocab import ENCODERS
 
 
 def encode(

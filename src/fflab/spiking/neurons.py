@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fflab.vocab import NEURON_RESETS
+
 
 def _fast_sigmoid(x: torch.Tensor, slope: float) -> torch.Tensor:
     return x / (1 + slope * x.abs())  # derivative 1 / (1 + slope |x|)^2 (Zenke & Ganguli's SuperSpike)
@@ -35,7 +37,6 @@ SURROGATES: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "atan": _atan,
     "straight_through": _straight_through,
 }
-NEURON_RESETS = ("subtract", "zero")
 
 
 def surrogate_derivative(x: torch.Tensor, surrogate: str = "fast_sigmoid", slope: float = 25.0) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-TRACES = ("count", "leaky", "hard_leaky")
+from fflab.vocab import TRACES
 
 
 def trace(spikes: torch.Tensor, kind: str = "leaky", decay: float = 0.9) -> torch.Tensor:

@@ -30,7 +30,7 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
-from fflab.config import FEEDFORWARD_KINDS, ModelSettings, TrainSettings
+from fflab.config import TrainSettings
 from fflab.errors import FFLabError
 from fflab.models import FFNetwork, LocalResult
 from fflab.training.trainer import FFTrainer, batch_bounds
@@ -119,36 +119,6 @@ class ParallelPlan:
         }
 
 
-def check_parallel_support(model: ModelSettings, train: TrainSettings, plan: ParallelPlan) -> None:
-    """Clear errors, before any worker starts, for what layer-parallel training cannot do exactly."""
-    if model.kind not in FEEDFORWARD_KINDS:
-        raise FFLabError(
-            f"parallel training runs feed-forward FF networks (model.kind {list(FEEDFORWARD_KINDS)}); "
-            f"{model.kind!r} trains in one process"
-        )
-    if train.schedule != "simultaneous":
-        raise FFLabError("the greedy schedule trains one layer at a time, so there is nothing to run in parallel")
-    if train.layer_epochs:
-        raise FFLabError("train.layer_epochs (per-layer training windows) runs in one process only")
-    if plan.stages > len(model.hidden):
-        raise FFLabError(
-            f"{plan.stages} pipeline stages need at least as many layers; the model has {len(model.hidden)}"
-        )
-    if plan.stages > 1 and train.negatives in ("hard", "hardest") and train.hard_scores == "prediction":
-        raise FFLabError(
-            "hard negatives scored by the whole network need every layer on the first stage; use "
-            "train.hard_scores = 'first_layer' or 'refreshed' with a pipeline"
-        )
-    if train.negatives in ("hard", "hardest") and train.hard_scores == "readout":
-        raise FFLabError(
-            "hard negatives from the online readout need every layer and one readout learning in step; "
-            "use train.hard_scores = 'first_layer' or 'refreshed' in parallel training"
-        )
-    if plan.replicas > 1:
-        if model.batch_norm:
-            raise FFLabError("batch norm statistics differ between data-parallel replicas; use pipeline mode")
-
-
 def shard(n: int, parts: int, index: int) -> slice:
     """Rows of part `index` when n rows are split into `parts` near-equal consecutive parts."""
     base, extra = divmod(n, parts)
@@ -174,8 +144,6 @@ class DistributedFFTrainer(FFTrainer):
         progress: bool = True,
         image_shape: Sequence[int] | None = None,
     ) -> None:
-        if not isinstance(model, FFNetwork):
-            raise FFLabError(f"parallel training runs feed-forward FF networks, not {type(model).__name__}")
         super().__init__(model, settings, progress=progress, image_shape=image_shape)
         self.plan = plan
         self.rank = dist.get_rank()

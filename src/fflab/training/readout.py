@@ -7,6 +7,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from fflab.batching import in_batches
 from fflab.config import ReadoutSettings
 from fflab.models import FFNetwork, RecurrentFFNetwork, evaluating
 
@@ -15,7 +16,7 @@ from fflab.models import FFNetwork, RecurrentFFNetwork, evaluating
 def readout_features(model: FFNetwork | RecurrentFFNetwork, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The readout's input for every row of `x`, computed once (the FF layers are frozen)."""
     model.eval()
-    return torch.cat([model.readout_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return in_batches(model.readout_features, x, batch_size)
 
 
 class OnlineReadout:

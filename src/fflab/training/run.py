@@ -3,26 +3,26 @@
 The run directory holds config.toml (resolved), metrics.jsonl (one line per epoch),
 summary.json, the model (model.safetensors + model.json) and plots/*.png; while the run is in
 progress, also its training state (resume.pt), from which `fflab resume` continues a stopped run.
+
+A run reads top to bottom: `_setup` (threads, device, precision, data, model, trainer), `_restore` (a resumed
+run's saved state) or `_claim_run_dir` (a new one's directory), `_fit` (training with per-epoch monitoring and
+checkpoints), `_finalize` (readout, evaluation, plots, summary). What the model family does differently is the
+family's (fflab.families); what a layer-parallel worker does differently is its `Role`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from fflab.analysis.plots import (
-    plot_activity_over_time,
-    plot_goodness_histograms,
-    plot_goodness_over_time,
-    plot_training_curves,
-)
+from fflab.analysis.plots import plot_training_curves
 from fflab.checkpoint import (
     SETTINGS,
     TRAINING_STATE,
@@ -31,15 +31,15 @@ from fflab.checkpoint import (
     save_training_state,
     upgrade_saved_state,
 )
-from fflab.config import FEEDFORWARD_KINDS, RECURRENT_KINDS, Config, to_toml
-from fflab.data import Dataset, FrameSource, SequenceDataset, load_dataset, load_sequence_dataset
+from fflab.config import Config, to_toml
 from fflab.devices import dataset_to, resolve_device
-from fflab.errors import DataError, FFLabError
+from fflab.errors import FFLabError
+from fflab.families import Family, get_family
 from fflab.io import flush_to_disk, folder_lock, write_json_atomic, write_text_atomic, write_text_new
-from fflab.models import BackpropNetwork, FFNetwork, RecurrentFFNetwork, build_model
+from fflab.models import build_model
 from fflab.perf import compute_precision, set_threads, settle_precision
-from fflab.supervision import random_wrong_labels
-from fflab.training.evaluate import evaluate, goodness_samples, primary_method
+from fflab.training.data import evaluation_split, held_out_scores, load_for_config, rows
+from fflab.training.evaluate import evaluate
 from fflab.training.launch import (
     DEFAULT_TIMEOUT,
     join_group,
@@ -49,9 +49,8 @@ from fflab.training.launch import (
     threads_per_worker,
     torchrun_world,
 )
-from fflab.training.parallel import DistributedFFTrainer, ParallelPlan, check_parallel_support
+from fflab.training.parallel import DistributedFFTrainer, ParallelPlan
 from fflab.training.readout import train_readout
-from fflab.training.trainer import make_trainer
 
 Log = Callable[[str], None]
 
@@ -69,85 +68,7 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
             run_dir = base.with_name(f"{base.name}-{k}")
 
 
-SEQUENCE_SETS = ("seq-mnist", "moving-mnist")
-
-
-def rows(x, start: int, stop: int):
-    """Rows start..stop-1 of a tensor, or (lazily) of a sequence frame source."""
-    return x.rows(start, stop) if isinstance(x, FrameSource) else x[start:stop]
-
-
-def evaluation_split(cfg: Config) -> str:
-    """The held-out set a run monitors and reports: 'validation' (data.validation) or 'test'."""
-    return "validation" if cfg.data.validation else "test"
-
-
-def held_out_scores(split: str, result: dict) -> dict:
-    """An evaluation's accuracies under the held-out split's name (`test_accuracy`, ...), as summaries store them."""
-    return {f"{split}_{key}": result[key] for key in ("accuracy", "accuracy_by_method", "accuracy_per_layer")}
-
-
-def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Dataset | SequenceDataset:
-    """The configured data set (images, or sequences derived from MNIST), cut to the configured subset sizes.
-
-    With data.validation = N the last N training samples take the test split's place, so nothing
-    downstream can read the test set.
-    """
-    d = cfg.data
-    if d.name in SEQUENCE_SETS:
-        if d.name == "seq-mnist":
-            permute = None if d.permute_seed < 0 else d.permute_seed
-            options = {"mode": d.seq_mode, "chunk_size": d.chunk_size, "permute_seed": permute}
-        else:
-            options = {
-                "frames": d.frames,
-                "canvas": d.canvas,
-                "digits": d.digits,
-                "train_sequences": d.train_sequences,
-                "test_sequences": d.test_sequences,
-                "seed": d.sequence_seed,
-            }
-        ds = load_sequence_dataset(d.name, data_dir=data_dir, progress=progress, **options)
-    else:
-        ds = load_dataset(d.name, data_dir=data_dir, path=d.path or None, progress=progress)
-    if ds.num_classes < 2:
-        raise DataError(f"{ds.name} holds {ds.num_classes} class; Forward-Forward needs at least two to tell apart")
-    n_train = min(d.train_subset or len(ds.train_x), len(ds.train_x))
-    if d.validation >= n_train:
-        raise FFLabError(f"data.validation = {d.validation} leaves no training samples of the {n_train} there are")
-    n_fit = n_train - d.validation
-    if d.validation:  # held out: the end of the training rows
-        held_x, held_y, start, stop = ds.train_x, ds.train_y, n_fit, n_train
-    else:
-        held_x, held_y, start, stop = ds.test_x, ds.test_y, 0, d.test_subset or len(ds.test_x)
-    return dataclasses.replace(
-        ds,
-        train_x=rows(ds.train_x, 0, n_fit),
-        train_y=ds.train_y[:n_fit],
-        test_x=rows(held_x, start, stop),
-        test_y=held_y[start:stop],
-    )
-
-
-def _where(device: torch.device, threads: int) -> str:
-    return f"{threads} threads" if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
-
-
 RUN_TAKEN = "already holds a run (finished, running, or stopped before saving its state)"
-
-
-def _check_every_frame_is_read(cfg: Config, ds: Dataset | SequenceDataset) -> None:
-    """A recurrent network reads frame t at step t, and trains and predicts up to the counted window's end,
-    so a longer sequence would lose its last frames without a word."""
-    if not isinstance(ds, SequenceDataset) or cfg.model.kind not in RECURRENT_KINDS:
-        return
-    frames, last = ds.train_x.num_steps, cfg.model.window[1]
-    if frames > last:
-        raise FFLabError(
-            f"model.window = {cfg.model.window}: {ds.name} sequences here have {frames} frames, but training and "
-            f"prediction stop at step {last}, so frames {last + 1}-{frames} would never count; end model.window "
-            f"(and model.steps) at step {frames} or later"
-        )
 
 
 def _prepare_run_dir(run_dir: Path) -> None:
@@ -197,13 +118,97 @@ def _fmt(values) -> str:
     return " ".join("-" if v is None else f"{v:.4f}" for v in values)
 
 
-def _monitor_method(model) -> str | None:
-    """What per-epoch monitoring can score before any readout is trained."""
-    if isinstance(model, BackpropNetwork):
-        return "backprop"
-    if isinstance(model, FFNetwork) and not model.predicts_by_goodness:
-        return None
-    return "goodness"
+class Role:
+    """How this process takes part in a run: alone (this class), or as a worker of a layer-parallel run."""
+
+    writes = True  # monitors, evaluates and writes the run directory
+    plan: ParallelPlan | None = None
+
+    def settle_precision(self, setting: str, device: torch.device) -> tuple[str, str | None]:
+        """The precision the run computes in ("auto" settled), and a note for the log."""
+        return settle_precision(setting, device)
+
+    def make_trainer(self, family: Family, model, cfg: Config, progress: bool, image_shape):
+        return family.make_trainer(model, cfg, progress=progress, image_shape=image_shape)
+
+    def checkpoint_every(self, cfg: Config) -> int:
+        return cfg.train.checkpoint_every
+
+    def describe(self) -> str:
+        return ""
+
+    def summary(self, trainer, history: list[dict]) -> dict:
+        return {}
+
+
+@dataclass
+class ParallelRole(Role):
+    """A worker of a layer-parallel run (torch.distributed initialised): every worker trains its share; rank 0
+    alone monitors, evaluates and writes the run directory. Parallel runs save no training state."""
+
+    plan: ParallelPlan
+
+    @property
+    def writes(self) -> bool:
+        return dist.get_rank() == 0
+
+    def settle_precision(self, setting: str, device: torch.device) -> tuple[str, str | None]:
+        """Rank 0 settles "auto"; every worker computes in the precision it chose."""
+        chosen, note = settle_precision(setting, device) if self.writes else (setting, None)
+        shared = [chosen]
+        dist.broadcast_object_list(shared, src=0)
+        return shared[0], note
+
+    def make_trainer(self, family: Family, model, cfg: Config, progress: bool, image_shape):
+        return DistributedFFTrainer(model, cfg.train, self.plan, progress=progress, image_shape=image_shape)
+
+    def checkpoint_every(self, cfg: Config) -> int:
+        return 0
+
+    def describe(self) -> str:
+        return f", {self.plan.mode}-parallel on {self.plan.world_size} workers"
+
+    def summary(self, trainer, history: list[dict]) -> dict:
+        busy = [h["worker_busy"] for h in history]
+        return {
+            "parallel": {
+                **self.plan.describe(trainer.layer_groups),
+                "worker_busy": [round(sum(b) / len(busy), 3) for b in zip(*busy, strict=True)],
+            }
+        }
+
+
+@dataclass
+class Run:
+    """What the stages of one run share."""
+
+    cfg: Config
+    run_dir: Path
+    family: Family
+    role: Role
+    log: Log
+    progress: bool
+    threads: int
+    device: torch.device
+    ds: object = None
+    model: torch.nn.Module = None
+    trainer: object = None
+    precision: contextlib.AbstractContextManager = None
+    precision_note: str | None = None
+    wall_start: float = field(default_factory=time.perf_counter)
+    done: int = 0  # epochs completed before this process started (a resumed run)
+    resumes: list[int] = field(default_factory=list)
+    wall_before: float = 0.0
+    monitor_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.family.total_epochs(self.cfg)
+
+    @property
+    def held_out(self) -> str:
+        return evaluation_split(self.cfg)
 
 
 def train_run(
@@ -231,8 +236,9 @@ def train_run(
     run_dir = Path(run_dir)
     if resume and parallel is not None:
         raise FFLabError("layer-parallel runs save no training state, so they cannot be resumed")
-    options = {"data_dir": data_dir, "progress": progress, "log": log, "parallel": parallel, "threads": threads}
-    if parallel is not None and dist.get_rank() != 0:
+    role = Role() if parallel is None else ParallelRole(parallel)
+    options = {"data_dir": data_dir, "progress": progress, "log": log, "role": role, "threads": threads}
+    if not role.writes:
         return _train(cfg, run_dir, None, **options)  # a worker that writes nothing
     with _working_in(run_dir, new=not resume):
         saved = load_training_state(run_dir) if resume else None
@@ -260,13 +266,6 @@ def _working_in(run_dir: Path, *, new: bool) -> Iterator[None]:
         yield
 
 
-def _lead_choice(value: str) -> str:
-    """Rank 0's `value`, on every worker of a parallel run."""
-    shared = [value]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
-
-
 def _train(
     cfg: Config,
     run_dir: Path,
@@ -275,116 +274,141 @@ def _train(
     data_dir: str | None,
     progress: bool,
     log: Log,
-    parallel: ParallelPlan | None,
+    role: Role,
     threads: int | None,
 ) -> dict:
     """train_run's work: from scratch, or from the `saved` training state of a stopped run."""
-    wall_start = time.perf_counter()
-    lead = parallel is None or dist.get_rank() == 0
-    resume = saved is not None
+    run = _setup(cfg, run_dir, data_dir, progress, log, role, threads, resumed=saved is not None)
+    if not role.writes:
+        with run.precision:
+            run.trainer.fit(run.ds.train_x, run.ds.train_y)
+        return {}
+    if saved is None:
+        _claim_run_dir(run_dir, run.cfg)
+    else:
+        _restore(run, saved)
+    _announce(run)
+    _fit(run)
+    return _finalize(run)
+
+
+def _setup(
+    cfg: Config,
+    run_dir: Path,
+    data_dir: str | None,
+    progress: bool,
+    log: Log,
+    role: Role,
+    threads: int | None,
+    *,
+    resumed: bool,
+) -> Run:
+    """Threads, device and precision; then the data, the model and its trainer."""
+    family = get_family(cfg.model.kind)
     threads = set_threads(cfg.train.threads if threads is None else threads)
     device = resolve_device(cfg, local_rank())
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL and implicit CUDA allocations use the current device
-    chosen, precision_note = settle_precision(cfg.train.precision, device) if lead else (cfg.train.precision, None)
-    if parallel is not None:  # every worker computes in the precision the lead chose
-        chosen = _lead_choice(chosen)
+    chosen, precision_note = role.settle_precision(cfg.train.precision, device)
     # the run's config.toml records the precision that ran, so `fflab eval` and `fflab resume` reuse it
     cfg = cfg.with_train(precision=chosen)
+    run = Run(cfg, run_dir, family, role, log, progress and role.writes, threads, device)
     torch.manual_seed(cfg.train.seed)
-    ds = dataset_to(load_for_config(cfg, data_dir, progress and lead), device)
-    if not resume:  # a run started before this check keeps going as it began
-        _check_every_frame_is_read(cfg, ds)
-    model = build_model(
-        cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, cfg.train.seed, input_shape=ds.input_shape
-    ).to(device)
-    precision = compute_precision(cfg.train.precision, device)  # training, monitoring, readout and evaluation
-    if parallel is None:
-        trainer = make_trainer(model, cfg.train, progress=progress, image_shape=ds.input_shape, readout=cfg.readout)
-    else:
-        trainer = DistributedFFTrainer(
-            model, cfg.train, parallel, progress=progress and lead, image_shape=ds.input_shape
-        )
-        if not lead:
-            with precision:
-                trainer.fit(ds.train_x, ds.train_y)
-            return {}
-    done, resumes, wall_before, monitor_seconds = 0, [], 0.0, 0.0
-    if saved is None:
-        _claim_run_dir(run_dir, cfg)
-    else:
-        upgraded = upgrade_saved_state(model, saved["model"])
-        if upgraded:  # the optimisers' moments still have the old layout's shapes
-            raise FFLabError(
-                f"{run_dir / TRAINING_STATE} was saved by an older fflab, whose weights of {', '.join(upgraded)} had "
-                "another layout (tiled products from before stop 36, or dense ones from before tiling): the run "
-                "cannot continue from it; start it again"
-            )
-        try:
-            model.load_state_dict(saved["model"])
-            trainer.load_state_dict(saved["trainer"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise FFLabError(f"{run_dir / TRAINING_STATE} does not fit the run's config.toml ({e})") from None
-        done, wall_before, monitor_seconds = saved["epoch"], saved["wall_seconds"], saved["monitor_seconds"]
-        resumes = [*saved["resumes"], done]
-    reads_schedule = cfg.model.kind in FEEDFORWARD_KINDS  # a backprop baseline keeps the setting, unread
-    schedule = f", {cfg.train.schedule}" if reads_schedule else ""
-    layerwise = reads_schedule and cfg.train.schedule == "greedy"
-    total_epochs = cfg.train.epochs * (len(cfg.model.hidden) if layerwise else 1)
-    workers = f", {parallel.mode}-parallel on {parallel.world_size} workers" if parallel else ""
-    held_out = evaluation_split(cfg)
-    log(
-        f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / {len(ds.test_x)} "
-        f"{held_out}), layers {cfg.model.hidden}, {total_epochs} epochs{schedule}, {_where(device, threads)}{workers} "
-        f"-> {run_dir}" + (f", resumed after epoch {done}" if resume else "")
-    )
-    if lead and precision_note:
-        log(precision_note)
+    run.ds = ds = dataset_to(load_for_config(cfg, data_dir, run.progress), device)
+    if not resumed:  # a run started before a data check existed keeps going as it began
+        family.check_data(cfg, ds)
+    run.model = build_model(cfg, ds.input_dim, ds.num_classes, input_shape=ds.input_shape).to(device)
+    run.precision = compute_precision(cfg.train.precision, device)  # training, monitoring, readout, evaluation
+    run.trainer = role.make_trainer(family, run.model, cfg, run.progress, ds.input_shape)
+    run.precision_note = precision_note
+    return run
 
+
+def _announce(run: Run) -> None:
+    """The run's first log lines: what trains on what, where, and in which precision."""
+    cfg, ds, device = run.cfg, run.ds, run.device
+    schedule = run.family.describe_schedule(cfg)
+    where = f"{run.threads} threads" if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    run.log(
+        f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / "
+        f"{len(ds.test_x)} {run.held_out}), layers {cfg.model.hidden}, {run.total_epochs} epochs"
+        f"{', ' + schedule if schedule else ''}, {where}{run.role.describe()} -> {run.run_dir}"
+        + (f", resumed after epoch {run.done}" if run.done else "")
+    )
+    if run.precision_note:
+        run.log(run.precision_note)
+
+
+def _restore(run: Run, saved: dict) -> None:
+    """Continue a stopped run: its weights, its trainer's state, and the record of the epochs it has done."""
+    state_path = run.run_dir / TRAINING_STATE
+    upgraded = upgrade_saved_state(run.model, saved["model"])
+    if upgraded:  # the optimisers' moments still have the old layout's shapes
+        raise FFLabError(
+            f"{state_path} was saved by an older fflab, whose weights of {', '.join(upgraded)} had another layout "
+            "(tiled products saved before 2026-12-05, or dense ones from before tiling): the run "
+            "cannot continue from it; start it again"
+        )
+    try:
+        run.model.load_state_dict(saved["model"])
+        run.trainer.load_state_dict(saved["trainer"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise FFLabError(f"{state_path} does not fit the run's config.toml ({e})") from None
+    run.done, run.wall_before, run.monitor_seconds = saved["epoch"], saved["wall_seconds"], saved["monitor_seconds"]
+    run.resumes = [*saved["resumes"], run.done]
+    run.history = _completed_epochs(run.run_dir, run.done)
+
+
+def _fit(run: Run) -> None:
+    """Train the remaining epochs; after each, score the monitor samples, log, and save the training state."""
+    cfg, ds, model = run.cfg, run.ds, run.model
     m = cfg.train.monitor_size
-    method = _monitor_method(model) if m else None
-    monitor = [("train", rows(ds.train_x, 0, m), ds.train_y[:m]), (held_out, rows(ds.test_x, 0, m), ds.test_y[:m])]
-    history: list[dict] = _completed_epochs(run_dir, done) if resume else []
-    every = cfg.train.checkpoint_every if parallel is None else 0
-    with open(run_dir / "metrics.jsonl", "a" if resume else "w") as metrics:
+    method = run.family.monitor_method(model) if m else None
+    monitor = [("train", rows(ds.train_x, 0, m), ds.train_y[:m]), (run.held_out, rows(ds.test_x, 0, m), ds.test_y[:m])]
+    every = run.role.checkpoint_every(cfg)
+    with open(run.run_dir / "metrics.jsonl", "a" if run.done else "w") as metrics:
 
         def on_epoch(stats) -> None:
-            nonlocal monitor_seconds
             t = time.perf_counter()
-            due = stats.epoch % cfg.train.monitor_every == 0 or stats.epoch == total_epochs
+            due = stats.epoch % cfg.train.monitor_every == 0 or stats.epoch == run.total_epochs
             if method and due:
                 for name, x, y in monitor:
                     result = evaluate(model, x, y, cfg.eval.batch_size, method)
                     stats.extra[f"{name}_accuracy"] = result["accuracy"]
                     if result["accuracy_per_layer"]:
                         stats.extra[f"{name}_accuracy_per_layer"] = result["accuracy_per_layer"]
-            monitor_seconds += time.perf_counter() - t
+            run.monitor_seconds += time.perf_counter() - t
             row = stats.as_dict()
-            history.append(row)
+            run.history.append(row)
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
             accs = "  ".join(
                 f"{name} {row[f'{name}_accuracy']:.2%}" for name, *_ in monitor if f"{name}_accuracy" in row
             )
-            log(
-                f"epoch {stats.epoch:>3}/{total_epochs}  loss {_fmt(stats.loss)}  "
+            run.log(
+                f"epoch {stats.epoch:>3}/{run.total_epochs}  loss {_fmt(stats.loss)}  "
                 f"{accs}  {stats.train_seconds:.1f}s ({stats.samples_per_second:,.0f} samples/s)"
             )
-            if every and (stats.epoch % every == 0 or stats.epoch == total_epochs):
-                flush_to_disk(run_dir / "metrics.jsonl")  # the epochs a saved state has done are on disk before it
+            if every and (stats.epoch % every == 0 or stats.epoch == run.total_epochs):
+                flush_to_disk(run.run_dir / "metrics.jsonl")  # the epochs a saved state has done are on disk first
                 save_training_state(
-                    run_dir,
+                    run.run_dir,
                     stats.epoch,
                     model,
-                    trainer.state_dict(),
-                    monitor_seconds=monitor_seconds,
-                    wall_seconds=wall_before + time.perf_counter() - wall_start,
-                    resumes=resumes,
+                    run.trainer.state_dict(),
+                    monitor_seconds=run.monitor_seconds,
+                    wall_seconds=run.wall_before + time.perf_counter() - run.wall_start,
+                    resumes=run.resumes,
                 )
 
-        with precision:
-            trainer.fit(ds.train_x, ds.train_y, on_epoch, done)
-    train_seconds = sum(h["train_seconds"] for h in history)
+        with run.precision:
+            run.trainer.fit(ds.train_x, ds.train_y, on_epoch, run.done)
+
+
+def _finalize(run: Run) -> dict:
+    """Save the model, fit its readout, score the held-out (and training) set, plot, write summary.json."""
+    cfg, ds, model, log = run.cfg, run.ds, run.model, run.log
+    train_seconds = sum(h["train_seconds"] for h in run.history)
     meta = {
         "dataset": ds.name,
         "input_dim": ds.input_dim,
@@ -392,32 +416,35 @@ def _train(
         "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
     }
-    save_checkpoint(run_dir, model, cfg, **meta)
+    save_checkpoint(run.run_dir, model, cfg, **meta)
 
     readout_seconds = 0.0
-    # A recurrent network's readout has also learned online (for hard negatives), on features that kept changing.
-    if isinstance(model, FFNetwork | RecurrentFFNetwork) and model.readout is not None:
+    # A readout that also learned online (for hard negatives) saw features that kept changing: it is refit.
+    if run.family.has_readout(model):
         t = time.perf_counter()
-        with precision:
+        with run.precision:
             for row in train_readout(model, ds.train_x, ds.train_y, cfg.readout, seed=cfg.train.seed):
                 log(
                     f"readout epoch {row['readout_epoch']:>2}/{cfg.readout.epochs}  loss {row['loss']:.4f}  "
                     f"train {row['train_accuracy']:.2%}"
                 )
         readout_seconds = time.perf_counter() - t
-        save_checkpoint(run_dir, model, cfg, **meta)
+        save_checkpoint(run.run_dir, model, cfg, **meta)
 
-    primary = primary_method(cfg)
+    primary = run.family.primary_method(cfg)
     eval_start = time.perf_counter()
-    with precision:
+    with run.precision:
         held = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary)
         train = None
         if cfg.eval.train_accuracy:
             train = evaluate(model, ds.train_x, ds.train_y, cfg.eval.batch_size, primary)
     eval_seconds = time.perf_counter() - eval_start
 
-    _write_plots(cfg, model, trainer, ds, history, run_dir)
-    samples = len(ds.train_x) * total_epochs
+    plots = run.run_dir / "plots"
+    plot_training_curves(run.history, plots / "training_curves.png")
+    run.family.write_plots(cfg, model, run.trainer, ds, plots)
+    samples = len(ds.train_x) * run.total_epochs
+    held_out = run.held_out
     summary = {
         "dataset": ds.name,
         "config": cfg.name,
@@ -425,36 +452,31 @@ def _train(
         "predict": primary,
         **held_out_scores(held_out, held),
         "train_accuracy": train["accuracy"] if train else None,
-        "epochs": total_epochs,
+        "epochs": run.total_epochs,
         "train_samples": len(ds.train_x),
         f"{held_out}_samples": len(ds.test_x),
         "train_seconds": round(train_seconds, 3),
         "readout_seconds": round(readout_seconds, 3),
-        "monitor_seconds": round(monitor_seconds, 3),
+        "monitor_seconds": round(run.monitor_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
-        "wall_seconds": round(wall_before + time.perf_counter() - wall_start, 3),
+        "wall_seconds": round(run.wall_before + time.perf_counter() - run.wall_start, 3),
         "samples_per_second": round(samples / train_seconds, 1),
-        "train_gflop_per_second": round(trainer.flops_per_sample() * samples / train_seconds / 1e9, 2),
-        "threads": threads,
-        "device": str(device),
+        "train_gflop_per_second": round(run.trainer.flops_per_sample() * samples / train_seconds / 1e9, 2),
+        "threads": run.threads,
+        "device": str(run.device),
         "precision": cfg.train.precision,
         "torch": torch.__version__,
     }
-    if resumes:
-        summary["resumed_after_epochs"] = resumes
-    if parallel is not None:
-        busy = [h["worker_busy"] for h in history]
-        summary["parallel"] = {
-            **parallel.describe(trainer.layer_groups),
-            "worker_busy": [round(sum(b) / len(busy), 3) for b in zip(*busy, strict=True)],
-        }
-    write_json_atomic(run_dir / "summary.json", summary)
-    (run_dir / TRAINING_STATE).unlink(missing_ok=True)  # the run is complete: model.safetensors is its result
+    if run.resumes:
+        summary["resumed_after_epochs"] = run.resumes
+    summary.update(run.role.summary(run.trainer, run.history))
+    write_json_atomic(run.run_dir / "summary.json", summary)
+    (run.run_dir / TRAINING_STATE).unlink(missing_ok=True)  # the run is complete: model.safetensors is its result
     train_text = f", train accuracy {summary['train_accuracy']:.2%}" if train else ""
     methods = ", ".join(f"{k} {v:.2%}" for k, v in held["accuracy_by_method"].items())
     log(
         f"{held_out} accuracy {held['accuracy']:.2%} by {primary}{train_text} ({held_out} by method: {methods}); "
-        f"train {train_seconds:.1f}s, eval {eval_seconds:.1f}s -> {run_dir}"
+        f"train {train_seconds:.1f}s, eval {eval_seconds:.1f}s -> {run.run_dir}"
     )
     return summary
 
@@ -484,7 +506,7 @@ def train_parallel(
         )
     world, here = (workers, workers) if workers is not None else (launched[1], launched[2])
     plan = ParallelPlan.create(mode, world, stages)
-    check_parallel_support(cfg.model, cfg.train, plan)
+    get_family(cfg.model.kind).check_parallel(cfg, plan)
     if ":" in cfg.train.device and here > 1:
         raise FFLabError(
             f"train.device = {cfg.train.device!r} would put all {here} workers of this machine on one GPU; "
@@ -503,7 +525,7 @@ def train_parallel(
         # the run directory until its workers end, so rank 0 does not lock it again.
         with _working_in(run_dir, new=True):
             ds = load_for_config(cfg, data_dir, progress)
-            build_model(cfg.model, ds.input_dim, ds.num_classes, cfg.readout, cfg.spiking, input_shape=ds.input_shape)
+            build_model(cfg, ds.input_dim, ds.num_classes, input_shape=ds.input_shape)
             del ds
             run_local_workers(_parallel_worker, workers, (*args, True), timeout, backend)
             return json.loads((run_dir / "summary.json").read_text())
@@ -523,28 +545,7 @@ def _parallel_worker(
     threads: int,
     dir_held_by_parent: bool,
 ) -> dict:
-    options = {"data_dir": data_dir, "progress": progress, "parallel": plan, "threads": threads}
+    options = {"data_dir": data_dir, "progress": progress, "threads": threads}
     if dir_held_by_parent:
-        return _train(cfg, run_dir, None, log=print, **options)
-    return train_run(cfg, run_dir, **options)
-
-
-def _write_plots(cfg: Config, model, trainer, ds: Dataset, history: list[dict], run_dir: Path) -> None:
-    """Training curves for every run; goodness histograms for FF networks; goodness and activity over
-    time for recurrent ones."""
-    plots = run_dir / "plots"
-    plot_training_curves(history, plots / "training_curves.png")
-    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    n = min(500 if isinstance(model, RecurrentFFNetwork) else 2000, len(ds.test_x))
-    x, y = ds.test_x[:n], ds.test_y[:n]  # a slice of a sequence source renders just these rows
-    if isinstance(model, RecurrentFFNetwork):
-        wrong = random_wrong_labels(y, model.num_classes, gen)
-        pos, neg = model.trace(x, y).goodness.mean(2), model.trace(x, wrong).goodness.mean(2)
-        plot_goodness_over_time(pos, neg, plots / "goodness_over_time.png", model.window, model.hidden_steps)
-        plot_activity_over_time(
-            model.trace(x[:4], y[:4], keep_activities=True).activities, plots / "activity_over_time.png"
-        )
-    elif isinstance(model, FFNetwork):
-        pos, neg = goodness_samples(model, trainer.make_pairs(x, y, gen), n, y)
-        theta = cfg.model.theta if cfg.model.loss == "softplus" else None  # symba has no threshold
-        plot_goodness_histograms(pos, neg, plots / "goodness_histograms.png", theta)
+        return _train(cfg, run_dir, None, log=print, role=ParallelRole(plan), **options)
+    return train_run(cfg, run_dir, parallel=plan, **options)

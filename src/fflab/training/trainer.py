@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fflab.batching import in_batches
 from fflab.config import ReadoutSettings, TrainSettings
-from fflab.models import BackpropNetwork, FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
-from fflab.supervision import hard_wrong_labels, make_pair_source, random_wrong_labels
+from fflab.models import FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
+from fflab.supervision import make_pair_source, wrong_labels
 from fflab.training.augment import augment_images
 from fflab.training.readout import OnlineReadout
 
@@ -306,8 +307,7 @@ class FFTrainer(Trainer):
 
     def score_bank_for(self, x: torch.Tensor) -> torch.Tensor:
         """The whole network's label scores [N, C] for x (in eval mode, a thousand rows at a time)."""
-        scorer = self.model.hard_negative_scorer("prediction")
-        return torch.cat([scorer(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+        return in_batches(self.model.hard_negative_scorer("prediction"), x)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "score_bank": self.score_bank}
@@ -448,10 +448,8 @@ class RecurrentTrainer(Trainer):
     def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train the readout one step on this batch, then draw each sample's negative label."""
         scores = self.online_readout.step(x, y) if self.online_readout is not None else None
-        if self.settings.negatives == "random":
-            return random_wrong_labels(y, self.model.num_classes, self.generator)
-        gen = self.generator if self.settings.negatives == "hard" else None
-        return hard_wrong_labels(scores, y, gen, self.settings.hard_temperature)
+        s = self.settings
+        return wrong_labels(s.negatives, y, self.model.num_classes, self.generator, scores, s.hard_temperature)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
         self.static_input = x.dim() != 3 and not self.model.clock  # otherwise the first layer's input changes
@@ -508,11 +506,9 @@ class HebbianTrainer(Trainer):
     def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Uniformly random wrong labels, or hard ones ranked by the layers' summed P for every label
         (which costs a forward pass per label)."""
-        if self.settings.negatives == "random":
-            return random_wrong_labels(y, self.model.num_classes, self.generator)
-        scores = self.model.label_scores(x, self.generator).sum(2)
-        gen = self.generator if self.settings.negatives == "hard" else None
-        return hard_wrong_labels(scores, y, gen, self.settings.hard_temperature)
+        s, gen = self.settings, self.generator
+        scores = lambda: self.model.label_scores(x, gen).sum(2)  # noqa: E731 (drawn only for hard negatives)
+        return wrong_labels(s.negatives, y, self.model.num_classes, gen, scores, s.hard_temperature)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
         return self.model.local_updates(x, y, self.wrong_labels(x, y), self.lr, self.generator)
@@ -524,14 +520,8 @@ class HebbianTrainer(Trainer):
         return (4 + scoring) * self.model.forward_flops()
 
 
-def make_trainer(
-    model, settings: TrainSettings, *, progress: bool = True, image_shape=None, readout: ReadoutSettings | None = None
-) -> Trainer:
-    """The trainer that fits the model: local FF updates (feed-forward or recurrent) or end-to-end backprop."""
-    if isinstance(model, BackpropNetwork):
-        return BackpropTrainer(model, settings, progress=progress)
-    if isinstance(model, HebbianFFNetwork):
-        return HebbianTrainer(model, settings, progress=progress)
-    if isinstance(model, RecurrentFFNetwork):
-        return RecurrentTrainer(model, settings, progress=progress, readout=readout)
-    return FFTrainer(model, settings, progress=progress, image_shape=image_shape, readout=readout)
+def make_trainer(model, cfg, *, progress: bool = True, image_shape: Sequence[int] | None = None) -> Trainer:
+    """The trainer that fits `model` under the settings of `cfg` (a Config), as the model's family makes it."""
+    from fflab.families import family_of
+
+    return family_of(model).make_trainer(model, cfg, progress=progress, image_shape=image_shape)
