@@ -180,13 +180,14 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 def _about(err: OSError, *paths: Path) -> bool:
-    """Whether `err` is a refusal to write one of `paths` (or says nothing of the path, as write errors do)."""
-    if err.filename is None:
-        return True
+    """Whether `err` is a refusal to write one of `paths`: it names one of them, or it names no path (as a
+    failed write does) and its errno is one a write meets (not, say, a network error met while writing)."""
+    if err.filename is None or isinstance(err.filename, int):
+        return err.errno in CAUSES
     try:
         return Path(os.fsdecode(err.filename)) in paths
-    except TypeError:  # a file descriptor
-        return True
+    except TypeError:
+        return False
 
 
 @contextlib.contextmanager
@@ -194,8 +195,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
 
     The new contents reach the disk before the rename, so after a crash or power loss `path` holds the old
-    file or the whole new one, never an empty one. A write that fails with an OSError (also one raised by
-    the caller's writer into the temporary path) becomes a WriteError naming `path` and the cause."""
+    file or the whole new one, never an empty one. A write that fails (also one by the caller's writer into
+    the temporary path: an OSError naming it, or naming no path with the errno of a failed write) becomes a
+    WriteError naming `path` and the cause; any other error passes through. Either way the temporary file
+    is removed."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,12 +270,12 @@ def atomic_file(path: str | os.PathLike) -> Iterator[io.RawIOBase]:
             yield out
         except Exception:
             if out.error is not None:
-                raise out.error from None
+                raise write_error(path, out.error, _kept(Path(path))) from None
             raise
         finally:
             out.close()
-        if out.error is not None:
-            raise out.error
+        if out.error is not None:  # the writer ignored it
+            raise write_error(path, out.error, _kept(Path(path)))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
