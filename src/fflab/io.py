@@ -222,7 +222,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 class _GuardedFile(io.RawIOBase):
-    """An unbuffered binary file that remembers the first OSError its writes met: torch.save reports a full
+    """An unbuffered binary file that remembers the first OSError its writes met: torch.save may report a full
     disk as "unexpected pos" and other writers may ignore an error, but `atomic_file` still sees the cause."""
 
     def __init__(self, fd: int) -> None:
