@@ -196,19 +196,27 @@ def test_a_refused_epoch_state_save_is_one_line_and_the_last_state_resumes(tmp_p
     assert leftovers(run) == []
 
 
-def test_a_full_disk_at_the_summary_keeps_the_training_state_so_resume_finishes(tmp_path, capsys):
+END_FAULTS = {  # the writes after the last epoch: weights, plots, summary
+    "weights-no-space": (WEIGHTS, errno.ENOSPC, "write", "no space left on the device"),
+    "plot-read-only": ("plots/training_curves.png", errno.EROFS, "open", "read-only file system"),
+    "summary-no-space": ("summary.json", errno.ENOSPC, "write", "no space left on the device"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(END_FAULTS))
+def test_a_refused_write_after_the_last_epoch_keeps_the_training_state_so_resume_finishes(tmp_path, capsys, case):
+    file, code, at, cause = END_FAULTS[case]
     run = tmp_path / "run"
-    with disk_fault(run, errno.ENOSPC, name="summary.json"):
+    with disk_fault(run, code, name=Path(file).name, at=at):
         assert main(train_args(run)) == 2
     line = one_line_error(capsys.readouterr().err)
-    assert f"cannot write {run / 'summary.json'}: no space left on the device; nothing was written" in line
-    assert "free some space there or write elsewhere" in line
-    assert load_training_state(run)["epoch"] == 3 and (run / WEIGHTS).is_file()  # no result lost, none claimed
-    assert not (run / "summary.json").exists() and leftovers(run) == []
+    assert f"cannot write {run / file}: {cause}; nothing was written" in line
+    assert load_training_state(run)["epoch"] == 3  # no result lost ...
+    assert not (run / "summary.json").exists() and leftovers(run) == []  # ... and none claimed
 
     assert main(["resume", str(run), "--no-progress"]) == 0
     assert json.loads((run / "summary.json").read_text())["epochs"] == 3
-    assert not (run / TRAINING_STATE).exists()
+    assert not (run / TRAINING_STATE).exists() and leftovers(run) == []
 
 
 def test_a_disk_that_fills_mid_write_keeps_the_previous_checkpoint_and_state(tmp_path):
