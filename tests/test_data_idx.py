@@ -138,9 +138,9 @@ def test_images_must_be_3d_ubyte_and_non_empty() -> None:
 
 def test_labels_range_and_dims() -> None:
     check_labels(np.array([0, 9, 3], np.uint8), "y", 10)
-    with pytest.raises(DataError, match=r"y holds label 10; this data set has 10 classes \(0..9\)"):
-        check_labels(np.array([0, 10], np.uint8), "y", 10)
-    with pytest.raises(DataError, match="negative label"):
+    with pytest.raises(DataError, match=r"y holds label 10 at index 1; this data set has 10 classes \(0..9\)"):
+        check_labels(np.array([0, 10, 3, 12], np.uint8), "y", 10)
+    with pytest.raises(DataError, match=r"negative label \(-1\) at index 1"):
         check_labels(np.array([0, -1], np.int8), "y")
     with pytest.raises(DataError, match="1 dimension"):
         check_labels(np.zeros((2, 2), np.uint8), "y")

@@ -7,6 +7,7 @@ import stat
 import pytest
 
 import fflab.io
+from fflab.errors import WriteError
 from fflab.io import atomic_path, fcntl, folder_lock, write_json_atomic, write_text_atomic, write_text_new
 
 
@@ -51,8 +52,9 @@ def test_a_file_system_that_cannot_fsync_still_gets_the_atomic_write_but_a_faili
     write_text_atomic(tmp_path / "a.txt", "kept")
     assert (tmp_path / "a.txt").read_text() == "kept"
     monkeypatch.setattr(fflab.io.os, "fsync", refuse(errno.EIO))
-    with pytest.raises(OSError, match="Input/output error"):
+    with pytest.raises(WriteError, match=r"a\.txt: input/output error.*previous file is unchanged") as err:
         write_text_atomic(tmp_path / "a.txt", "lost")
+    assert isinstance(err.value, OSError) and err.value.errno == errno.EIO
     assert (tmp_path / "a.txt").read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
@@ -61,7 +63,7 @@ def test_a_failed_exclusive_write_leaves_no_file_that_would_pass_for_a_complete_
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(fflab.io.os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(WriteError, match=r"config\.toml: no space left on the device; nothing was written"):
         write_text_new(tmp_path / "config.toml", "x = 1\n")
     assert not (tmp_path / "config.toml").exists()
     monkeypatch.undo()

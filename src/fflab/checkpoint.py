@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from fflab import __version__
 from fflab.config import Config, config_from_dict
 from fflab.errors import CheckpointError, ConfigError
-from fflab.io import atomic_path, write_json_atomic
+from fflab.io import atomic_file, write_bytes_atomic, write_json_atomic
 from fflab.models import build_model
 
 WEIGHTS = "model.safetensors"
@@ -32,11 +32,12 @@ STATE_FORMAT = "fflab-training-state/1"
 
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, cfg: Config, **meta: Any) -> None:
-    """Write weights then settings, each atomically. `meta` needs input_dim and num_classes."""
+    """Write weights then settings, each atomically (WriteError if the disk refuses, the previous files kept).
+    `meta` needs input_dim and num_classes."""
     directory = Path(directory)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp))
+    # serialised here and written by fflab.io: safetensors' own file writer can miss a refused write
+    write_bytes_atomic(directory / WEIGHTS, save(tensors))
     write_json_atomic(
         directory / SETTINGS,
         {"format": FORMAT, "fflab_version": __version__, "config": cfg.to_dict(), **meta},
@@ -96,10 +97,13 @@ def upgrade_saved_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) 
 def save_training_state(
     directory: str | Path, epoch: int, model: torch.nn.Module, trainer_state: dict, **extra
 ) -> None:
-    """Atomically write what resuming after `epoch` needs: the model's and the trainer's state, plus `extra`."""
+    """Atomically write what resuming after `epoch` needs: the model's and the trainer's state, plus `extra`.
+
+    A refused write (disk full: torch's own "[enforce fail at inline_container.cc] unexpected pos") is a
+    WriteError naming the file and the cause; the previous epoch's state stays in place."""
     state = {"format": STATE_FORMAT, "epoch": epoch, "model": model.state_dict(), "trainer": trainer_state, **extra}
-    with atomic_path(Path(directory) / TRAINING_STATE) as tmp:
-        torch.save(state, tmp)
+    with atomic_file(Path(directory) / TRAINING_STATE) as out:
+        torch.save(state, out)
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:

@@ -233,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     except FFLabError as e:
         print(f"fflab: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file system refusal not named where it happened (a read-only run directory)
+        from fflab.io import describe_os_error
+
+        print(f"fflab: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fflab: interrupted", file=sys.stderr)
         return 130

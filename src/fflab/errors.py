@@ -18,3 +18,12 @@ class DataError(FFLabError):
 
 class CheckpointError(FFLabError):
     """A run directory or checkpoint is missing files or does not match its settings."""
+
+
+class WriteError(FFLabError, OSError):
+    """A file could not be written: the message names the path and the cause (no space left, no permission,
+    read-only file system) and what was kept. Also an OSError, with the cause's errno, so that code which
+    tolerates a failed write (a cache) still does."""
+
+    def __str__(self) -> str:  # the message alone: OSError's own would be "[Errno 28] ...: 'path'"
+        return str(self.args[0]) if self.args else ""

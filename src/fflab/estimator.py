@@ -45,6 +45,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _check_finite(X: np.ndarray, estimator: str) -> None:
+    """scikit-learn's "Input X contains NaN" (or infinity), naming the first such value's row and column."""
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    row, column = (int(i) for i in np.argwhere(bad)[0])
+    value = X[row, column]
+    what = "NaN" if np.isnan(value) else f"infinity ({value})"
+    count = int(bad.sum())
+    raise ValueError(
+        f"Input X contains {what} at row {row}, column {column} ({count} non-finite value{'s' if count > 1 else ''} "
+        f"in all); {estimator} needs finite features: drop those rows or impute them (sklearn.impute.SimpleImputer)"
+    )
+
+
 @contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
     """Run torch with `threads` threads (0: one per core), then restore the caller's setting."""
@@ -145,7 +160,8 @@ class FFClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> FFClassifier:
         """Learn min-max statistics, encode labels as 0..C-1 and train the FF network. Returns self."""
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        _check_finite(X, type(self).__name__)
         check_classification_targets(y)
         if self.label == "none" or self.negatives == "hybrid":
             raise ValueError(
@@ -201,7 +217,8 @@ class FFClassifier(ClassifierMixin, BaseEstimator):
         under-confident. Wrap the estimator in CalibratedClassifierCV when calibrated probabilities matter.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        _check_finite(X, type(self).__name__)
         x = self._tensor(X)
         with _torch_threads(self.config_.train.threads):
             scores = in_batches(self.model_.label_scores, x)

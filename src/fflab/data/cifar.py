@@ -122,8 +122,10 @@ def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
             f"{where}: b'labels' is {labels.dtype} {labels.shape}; expected {len(data)} integers, one per image."
         )
     if labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
-        bad = labels[(labels < 0) | (labels >= len(CIFAR10_CLASSES))][0]
-        raise DataError(f"{where} holds label {bad}; CIFAR-10 labels are 0..{len(CIFAR10_CLASSES) - 1}.")
+        index = int(np.argmax((labels < 0) | (labels >= len(CIFAR10_CLASSES))))
+        raise DataError(
+            f"{where} holds label {labels[index]} at index {index}; CIFAR-10 labels are 0..{len(CIFAR10_CLASSES) - 1}."
+        )
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 

@@ -2,7 +2,8 @@
 
 Each file is streamed to a hidden temporary file in its destination folder, its md5 is compared with the
 official one, and only then is it renamed into place (`os.replace` is atomic on one file system). A
-failed, interrupted or mismatching download leaves nothing behind.
+failed, interrupted or mismatching download leaves nothing behind; one this disk refuses (no space, no
+permission) is a WriteError naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from tqdm import tqdm
 from fflab import __version__
 from fflab.data.paths import dataset_folder, find_file
 from fflab.data.registry import DatasetSpec, FileSpec, get_spec
-from fflab.errors import DataError
-from fflab.io import create_beside, flush_to_disk
+from fflab.errors import DataError, WriteError
+from fflab.io import atomic_file
 
 MIRROR_ENV = "FFLAB_MIRROR"
 CHUNK_BYTES = 1 << 16
@@ -38,40 +39,33 @@ def mirror_list(spec: DatasetSpec, mirrors: Sequence[str] | None = None) -> list
 
 
 def _fetch(url: str, dest: Path, md5: str, progress: bool) -> None:
-    """Stream `url` into a temporary file next to `dest`, check its size and md5, then move it into place."""
-    tmp = create_beside(dest, ".part")
-    try:
-        with (
-            open(tmp, "wb") as out,
-            urlopen(Request(url, headers={"User-Agent": f"fflab/{__version__}"}), timeout=TIMEOUT_S) as response,
-        ):
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            digest = hashlib.md5(usedforsecurity=False)
-            received = 0
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-            ) as bar:
-                while chunk := response.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and received != total:
-                raise DataError(f"connection closed after {received} of {total} bytes")
-            if digest.hexdigest() != md5:
-                raise DataError(f"md5 of the downloaded file is {digest.hexdigest()}, expected the official {md5}")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-        flush_to_disk(dest.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Stream `url` into a temporary file next to `dest`, check its size and md5, then move it into place.
+    A refused write (disk full, read-only folder) is a WriteError naming `dest`: no other mirror would help."""
+    with (
+        atomic_file(dest) as out,
+        urlopen(Request(url, headers={"User-Agent": f"fflab/{__version__}"}), timeout=TIMEOUT_S) as response,
+    ):
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        digest = hashlib.md5(usedforsecurity=False)
+        received = 0
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=dest.name,
+            disable=not progress,
+        ) as bar:
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and received != total:
+            raise DataError(f"connection closed after {received} of {total} bytes")
+        if digest.hexdigest() != md5:
+            raise DataError(f"md5 of the downloaded file is {digest.hexdigest()}, expected the official {md5}")
 
 
 def download_file(file: FileSpec, folder: Path, mirrors: Sequence[str], *, progress: bool = True) -> Path:
@@ -91,6 +85,8 @@ def download_file(file: FileSpec, folder: Path, mirrors: Sequence[str], *, progr
         url = f"{base.rstrip('/')}/{file.name}"
         try:
             _fetch(url, dest, file.md5, progress)
+        except WriteError:
+            raise  # this disk refused it: every mirror would fail the same way
         except (DataError, OSError, HTTPException, ValueError) as err:
             failures.append(f"    {url}: {err}")
         else:

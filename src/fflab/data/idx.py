@@ -113,9 +113,16 @@ def check_labels(labels: np.ndarray, path: str | os.PathLike, num_classes: int |
         return
     low, high = int(labels.min()), int(labels.max())
     if low < 0:
-        raise DataError(f"{path} holds a negative label ({low}); labels must be class indices >= 0.")
+        index = int(np.argmax(labels < 0))
+        raise DataError(
+            f"{path} holds a negative label ({int(labels[index])}) at index {index}; labels must be class indices >= 0."
+        )
     if num_classes is not None and high >= num_classes:
-        raise DataError(f"{path} holds label {high}; this data set has {num_classes} classes (0..{num_classes - 1}).")
+        index = int(np.argmax(labels >= num_classes))
+        raise DataError(
+            f"{path} holds label {int(labels[index])} at index {index}; this data set has {num_classes} classes "
+            f"(0..{num_classes - 1})."
+        )
 
 
 def check_pair(

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from fflab.data.dataset import Dataset
 from fflab.data.paths import resolve_cache_dir
 from fflab.errors import DataError
-from fflab.io import atomic_path, create_beside, flush_to_disk
+from fflab.io import atomic_file, create_beside, describe_os_error, flush_to_disk
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
@@ -223,7 +223,7 @@ def _read_cache(path: Path, key: str, root: Path) -> ImageArrays | None:
 def _write_cache(path: Path, key: str, arrays: ImageArrays) -> None:
     """Write the cache atomically and drop older caches of the same folder; a failure only costs speed."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        with atomic_file(path) as file:
             fields = {field: getattr(arrays, field) for field in CACHED[2:]}
             np.savez(file, key=np.array(key), class_names=np.array(arrays.class_names), **fields)
         prefix = path.name.split("-")[0]
@@ -231,7 +231,7 @@ def _write_cache(path: Path, key: str, arrays: ImageArrays) -> None:
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as err:
-        warnings.warn(f"could not cache decoded images at {path}: {err}", stacklevel=4)
+        warnings.warn(f"could not cache decoded images: {describe_os_error(err)}", stacklevel=4)
 
 
 def read_image_folder(

@@ -11,7 +11,7 @@ from fflab.data.embedded import load_digits_dataset
 from fflab.data.imagefolder import image_folder_dataset, uint8_dataset
 from fflab.data.paths import dataset_folder, find_file, missing_message, repair_hint, require_path
 from fflab.data.registry import get_spec
-from fflab.data.verify import inspect_folder
+from fflab.data.verify import inspect_folder, label_classes
 from fflab.errors import DataError
 
 
@@ -63,7 +63,8 @@ def load_dataset(
             f"{details}\n{repair_hint(spec, folder)}"
         )
     train_x, train_y, test_x, test_y = (array for array in arrays if array is not None)
-    num_classes = len(spec.class_names) or int(max(train_y.max(), test_y.max())) + 1
-    class_names = spec.class_names or tuple(str(i) for i in range(num_classes))
+    class_names, problems = label_classes(spec, folder, checks, arrays)
+    if problems:
+        raise DataError(f"Data set {spec.name!r}: {problems[0][1]}.")
     # IDX images are [N, H, W]: one grey channel.
     return uint8_dataset(spec.name, train_x[:, None], train_y, test_x[:, None], test_y, class_names)

@@ -186,7 +186,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
         DatasetSpec(
             "idx",
             "your own folder of MNIST-format IDX files (gzip or raw), given as path; test-* may replace "
-            "t10k-*; classes = max label + 1",
+            "t10k-*; classes = 0..max training label, each with training samples, or those named in classes.txt",
             "folder",
             files=tuple(
                 FileSpec(stem, "images" if "images" in stem else "labels", aliases=_idx_aliases(stem))

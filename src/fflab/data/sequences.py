@@ -24,7 +24,7 @@ from fflab.data.load import load_dataset
 from fflab.data.paths import resolve_cache_dir
 from fflab.data.registry import get_spec
 from fflab.errors import DataError
-from fflab.io import atomic_path
+from fflab.io import atomic_file, describe_os_error
 
 STEP_LENGTH = 0.1  # Srivastava et al. (2015): one step is a tenth of the free range of positions
 CACHE_VERSION = 1  # part of every moving-MNIST cache key; bump it when the generator changes
@@ -305,10 +305,10 @@ def _cached(
             warnings.warn(f"damaged moving-MNIST cache: {err}; regenerating it", stacklevel=3)
     arrays = generate()
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        with atomic_file(path) as file:
             np.savez(file, key=np.array(key), **arrays)
     except OSError as err:  # a read-only cache still gives correct (regenerated) data, just slower next time
-        warnings.warn(f"could not cache moving-MNIST trajectories at {path}: {err}", stacklevel=3)
+        warnings.warn(f"could not cache moving-MNIST trajectories: {describe_os_error(err)}", stacklevel=3)
     return arrays
 
 

@@ -1,4 +1,5 @@
-"""Checks of the files on disk: IDX structure, expected shape, payload SHA-256, image/label agreement.
+"""Checks of the files on disk: IDX structure, expected shape, payload SHA-256, image/label agreement, and
+for a user's own IDX folder the classes its labels stand for.
 
 The loader and `fflab data verify` share this one code path, so what `verify` reports is exactly what a
 load would accept or reject.
@@ -52,12 +53,93 @@ def check_file(path: Path, file: FileSpec, num_classes: int | None) -> tuple[np.
     return array, f"{array.dtype} {array.shape}, IDX structure ok, {checksum}"
 
 
+CLASSES_FILE = "classes.txt"
+
+
+def read_class_names(folder: Path) -> tuple[str, ...] | None:
+    """The classes a user's IDX folder declares in classes.txt (one name a line; line k names label k), or None
+    where it has none. Declared classes may have no training sample; labels beyond them are refused."""
+    path = folder / CLASSES_FILE
+    if not path.is_file():
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"Cannot read {path}: {err}.") from None
+    names = [line.strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise DataError(f"{path} names no classes: write one class name a line (line k names label k), or remove it.")
+    if "" in names:
+        raise DataError(f"{path}: line {names.index('') + 1} is empty; every line names one class (line k: label k).")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(f"{path} names {twice[0]!r} more than once; every class needs its own name.")
+    return tuple(names)
+
+
+def _ranges(values: np.ndarray) -> str:
+    """Sorted integers as '3, 10..41'."""
+    runs: list[list[int]] = []
+    for v in (int(v) for v in values):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
+def label_classes(
+    spec: DatasetSpec, folder: Path, checks: list[FileCheck], arrays: list[np.ndarray | None]
+) -> tuple[tuple[str, ...], list[tuple[int, str]]]:
+    """The class names of a checked IDX folder, and what is wrong with its labels as (index into `spec.files`,
+    message) pairs. A named set has its own classes; a user's folder those of its classes.txt, else one per
+    training label 0..max, each of which must have a training sample (a stray label such as one 42 among
+    0..9 would otherwise make 33 classes nothing teaches) and no test label may go beyond."""
+    if spec.class_names:
+        return spec.class_names, []
+    declared = read_class_names(folder)
+    if declared is not None:  # each label file was checked against them
+        return declared, []
+    train, test = arrays[1], arrays[3]
+    if train is None or train.size == 0:
+        return (), []
+    count = int(train.max()) + 1
+    names = tuple(str(label) for label in range(count))
+    hint = f"if the data set has more classes than its training labels show, name them in {folder / CLASSES_FILE}"
+    problems = []
+    empty = np.flatnonzero(np.bincount(train, minlength=count) == 0)
+    if len(empty):
+        top = int(np.argmax(train == count - 1))
+        samples = int((train == count - 1).sum())
+        problems.append(
+            (
+                1,
+                f"{checks[1].path}: classes {_ranges(empty)} have no training sample, yet label {count - 1} occurs "
+                f"(first at index {top}, {samples} sample{'s' if samples > 1 else ''}); fix a stray label, or {hint} "
+                "(one name a line)",
+            )
+        )
+    if test is not None and test.size and int(test.max()) >= count:
+        index = int(np.argmax(test >= count))
+        problems.append(
+            (
+                3,
+                f"{checks[3].path} holds label {int(test[index])} at index {index}, but the training labels know "
+                f"classes 0..{count - 1} only; fix the label, or {hint} (one name a line)",
+            )
+        )
+    return names, problems
+
+
 def inspect_folder(spec: DatasetSpec, folder: Path) -> tuple[list[FileCheck], list[np.ndarray | None]]:
     """Check every file of `spec` in `folder`, then each split's image/label pair and train/test sizes.
 
     Returns one FileCheck per file of `spec.files` and, aligned with it, the array (None where it failed).
     """
-    num_classes = len(spec.class_names) or None
+    declared = None if spec.class_names else read_class_names(folder)
+    num_classes = len(spec.class_names or declared or ()) or None
     checks: list[FileCheck] = []
     arrays: list[np.ndarray | None] = []
     for file in spec.files:
@@ -116,5 +198,8 @@ def verify_dataset(
         return [FileCheck(*check) for check in describe_cifar10(spec, data_dir, path)]
     if spec.reader == "images":
         return [FileCheck(*check) for check in describe_image_folder(spec.name, path)]
-    checks, _ = inspect_folder(spec, dataset_folder(spec, data_dir, path))
+    folder = dataset_folder(spec, data_dir, path)
+    checks, arrays = inspect_folder(spec, folder)
+    for index, problem in label_classes(spec, folder, checks, arrays)[1]:
+        checks[index] = FileCheck(checks[index].path, False, problem)
     return checks
