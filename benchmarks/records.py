@@ -161,7 +161,8 @@ def load_records(folder: Path = RESULTS) -> list[tuple[Path, dict]]:
     """Every record under `folder` (recursively), checked, in file-name order.
 
     Other benchmark outputs there (benchmarks/speed.py, parallel.py, untrained_control.py) are skipped; a file
-    that looks like a training result in the format before records (top-level test_accuracy) is an error.
+    that looks like a benchmarks/train.py result from before records (top-level overrides, epochs and an
+    accuracy) is an error, so that no run drops out of the tables unseen.
     """
     found = []
     for path in sorted(folder.rglob("*.json")):
@@ -170,6 +171,6 @@ def load_records(folder: Path = RESULTS) -> list[tuple[Path, dict]]:
         if "format" in data:
             check_record(data, name)
             found.append((path, data))
-        elif "test_accuracy" in data or "validation_accuracy" in data:
+        elif {"overrides", "epochs"} <= data.keys() and ("test_accuracy" in data or "validation_accuracy" in data):
             raise ValueError(f"{name}: a training result that is not a record (format {FORMAT!r})")
     return found

@@ -100,7 +100,8 @@ def test_records_say_where_they_come_from():
 
 
 def test_a_training_result_outside_the_record_format_is_refused(tmp_path):
-    (tmp_path / "old.json").write_text(json.dumps({"config": "mnist-ff", "test_accuracy": 0.98}))
+    old = {"config": "mnist-ff", "overrides": [], "epochs": 18, "test_accuracy": 0.98}  # train.py's old format
+    (tmp_path / "old.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="old.json: a training result that is not a record"):
         records.load_records(tmp_path)
     (tmp_path / "old.json").write_text(json.dumps({"format": records.FORMAT, "config": "mnist-ff"}))
