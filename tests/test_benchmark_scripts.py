@@ -43,15 +43,25 @@ def test_readout_select_rejects_layers_the_model_lacks(tmp_path):
     assert bad.returncode != 0 and "--layers [5]: the model has layers 0-1" in bad.stderr
 
 
-def test_train_benchmark_writes_the_run_summary_and_a_table_row(tmp_path):
-    overrides = ["--set", "train.epochs=2", "--set", "train.threads=1"]
+def test_train_benchmark_writes_a_record_and_a_table_row(tmp_path):
+    overrides = ["--set", "train.epochs=2", "--set", "train.threads=1", "--set", "train.seed=3"]
     done = script("train", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "digits-ff-train.epochs_2-train.threads_1.json").read_text())
-    assert result["epochs"] == 2 and result["test_accuracy"] > 0.5  # chance is 10%
-    share = result["train_gflop_per_second"] / result["matmul_peak_gflop_per_second"]  # of rounded figures
-    assert 0 < result["share_of_peak"] and abs(result["share_of_peak"] - share) < 0.01
-    row = f"| digits-ff | digits | {result['test_accuracy']:.2%} | 2 | "
+    (written,) = tmp_path.iterdir()
+    assert re.fullmatch(r"digits-ff-train.epochs_2-train.threads_1-train.seed_3-\d{8}-\d{6}\.json", written.name)
+    record = json.loads(written.read_text())
+    metrics, run = record["metrics"], record["run"]
+    assert run["epochs"] == 2 and metrics["test_accuracy"] > 0.5  # chance is 10%
+    share = run["train_gflop_per_second"] / run["matmul_peak_gflop_per_second"]  # of rounded figures
+    assert 0 < run["share_of_peak"] and abs(run["share_of_peak"] - share) < 0.01
+    assert record["format"] == "fflab-benchmark-record/1" and record["config"] == "digits-ff"
+    assert record["config_file"] == "configs/digits-ff.toml" and record["overrides"] == overrides[1::2]
+    assert record["seed"] == 3 and record["threads"] == 1 and record["precision"] == "float32"
+    assert record["device"] == "cpu" and record["cpu"] and record["torch"] and record["fflab_version"]
+    assert record["imported"] is False and record["source"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["date"])
+    assert record["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", record["commit"])
+    row = f"| digits-ff | digits | {metrics['test_accuracy']:.2%} | 2 | "
     assert row in done.stdout, done.stdout
 
 
@@ -60,9 +70,10 @@ def test_train_benchmark_marks_a_validation_runs_accuracy(tmp_path):
     done = script("train", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
     (written,) = tmp_path.iterdir()
-    result = json.loads(written.read_text())
-    assert "test_accuracy" not in result and result["validation_samples"] == 300
-    assert f"| digits-ff | digits | {result['validation_accuracy']:.2%} (validation) | 2 | " in done.stdout
+    record = json.loads(written.read_text())
+    assert "test_accuracy" not in record["metrics"] and record["run"]["validation_samples"] == 300
+    validation = record["metrics"]["validation_accuracy"]
+    assert f"| digits-ff | digits | {validation:.2%} (validation) | 2 | " in done.stdout
 
 
 def test_speed_benchmark_scores_all_labels_in_one_batch_as_the_naive_loop_does(tmp_path):

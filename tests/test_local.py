@@ -125,7 +125,7 @@ def as_dense_layout(model, state: dict) -> dict:
 
 
 def as_window_first(model, state: dict) -> dict:
-    """`state` rewritten as fflab saved it from b6cdc70 to stop 36: tiled weights [tiles, window, tile_rows]."""
+    """`state` rewritten as fflab saved it from b6cdc70 until d41d425: tiled weights [tiles, window, tile_rows]."""
     old = dict(state)
     for name, module in model.named_modules():
         if isinstance(module, TiledLocalLinear):
@@ -189,7 +189,7 @@ def test_a_weight_saved_window_first_is_reordered_on_loading():
     dense, mask, out_shape = masked_dense((2, 12, 12), 3, 5)
     tiled = TiledLocalLinear(dense, mask, out_shape)
     state = tiled.state_dict()
-    del state["rows_first"]  # saved before stop 36: [tiles, window, tile_rows]
+    del state["rows_first"]  # saved before d41d425 (2026-12-05): [tiles, window, tile_rows]
     state["weight"] = state["weight"].transpose(1, 2).contiguous()
     fresh = TiledLocalLinear(torch.zeros_like(dense), mask, out_shape)
     assert upgrade_saved_state(fresh, state) == [""]
