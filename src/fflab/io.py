@@ -294,7 +294,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 class AppendFile:
     """A log that grows by whole records (a run's metrics.jsonl): each `write` reaches the operating system
     complete, or the file is cut back to what it held before and WriteError names the path and the cause.
-    `flush` is there for code written for open(); every write is already flushed."""
+    Nothing is buffered: each write is a system call."""
 
     def __init__(self, path: str | os.PathLike, *, new: bool = False) -> None:
         self.path = Path(path)
@@ -315,9 +315,6 @@ class AppendFile:
                 os.ftruncate(self._fd, size)  # no torn record: the file ends at its last complete one
             raise write_error(self.path, err, "its earlier records are kept") from None
         return len(text)
-
-    def flush(self) -> None:
-        pass
 
     def sync(self) -> None:
         """Put what was written on disk (WriteError if the disk refuses)."""

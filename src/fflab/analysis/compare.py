@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from fflab.analysis.metrics import hoyer_sparsity, knn_accuracy, linear_cka, pca_2d
 from fflab.analysis.plots import plot_latent_pca, plot_spike_raster, plot_unit_activity_histograms
 from fflab.checkpoint import WEIGHTS, load_checkpoint
 from fflab.errors import FFLabError
 from fflab.families import family_of
-from fflab.io import atomic_path, write_json_atomic
+from fflab.io import write_bytes_atomic, write_json_atomic
 from fflab.perf import compute_precision, set_threads
 from fflab.training.data import evaluation_split, load_for_config
 from fflab.training.evaluate import evaluate, primary_method
@@ -67,8 +67,7 @@ def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: boo
     z = family.latents(model, x)
     with torch.no_grad():
         trains = family.spike_trains(model, x[:1000])  # for cost, firing rates and a raster
-    with atomic_path(run_dir / LATENTS) as tmp:
-        save_file({"latents": z.contiguous(), "labels": y.contiguous()}, str(tmp))
+    write_bytes_atomic(run_dir / LATENTS, save({"latents": z.contiguous(), "labels": y.contiguous()}))
     stats = {
         "run": str(run_dir),
         "name": run_dir.name,

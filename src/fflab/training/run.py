@@ -35,7 +35,7 @@ from fflab.config import Config, to_toml
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import FFLabError
 from fflab.families import Family, get_family
-from fflab.io import flush_to_disk, folder_lock, write_json_atomic, write_text_atomic, write_text_new
+from fflab.io import flush_to_disk, folder_lock, open_append, write_json_atomic, write_text_atomic, write_text_new
 from fflab.models import build_model
 from fflab.perf import compute_precision, set_threads, settle_precision
 from fflab.training.data import evaluation_split, held_out_scores, load_for_config, rows
@@ -366,7 +366,7 @@ def _fit(run: Run) -> None:
     method = run.family.monitor_method(model) if m else None
     monitor = [("train", rows(ds.train_x, 0, m), ds.train_y[:m]), (run.held_out, rows(ds.test_x, 0, m), ds.test_y[:m])]
     every = run.role.checkpoint_every(cfg)
-    with open(run.run_dir / "metrics.jsonl", "a" if run.done else "w") as metrics:
+    with open_append(run.run_dir / "metrics.jsonl", new=not run.done) as metrics:
 
         def on_epoch(stats) -> None:
             t = time.perf_counter()
@@ -381,7 +381,6 @@ def _fit(run: Run) -> None:
             row = stats.as_dict()
             run.history.append(row)
             metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
             accs = "  ".join(
                 f"{name} {row[f'{name}_accuracy']:.2%}" for name, *_ in monitor if f"{name}_accuracy" in row
             )
