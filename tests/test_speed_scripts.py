@@ -1,10 +1,13 @@
 """The speed scripts (time to accuracy, peers, the GPU check's dry run), run end to end on small digits runs."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from repo import REPO, config_path
 
 
@@ -78,3 +81,53 @@ def test_time_to_accuracy_says_when_the_target_is_not_reached(tmp_path):
     assert "not reached in 1 epochs" in done.stdout
     refused = script("benchmarks/time_to_accuracy.py", config_path("digits-ff"), "--set", "train.monitor_size=10")
     assert refused.returncode != 0 and "the monitor is set by this script" in refused.stderr
+
+
+def mnist_dir():
+    value = os.environ.get("FFLAB_DATA")
+    if not value or not (Path(value) / "mnist").is_dir():
+        pytest.skip("FFLAB_DATA is not set to a folder holding mnist/ (CI: ../shared/datasets)")
+
+
+TINY_PEERS = ["--hidden", "32,32", "--train-subset", "300", "--test-subset", "200", "--epochs", "2", "--no-peaks"]
+
+
+def test_peers_refuses_unknown_sides_and_bad_sizes():
+    done = script("benchmarks/peers.py", "--sides", "fflab-same,torchff")
+    assert done.returncode == 2 and "--sides: unknown ['torchff']" in done.stderr
+    done = script("benchmarks/peers.py", "--hidden", "2000,x")
+    assert done.returncode == 2 and "comma-separated layer sizes" in done.stderr
+
+
+def test_peers_fflab_sides_run_the_same_network_batch_and_data(tmp_path):
+    mnist_dir()
+    sides = ["--sides", "fflab-same,fflab-recipe", "--target", "0.2", "--quiet"]
+    done = script("benchmarks/peers.py", *TINY_PEERS, *sides, "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "peers-32x32-b128-e2-n300.json").read_text())
+    same, recipe = record["sides"]
+    assert [same["side"], recipe["side"]] == ["fflab-same", "fflab-recipe"]
+    for side in (same, recipe):
+        assert side["train_samples"] == 300 and len(side["epochs"]) == 2 and side["samples_per_second"] > 0
+        assert "model.hidden=[32, 32]" in side["overrides"] and "train.batch_size=128" in side["overrides"]
+        assert "train.seed=42" in side["overrides"] and "data.test_subset=200" in side["overrides"]
+    assert "model.loss=softplus" in same["overrides"] and "model.theta=20.0" in same["overrides"]
+    assert "model.loss=softplus" not in recipe["overrides"]  # the recipe keeps its own loss
+    assert "time_to_target_vs_fflib" not in same  # no fflib side, no ratios
+    assert "| fflab-same | " in done.stdout and "| fflab-recipe | " in done.stdout
+
+
+def test_peers_puts_fflab_beside_fflib_as_ratios(tmp_path):
+    mnist_dir()
+    pytest.importorskip("fflib", reason="the peer library: pip install --no-deps fflib==0.3.0")
+    done = script(
+        "benchmarks/peers.py", *TINY_PEERS, "--sides", "fflib,fflab-same", "--quiet", "--results", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.iterdir()
+    peer, same = json.loads(written.read_text())["sides"]
+    assert peer["library"] == "fflib 0.3.0" and peer["train_samples"] == 300 and len(peer["epochs"]) == 2
+    assert peer["gflop_per_sample"] == pytest.approx(12 * (794 * 32 + 32 * 32) / 1e9, rel=1e-3)  # its products
+    ratio = same["samples_per_second"] / peer["samples_per_second"]
+    assert abs(same["samples_per_second_vs_fflib"] - ratio) < 0.01 and peer["samples_per_second_vs_fflib"] == 1.0
+    assert re.search(r"^\| fflib \| [\d,]+ \| 1\.00x \|", done.stdout, re.M), done.stdout
