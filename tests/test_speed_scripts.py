@@ -131,3 +131,45 @@ def test_peers_puts_fflab_beside_fflib_as_ratios(tmp_path):
     ratio = same["samples_per_second"] / peer["samples_per_second"]
     assert abs(same["samples_per_second_vs_fflib"] - ratio) < 0.01 and peer["samples_per_second_vs_fflib"] == 1.0
     assert re.search(r"^\| fflib \| [\d,]+ \| 1\.00x \|", done.stdout, re.M), done.stdout
+
+
+def test_gpu_check_dry_run_records_each_step_and_a_summary(tmp_path):
+    done = script(
+        "scripts/gpu_check.py", "--dry-run", "--steps", "env,time-to-accuracy", "--out", str(tmp_path), timeout=200
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert summary["mode"] == "dry-run" and summary["ok"] and summary["env"]["torch"]
+    assert summary["steps"]["time-to-accuracy"]["status"] == "ok"
+    record = json.loads((tmp_path / "time-to-accuracy.json").read_text())
+    assert record["device"] == "cpu" and record["config"] == "configs/digits-ff.toml" and record["epochs_run"] == 2
+    assert "| time-to-accuracy | ok |" in (tmp_path / "gpu-check.log").read_text()
+    refused = script("scripts/gpu_check.py", "--steps", "env", "--out", str(tmp_path / "gpu"))
+    if not summary["env"]["cuda_available"]:
+        assert refused.returncode == 2 and "torch sees no CUDA GPU" in refused.stdout
+
+
+def test_gpu_check_packs_mnist_and_a_class_balanced_cifar_subset(tmp_path):
+    import tarfile
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from gpu_check import pack_data
+
+    source = tmp_path / "source"
+    (source / "mnist").mkdir(parents=True)
+    (source / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"idx")
+    images = tmp_path / "cifar10-jpeg"
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (images / split / name).mkdir(parents=True)
+            for k in range(12):
+                (images / split / name / f"{k:04d}.jpg").write_bytes(b"jpeg")
+    with tarfile.open(source / "cifar10-jpeg.tar", "w") as tar:
+        tar.add(images, arcname="cifar10-jpeg")
+    pack_data(source, tmp_path / "packed", per_class=10)
+    assert (tmp_path / "packed" / "mnist" / "train-images-idx3-ubyte.gz").read_bytes() == b"idx"
+    with tarfile.open(tmp_path / "packed" / "cifar10-jpeg.tar") as tar:
+        files = [Path(m.name) for m in tar if m.isfile()]
+    for split, per_class in (("train", 10), ("test", 2)):
+        for name in ("cat", "dog"):
+            assert sum(f.parts[1:3] == (split, name) for f in files) == per_class
