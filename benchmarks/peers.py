@@ -32,8 +32,9 @@ gradient for positive and negative rows plus its second forward pass, 12 * in * 
 the training seconds to --target, each as a ratio to fflib's. Where fflib never reaches the target, the ratio is a
 lower bound (fflib's total training time over fflab's time to target). The record goes to
 benchmarks/results/peers-<sizes>-b<batch>-e<epochs>-n<train images>.json (or under --results). The default, one epoch
-of 10,000 images per side, takes a few minutes on two cores (most of it scoring the test set, untimed); the time to 98%
-needs the whole set and more epochs: --train-subset 0 --epochs 30 (fflib's example trains 60).
+of 10,000 images per side, took 6 minutes on two cores shared with other work (more than half of it scoring the test
+set, untimed); the time to 98% needs the whole set and more epochs: --train-subset 0 --epochs 30 (fflib's example
+trains 60). On a shared machine, compare the best-epoch ratio too: each side's fastest epoch.
 
 fflib 0.3.0 declares torch>=2.6,<3 and torchvision>=0.21,<0.22; that torchvision pins torch 2.6.0, so a plain
 `pip install fflib` (or `pip install '.[peers]'`) would replace the installed torch with 2.6.0 and its CUDA 12.4
@@ -242,6 +243,9 @@ def ratios(row: dict, peer: dict) -> None:
     """row's speed as multiples of the peer's: samples/s, and training seconds to the target (a lower bound,
     marked '>=', where the peer never reached it)."""
     row["samples_per_second_vs_fflib"] = round(row["samples_per_second"] / peer["samples_per_second"], 2)
+    # each side's fastest epoch: less swayed by other work on a shared machine than the means
+    best, peer_best = row["best_epoch_samples_per_second"], peer["best_epoch_samples_per_second"]
+    row["best_epoch_samples_per_second_vs_fflib"] = round(best / peer_best, 2)
     mine, theirs = row["seconds_to_target"], peer["seconds_to_target"]
     if mine is None:
         row["time_to_target_vs_fflib"] = None
