@@ -53,7 +53,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from time_to_accuracy import RESULTS, cpu_model, git_commit, measure_peaks, run_to_target  # noqa: E402
+from records import cpu_model, git_commit  # noqa: E402
+from time_to_accuracy import RESULTS, measure_peaks, run_to_target  # noqa: E402
 
 from fflab.data import load_dataset  # noqa: E402
 from fflab.perf import set_threads  # noqa: E402
@@ -332,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if peer is not None:
         for r in rows:
             ratios(r, peer)
+    commit, dirty = git_commit()
     record = {
         "hidden": hidden,
         "batch_size": args.batch_size,
@@ -347,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "dirty": dirty,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     sizes = "x".join(map(str, hidden))

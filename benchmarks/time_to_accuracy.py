@@ -29,13 +29,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from records import cpu_model, git_commit
 
 from fflab.config import load_config
 from fflab.devices import resolve_device
@@ -50,31 +50,6 @@ HEADER = (
     "| config | --set | precision | target | training time to target | final | samples/s | at bf16 peak | vs baseline |"
 )
 QUIET = ["train.checkpoint_every=0", "eval.train_accuracy=false"]
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str | None:
-    """HEAD of the checkout this script runs from, with '-dirty' when src/ or configs/ have changes."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "configs"], capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if dirty else "")
 
 
 def tag(overrides: list[str]) -> str:
@@ -257,6 +232,7 @@ def main() -> None:
     main_run, base = results["config"], results.get("baseline")
     if base is not None and main_run["seconds_to_target"] and base["seconds_to_target"]:
         main_run["speedup_vs_baseline"] = round(base["seconds_to_target"] / main_run["seconds_to_target"], 3)
+    commit, dirty = git_commit()
     record = {
         **main_run,
         "baseline": base,
@@ -267,7 +243,8 @@ def main() -> None:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "dirty": dirty,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if device.type == "cuda":

@@ -41,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))  # benchmarks/records.py: the machine and commit a record names
 STEPS = ("env", "cuda-tests", "throughput", "pipeline", "time-to-accuracy", "pipeline-cli")
 FOUR = "model.hidden=[2000,2000,2000,2000]"  # the 4x2000 network (mnist-hinton's layer sizes)
 
@@ -143,7 +144,9 @@ def python_command(*args: str) -> list[str]:
 def environment() -> dict:
     """What ran the check: GPU, torch, Python, CPU, git commit."""
     import torch
+    from records import cpu_model, git_commit
 
+    commit, dirty = git_commit()
     record = {
         "python": platform.python_version(),
         "python_executable": sys.executable,
@@ -152,7 +155,8 @@ def environment() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "cores": os.cpu_count(),
         "cpu": cpu_model(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "dirty": dirty,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if torch.cuda.is_available():
@@ -168,21 +172,6 @@ def environment() -> dict:
         smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
         record["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
     return record
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str | None:
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or None
 
 
 def pytest_counts(output: str) -> dict:
