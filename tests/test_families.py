@@ -188,3 +188,23 @@ def test_vocabulary_names_match_the_parts_that_implement_them():
     assert tuple(ACTIVATIONS) == vocab.ACTIVATIONS
     assert tuple(GOODNESS) == vocab.GOODNESS
     assert tuple(SURROGATES) == vocab.SURROGATES
+
+
+def test_a_package_registers_its_family_through_the_entry_point_group(monkeypatch):
+    """fflab loads the `fflab.families` entry points on the first lookup of a kind it does not know."""
+    import fflab.families as registry
+
+    class PluginFamily(Family):
+        name = "plugin-ff"
+
+    class EntryPoint:
+        def load(self):
+            return PluginFamily
+
+    asked = []
+    monkeypatch.setattr(registry, "entry_points", lambda group: asked.append(group) or [EntryPoint()])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        assert get_family("plugin-ff").name == "plugin-ff" and asked == ["fflab.families"]
+    finally:
+        registry._FAMILIES.pop("plugin-ff", None)
