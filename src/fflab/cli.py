@@ -68,15 +68,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from fflab.config import load_config
-    from fflab.training.run import train_run
+    from fflab.training.run import resume_config, train_run
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.toml").is_file():
         raise FFLabError(f"{run_dir} is not a run directory: it has no config.toml")
     try:
         train_run(
-            load_config(run_dir / "config.toml", stored=True),
+            resume_config(run_dir, args.set),
             run_dir,
             data_dir=args.data_dir,
             progress=not args.no_progress,
@@ -191,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     res = sub.add_parser("resume", help="continue a stopped training run from its last saved epoch")
     res.add_argument("run_dir")
+    res.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change train.lr or train.epochs from here on (e.g. a lower lr after a diverged epoch)",
+    )
     common(res)
     res.set_defaults(func=cmd_resume)
 
