@@ -94,10 +94,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fflab.perf import compute_precision, set_threads
     from fflab.training.data import evaluation_split, held_out_scores, load_for_config
     from fflab.training.evaluate import evaluate, primary_method
+    from fflab.training.inputs import reuse_inputs
 
     model, cfg, _ = load_checkpoint(args.run_dir)
     set_threads(cfg.train.threads)
-    ds = load_for_config(cfg, args.data_dir, progress=not args.no_progress)
+    ds = load_for_config(*reuse_inputs(Path(args.run_dir), cfg, args.data_dir), progress=not args.no_progress)
     with compute_precision(cfg.train.precision, "cpu"):  # the run's precision reproduces its summary's score
         result = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary_method(cfg))
     # a run trained with data.validation is re-scored on its held-out rows, under their name

@@ -1,9 +1,10 @@
 """A training run end to end: config in, run directory out.
 
-The run directory holds config.toml (resolved), metrics.jsonl (one line per epoch), summary.json, the model
-(model.safetensors + model.json) and plots/*.png; while the run is in progress, also its training state
-(resume.pt), from which `fflab resume` continues a stopped run. A run whose training diverges
-(fflab.training.health) stops with DivergedError, its last healthy state kept.
+The run directory holds config.toml (resolved), inputs.json (where its data came from: fflab.training.inputs),
+metrics.jsonl (one line per epoch), summary.json, the model (model.safetensors + model.json) and plots/*.png;
+while the run is in progress, also its training state (resume.pt), from which `fflab resume` continues a
+stopped run. A run whose training diverges (fflab.training.health) stops with DivergedError, its last healthy
+state kept.
 
 A run reads top to bottom: `_setup` (threads, device, precision, data, model, trainer), `_restore` (a resumed
 run's saved state) or `_claim_run_dir` (a new one's directory), `_fit` (training with per-epoch monitoring and
@@ -41,6 +42,7 @@ from fflab.models import build_model
 from fflab.perf import compute_precision, set_threads, settle_precision
 from fflab.training.data import evaluation_split, held_out_scores, load_for_config, rows
 from fflab.training.evaluate import evaluate
+from fflab.training.inputs import record_inputs, reuse_inputs
 from fflab.training.launch import (
     DEFAULT_TIMEOUT,
     join_group,
@@ -249,8 +251,9 @@ def train_run(
     """Train and evaluate the configured network; write everything to `run_dir`; return the summary.
 
     With `resume`, continue the stopped run in `run_dir` (`cfg` is its config.toml, or `resume_config`'s) from
-    its last saved training state: the result is the one the run would have had without stopping. One process
-    at a time works in a run directory: a second `fflab train` or `fflab resume` on it stops with an error.
+    its last saved training state: the result is the one the run would have had without stopping. Without
+    `data_dir` it reads the data from where the run recorded (inputs.json). One process at a time works in a
+    run directory: a second `fflab train` or `fflab resume` on it stops with an error.
 
     With a `parallel` plan this is one worker of a layer-parallel run (torch.distributed initialised):
     every worker trains its share, and rank 0 alone monitors, evaluates and writes the run directory
@@ -302,7 +305,8 @@ def _train(
     threads: int | None,
 ) -> dict:
     """train_run's work: from scratch, or from the `saved` training state of a stopped run."""
-    run = _setup(cfg, run_dir, data_dir, progress, log, role, threads, resumed=saved is not None)
+    data = reuse_inputs(run_dir, cfg, data_dir) if saved is not None else (cfg, data_dir)  # as it read before
+    run = _setup(cfg, run_dir, data, progress, log, role, threads, resumed=saved is not None)
     if not role.writes:
         with run.precision:
             run.trainer.fit(run.ds.train_x, run.ds.train_y)
@@ -311,6 +315,7 @@ def _train(
         _claim_run_dir(run_dir, run.cfg)
     else:
         _restore(run, saved)
+    record_inputs(run_dir, *data)
     _announce(run)
     try:
         _fit(run)
@@ -345,7 +350,7 @@ def _how_to_go_on(run: Run, err: DivergedError) -> DivergedError:
 def _setup(
     cfg: Config,
     run_dir: Path,
-    data_dir: str | None,
+    data: tuple[Config, str | None],
     progress: bool,
     log: Log,
     role: Role,
@@ -353,7 +358,8 @@ def _setup(
     *,
     resumed: bool,
 ) -> Run:
-    """Threads, device and precision; then the data, the model and its trainer."""
+    """Threads, device and precision; then the data (`data`: the config and data directory to load it with),
+    the model and its trainer."""
     family = get_family(cfg.model.kind)
     threads = set_threads(cfg.train.threads if threads is None else threads)
     device = resolve_device(cfg, local_rank())
@@ -364,7 +370,7 @@ def _setup(
     cfg = cfg.with_train(precision=chosen)
     run = Run(cfg, run_dir, family, role, log, progress and role.writes, threads, device)
     torch.manual_seed(cfg.train.seed)
-    run.ds = ds = dataset_to(load_for_config(cfg, data_dir, run.progress), device)
+    run.ds = ds = dataset_to(load_for_config(*data, run.progress), device)
     if not resumed:  # a run started before a data check existed keeps going as it began
         family.check_data(cfg, ds)
     run.model = build_model(cfg, ds.input_dim, ds.num_classes, input_shape=ds.input_shape).to(device)
