@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from fflab.errors import FFLabError
@@ -31,13 +33,28 @@ def _config_path(text: str) -> Path:
     raise FFLabError(f"config file not found: {text} (nor {named})")
 
 
-def _interrupted(run_dir: Path) -> int:
-    """Ctrl-C during training: say how to go on where the run saved its state."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, `kill`), raised where the program is, so that it ends as after Ctrl-C:
+    the write in progress removes its temporary file and the run keeps its last saved state."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def _stopped(stop: KeyboardInterrupt, hint: str = "") -> int:
+    """Say that Ctrl-C (exit status 130) or SIGTERM (143) stopped the command."""
+    terminated = isinstance(stop, Terminated)
+    print(f"fflab: {'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}", file=sys.stderr)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
+def _interrupted(run_dir: Path, stop: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM during training: say how to go on where the run saved its state."""
     from fflab.checkpoint import TRAINING_STATE
 
     hint = f"; continue with `fflab resume {run_dir}`" if (run_dir / TRAINING_STATE).exists() else ""
-    print(f"fflab: interrupted{hint}", file=sys.stderr)
-    return 130
+    return _stopped(stop, hint)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -51,8 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise FFLabError("--workers and --stages choose how to run --parallel training; add --parallel MODE")
         try:
             train_run(cfg, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
-        except KeyboardInterrupt:
-            return _interrupted(run_dir)
+        except KeyboardInterrupt as stop:
+            return _interrupted(run_dir, stop)
         return 0
     train_parallel(
         cfg,
@@ -81,8 +98,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             resume=True,
         )
-    except KeyboardInterrupt:
-        return _interrupted(run_dir)
+    except KeyboardInterrupt as stop:
+        return _interrupted(run_dir, stop)
     return 0
 
 
@@ -235,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM ends a command as Ctrl-C does (only the main thread may handle signals; an embedding caller's
+    # handler is put back afterwards)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.func(args)
     except FFLabError as e:
@@ -245,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"fflab: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fflab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        return _stopped(stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
