@@ -34,6 +34,8 @@ class DivergedError(FFLabError):
     fflab.training.health). The message names the epoch, the layer and the quantity; `epoch`, `layer` (0-based,
     None where the quantity is not one layer's) and `quantity` say the same for code."""
 
-    def __init__(self, message: str, *, epoch: int, layer: int | None, quantity: str, value: float) -> None:
+    def __init__(
+        self, message: str, *, epoch: int = 0, layer: int | None = None, quantity: str = "", value: float = 0.0
+    ) -> None:  # defaults: an exception is unpickled (from a parallel worker) as cls(message), then its __dict__
         super().__init__(message)
         self.epoch, self.layer, self.quantity, self.value = epoch, layer, quantity, value
