@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -171,6 +172,8 @@ def test_divergence_is_caught_within_an_epoch_and_in_weights_alone():
     ) as err:
         trainer.train_epoch(x, y, 1)
     assert err.value.epoch == 1 and err.value.layer == 0
+    again = pickle.loads(pickle.dumps(err.value))  # as a layer-parallel worker passes it on
+    assert (str(again), again.epoch, again.layer, again.quantity) == (str(err.value), 1, 0, "loss")
 
     model = build_model(cfg, 64, 10)
     with torch.no_grad():
