@@ -1,9 +1,10 @@
 """Numerical health of training: a run whose loss, goodness or weights stop being numbers stops with an error.
 
 A quantity is unhealthy when it is not finite (NaN, infinite) or when its size is beyond LIMIT. No healthy run
-comes near that: losses and goodness of the shipped configs stay below a hundred and weights below a few
-thousand. A run with much too high a learning rate gets there in a few steps (digits at lr 1e8: a loss of 1e17 in
-the first epoch, after which every unit is silent and the loss stays flat), often without ever making a NaN.
+comes near that: the losses and goodness of the shipped configs stay below a hundred, and weights start below 1
+and are moved by steps of about the learning rate. A run with much too high a learning rate gets there in a few
+steps (digits at lr 1e8: a loss of 1e17 in the first epoch, after which every unit is silent and the loss stays
+flat), often without ever making a NaN.
 
 The check costs no extra wait for the device. The trainer already brings each step's loss and goodness to the
 host for its epoch statistics, so their running sums are checked where they are, every CHECK_EVERY steps and at
