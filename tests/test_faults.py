@@ -222,13 +222,13 @@ def test_a_refused_write_after_the_last_epoch_keeps_the_training_state_so_resume
 def test_a_disk_that_fills_mid_write_keeps_the_previous_checkpoint_and_state(tmp_path):
     cfg = shipped_config("digits-ff", QUICK)
     torch.manual_seed(0)
-    before = build_model(cfg.model, 64, 10)
+    before = build_model(cfg, 64, 10)
     meta = {"input_dim": 64, "num_classes": 10}
     save_checkpoint(tmp_path, before, cfg, **meta)
     save_training_state(tmp_path, 1, before, {"step": 1})
     kept = snapshot(tmp_path)
     torch.manual_seed(1)
-    after = build_model(cfg.model, 64, 10)
+    after = build_model(cfg, 64, 10)
 
     with disk_fault(tmp_path, errno.ENOSPC, name=WEIGHTS, budget=100), pytest.raises(WriteError) as err:
         save_checkpoint(tmp_path, after, cfg, **meta)

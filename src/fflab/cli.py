@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from fflab.errors import FFLabError
@@ -31,13 +33,28 @@ def _config_path(text: str) -> Path:
     raise FFLabError(f"config file not found: {text} (nor {named})")
 
 
-def _interrupted(run_dir: Path) -> int:
-    """Ctrl-C during training: say how to go on where the run saved its state."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, `kill`), raised where the program is, so that it ends as after Ctrl-C:
+    the write in progress removes its temporary file and the run keeps its last saved state."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def _stopped(stop: KeyboardInterrupt, hint: str = "") -> int:
+    """Say that Ctrl-C (exit status 130) or SIGTERM (143) stopped the command."""
+    terminated = isinstance(stop, Terminated)
+    print(f"fflab: {'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}", file=sys.stderr)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
+def _interrupted(run_dir: Path, stop: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM during training: say how to go on where the run saved its state."""
     from fflab.checkpoint import TRAINING_STATE
 
     hint = f"; continue with `fflab resume {run_dir}`" if (run_dir / TRAINING_STATE).exists() else ""
-    print(f"fflab: interrupted{hint}", file=sys.stderr)
-    return 130
+    return _stopped(stop, hint)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -51,8 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise FFLabError("--workers and --stages choose how to run --parallel training; add --parallel MODE")
         try:
             train_run(cfg, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
-        except KeyboardInterrupt:
-            return _interrupted(run_dir)
+        except KeyboardInterrupt as stop:
+            return _interrupted(run_dir, stop)
         return 0
     train_parallel(
         cfg,
@@ -68,22 +85,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from fflab.config import load_config
-    from fflab.training.run import train_run
+    from fflab.training.run import resume_config, train_run
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.toml").is_file():
         raise FFLabError(f"{run_dir} is not a run directory: it has no config.toml")
     try:
         train_run(
-            load_config(run_dir / "config.toml", stored=True),
+            resume_config(run_dir, args.set),
             run_dir,
             data_dir=args.data_dir,
             progress=not args.no_progress,
             resume=True,
         )
-    except KeyboardInterrupt:
-        return _interrupted(run_dir)
+    except KeyboardInterrupt as stop:
+        return _interrupted(run_dir, stop)
     return 0
 
 
@@ -95,10 +111,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fflab.perf import compute_precision, set_threads
     from fflab.training.data import evaluation_split, held_out_scores, load_for_config
     from fflab.training.evaluate import evaluate, primary_method
+    from fflab.training.inputs import reuse_inputs
 
     model, cfg, _ = load_checkpoint(args.run_dir)
     set_threads(cfg.train.threads)
-    ds = load_for_config(cfg, args.data_dir, progress=not args.no_progress)
+    ds = load_for_config(*reuse_inputs(Path(args.run_dir), cfg, args.data_dir), progress=not args.no_progress)
     with compute_precision(cfg.train.precision, "cpu"):  # the run's precision reproduces its summary's score
         result = evaluate(model, ds.test_x, ds.test_y, cfg.eval.batch_size, primary_method(cfg))
     # a run trained with data.validation is re-scored on its held-out rows, under their name
@@ -191,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     res = sub.add_parser("resume", help="continue a stopped training run from its last saved epoch")
     res.add_argument("run_dir")
+    res.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change train.lr or train.epochs from here on (e.g. a lower lr after a diverged epoch)",
+    )
     common(res)
     res.set_defaults(func=cmd_resume)
 
@@ -228,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM ends a command as Ctrl-C does (only the main thread may handle signals; an embedding caller's
+    # handler is put back afterwards)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.func(args)
     except FFLabError as e:
@@ -238,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"fflab: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fflab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        return _stopped(stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

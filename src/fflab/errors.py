@@ -27,3 +27,15 @@ class WriteError(FFLabError, OSError):
 
     def __str__(self) -> str:  # the message alone: OSError's own would be "[Errno 28] ...: 'path'"
         return str(self.args[0]) if self.args else ""
+
+
+class DivergedError(FFLabError):
+    """Training stopped because a loss, a goodness or a weight became non-finite or ran away (see
+    fflab.training.health). The message names the epoch, the layer and the quantity; `epoch`, `layer` (0-based,
+    None where the quantity is not one layer's) and `quantity` say the same for code."""
+
+    def __init__(
+        self, message: str, *, epoch: int = 0, layer: int | None = None, quantity: str = "", value: float = 0.0
+    ) -> None:  # defaults: an exception is unpickled (from a parallel worker) as cls(message), then its __dict__
+        super().__init__(message)
+        self.epoch, self.layer, self.quantity, self.value = epoch, layer, quantity, value

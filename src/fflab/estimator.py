@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fflab.batching import in_batches
 from fflab.config import Config, config_from_dict
-from fflab.errors import ConfigError
+from fflab.errors import ConfigError, DivergedError
 from fflab.models import FFNetwork, build_model
 from fflab.training.trainer import FFTrainer
 
@@ -192,7 +192,14 @@ class FFClassifier(ClassifierMixin, BaseEstimator):
             # the caller's random stream is left untouched.
             torch.manual_seed(seed)
             model = build_model(cfg, X.shape[1], n_classes)
-            FFTrainer(model, cfg.train, progress=False).fit(x, targets)
+            try:
+                FFTrainer(model, cfg.train, progress=False).fit(x, targets)
+            except DivergedError as e:  # as scikit-learn's SGD estimators report an overflow: a ValueError
+                scale = "; so might scale='minmax', if the features are large" if self.scale == "none" else ""
+                raise ValueError(
+                    f"Floating-point overflow in {type(self).__name__}.fit: {e}. Lowering lr (now {self.lr:g}; "
+                    f"try {self.lr / 10:g}) might help{scale}"
+                ) from None
         self.model_: FFNetwork = model.eval()
         self.config_ = cfg
         self.logit_scale_ = model.layers[0].logit_scale  # one loss for every layer

@@ -139,6 +139,10 @@ def create_beside(path: str | os.PathLike, suffix: str, *, folder: bool = False)
             return candidate
         except FileExistsError:
             continue
+        except BaseException:  # stopped (Ctrl-C, SIGTERM) after making it: the caller never learns its name
+            with contextlib.suppress(OSError):
+                candidate.rmdir() if folder else candidate.unlink()
+            raise
 
 
 def _fsync(path: str | os.PathLike) -> None:

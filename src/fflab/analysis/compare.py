@@ -24,6 +24,7 @@ from fflab.io import write_bytes_atomic, write_json_atomic
 from fflab.perf import compute_precision, set_threads
 from fflab.training.data import evaluation_split, load_for_config
 from fflab.training.evaluate import evaluate, primary_method
+from fflab.training.inputs import reuse_inputs
 
 LATENTS = "latents.safetensors"
 
@@ -54,7 +55,7 @@ def stored_accuracy(run_dir: Path, cfg, dataset: str, samples: int, held_out_siz
 def analyze_run(run_dir: Path, data_dir: str | None, samples: int, progress: bool) -> dict:
     """Latents (saved into the run directory) and their statistics for one run's held-out split."""
     model, cfg, _ = load_checkpoint(run_dir)
-    ds = load_for_config(cfg, data_dir, progress)
+    ds = load_for_config(*reuse_inputs(run_dir, cfg, data_dir), progress)  # the run's own data, unless told
     x, y = ds.test_x[:samples], ds.test_y[:samples]
     model.eval()
     start = time.perf_counter()

@@ -134,6 +134,9 @@ class DistributedFFTrainer(FFTrainer):
     """
 
     HEADER = 8  # int64 slots: n_pos, ndim, then up to 6 dims of the activity sent between stages
+    # health is checked at each epoch's end only, where every rank holds the same sums and the whole network
+    # (a rank that stopped alone mid-epoch would leave the others waiting on it)
+    check_every = 0
 
     def __init__(
         self,

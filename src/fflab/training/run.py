@@ -1,8 +1,10 @@
 """A training run end to end: config in, run directory out.
 
-The run directory holds config.toml (resolved), metrics.jsonl (one line per epoch),
-summary.json, the model (model.safetensors + model.json) and plots/*.png; while the run is in
-progress, also its training state (resume.pt), from which `fflab resume` continues a stopped run.
+The run directory holds config.toml (resolved), inputs.json (where its data came from: fflab.training.inputs),
+metrics.jsonl (one line per epoch), summary.json, the model (model.safetensors + model.json) and plots/*.png;
+while the run is in progress, also its training state (resume.pt), from which `fflab resume` continues a
+stopped run. A run whose training diverges (fflab.training.health) stops with DivergedError, its last healthy
+state kept.
 
 A run reads top to bottom: `_setup` (threads, device, precision, data, model, trainer), `_restore` (a resumed
 run's saved state) or `_claim_run_dir` (a new one's directory), `_fit` (training with per-epoch monitoring and
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,15 +33,16 @@ from fflab.checkpoint import (
     save_training_state,
     upgrade_saved_state,
 )
-from fflab.config import Config, to_toml
+from fflab.config import Config, load_config, to_toml
 from fflab.devices import dataset_to, resolve_device
-from fflab.errors import FFLabError
+from fflab.errors import DivergedError, FFLabError
 from fflab.families import Family, get_family
 from fflab.io import flush_to_disk, folder_lock, open_append, write_json_atomic, write_text_atomic, write_text_new
 from fflab.models import build_model
 from fflab.perf import compute_precision, set_threads, settle_precision
 from fflab.training.data import evaluation_split, held_out_scores, load_for_config, rows
 from fflab.training.evaluate import evaluate
+from fflab.training.inputs import record_inputs, reuse_inputs
 from fflab.training.launch import (
     DEFAULT_TIMEOUT,
     join_group,
@@ -112,6 +115,27 @@ def _completed_epochs(run_dir: Path, done: int) -> list[dict]:
         raise FFLabError(f"{path} holds {len(kept)} of the {done} epochs the saved training state has done")
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
     return kept
+
+
+RESUME_SETTINGS = ("train.lr", "train.epochs")  # what `fflab resume --set` may change: nothing that was built
+
+
+def resume_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """The config of the stopped run in `run_dir` (its config.toml) with `overrides` ("train.lr=0.001") applied:
+    only RESUME_SETTINGS may change, since the model, its data and its optimisers are already built."""
+    run_dir = Path(run_dir)
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key not in RESUME_SETTINGS:
+            raise FFLabError(
+                f"--set {key}: a resumed run keeps the settings it was built with; only "
+                f"{' and '.join(RESUME_SETTINGS)} may change (to change {key}, start a new run with `fflab train`)"
+            )
+    return load_config(run_dir / "config.toml", overrides, stored=True)
+
+
+def _resumable(cfg: Config) -> dict:
+    return {"train.lr": cfg.train.lr, "train.epochs": cfg.train.epochs}
 
 
 def _fmt(values) -> str:
@@ -198,6 +222,8 @@ class Run:
     wall_start: float = field(default_factory=time.perf_counter)
     done: int = 0  # epochs completed before this process started (a resumed run)
     resumes: list[int] = field(default_factory=list)
+    changes: list[dict] = field(default_factory=list)  # settings changed on resuming (RESUME_SETTINGS)
+    saved_epoch: int = 0  # the epoch of the training state in the run directory (0: none)
     wall_before: float = 0.0
     monitor_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
@@ -224,9 +250,10 @@ def train_run(
 ) -> dict:
     """Train and evaluate the configured network; write everything to `run_dir`; return the summary.
 
-    With `resume`, continue the stopped run in `run_dir` (`cfg` is its config.toml) from its last saved
-    training state: the result is the one the run would have had without stopping. One process at a time
-    works in a run directory: a second `fflab train` or `fflab resume` on it stops with an error.
+    With `resume`, continue the stopped run in `run_dir` (`cfg` is its config.toml, or `resume_config`'s) from
+    its last saved training state: the result is the one the run would have had without stopping. Without
+    `data_dir` it reads the data from where the run recorded (inputs.json). One process at a time works in a
+    run directory: a second `fflab train` or `fflab resume` on it stops with an error.
 
     With a `parallel` plan this is one worker of a layer-parallel run (torch.distributed initialised):
     every worker trains its share, and rank 0 alone monitors, evaluates and writes the run directory
@@ -278,7 +305,8 @@ def _train(
     threads: int | None,
 ) -> dict:
     """train_run's work: from scratch, or from the `saved` training state of a stopped run."""
-    run = _setup(cfg, run_dir, data_dir, progress, log, role, threads, resumed=saved is not None)
+    data = reuse_inputs(run_dir, cfg, data_dir) if saved is not None else (cfg, data_dir)  # as it read before
+    run = _setup(cfg, run_dir, data, progress, log, role, threads, resumed=saved is not None)
     if not role.writes:
         with run.precision:
             run.trainer.fit(run.ds.train_x, run.ds.train_y)
@@ -287,15 +315,42 @@ def _train(
         _claim_run_dir(run_dir, run.cfg)
     else:
         _restore(run, saved)
+    record_inputs(run_dir, *data)
     _announce(run)
-    _fit(run)
+    try:
+        _fit(run)
+    except DivergedError as e:
+        raise _how_to_go_on(run, e) from None
     return _finalize(run)
+
+
+def _how_to_go_on(run: Run, err: DivergedError) -> DivergedError:
+    """`err` with what is kept and how to go on: from the last healthy state, with a lower learning rate."""
+    lr = run.cfg.train.lr
+    lower = f"train.lr={lr / 10:.3g}"
+    if run.saved_epoch:
+        state = run.run_dir / TRAINING_STATE
+        then = (
+            f"the training state after epoch {run.saved_epoch} is kept in {state}: go on from it with a lower "
+            f"learning rate, e.g. `fflab resume {run.run_dir} --set {lower}` (train.lr = {lr:g} now)"
+        )
+    else:
+        why = (
+            "no epoch ended healthy"
+            if run.role.checkpoint_every(run.cfg)
+            else "this run saves no training state (train.checkpoint_every = 0, or layer-parallel training)"
+        )
+        then = (
+            f"{why}, so there is no state to go on from: train again with a lower learning rate than "
+            f"train.lr = {lr:g}, e.g. `--set {lower}`, into a new run directory"
+        )
+    return DivergedError(f"{err}; {then}", epoch=err.epoch, layer=err.layer, quantity=err.quantity, value=err.value)
 
 
 def _setup(
     cfg: Config,
     run_dir: Path,
-    data_dir: str | None,
+    data: tuple[Config, str | None],
     progress: bool,
     log: Log,
     role: Role,
@@ -303,7 +358,8 @@ def _setup(
     *,
     resumed: bool,
 ) -> Run:
-    """Threads, device and precision; then the data, the model and its trainer."""
+    """Threads, device and precision; then the data (`data`: the config and data directory to load it with),
+    the model and its trainer."""
     family = get_family(cfg.model.kind)
     threads = set_threads(cfg.train.threads if threads is None else threads)
     device = resolve_device(cfg, local_rank())
@@ -314,7 +370,7 @@ def _setup(
     cfg = cfg.with_train(precision=chosen)
     run = Run(cfg, run_dir, family, role, log, progress and role.writes, threads, device)
     torch.manual_seed(cfg.train.seed)
-    run.ds = ds = dataset_to(load_for_config(cfg, data_dir, run.progress), device)
+    run.ds = ds = dataset_to(load_for_config(*data, run.progress), device)
     if not resumed:  # a run started before a data check existed keeps going as it began
         family.check_data(cfg, ds)
     run.model = build_model(cfg, ds.input_dim, ds.num_classes, input_shape=ds.input_shape).to(device)
@@ -355,8 +411,32 @@ def _restore(run: Run, saved: dict) -> None:
     except (KeyError, ValueError, RuntimeError) as e:
         raise FFLabError(f"{state_path} does not fit the run's config.toml ({e})") from None
     run.done, run.wall_before, run.monitor_seconds = saved["epoch"], saved["wall_seconds"], saved["monitor_seconds"]
+    run.saved_epoch = run.done
     run.resumes = [*saved["resumes"], run.done]
+    run.changes = list(saved.get("changes", []))
+    # settings changed from here on (`fflab resume --set`), compared with those the state was saved under
+    written = _resumable(load_config(run.run_dir / "config.toml", stored=True))
+    before, now = saved.get("settings", written), _resumable(run.cfg)
+    if before != now:
+        if now["train.epochs"] != before["train.epochs"]:
+            _check_new_epochs(run)
+        changed = {key: value for key, value in now.items() if before.get(key) != value}
+        run.changes = [c for c in run.changes if c["after_epoch"] != run.done] + [{"after_epoch": run.done, **changed}]
+    if written != now:  # config.toml holds them, so that a later resume goes on with them
+        write_text_atomic(run.run_dir / "config.toml", to_toml(run.cfg))
     run.history = _completed_epochs(run.run_dir, run.done)
+
+
+def _check_new_epochs(run: Run) -> None:
+    """A resumed run may train for more or fewer epochs, but not for fewer than it has done; nor may a greedy
+    schedule (whose phases are train.epochs long each) change its phases."""
+    if run.cfg.train.schedule == "greedy":
+        raise FFLabError("train.epochs: a greedy schedule's phases are train.epochs long; it cannot change on resume")
+    if run.total_epochs < run.done:
+        raise FFLabError(
+            f"train.epochs = {run.cfg.train.epochs}: the run has done {run.done} epochs already "
+            f"(give {run.done} to finish it with what it has)"
+        )
 
 
 def _fit(run: Run) -> None:
@@ -398,7 +478,10 @@ def _fit(run: Run) -> None:
                     monitor_seconds=run.monitor_seconds,
                     wall_seconds=run.wall_before + time.perf_counter() - run.wall_start,
                     resumes=run.resumes,
+                    changes=run.changes,
+                    settings=_resumable(cfg),
                 )
+                run.saved_epoch = stats.epoch
 
         with run.precision:
             run.trainer.fit(ds.train_x, ds.train_y, on_epoch, run.done)
@@ -468,6 +551,8 @@ def _finalize(run: Run) -> dict:
     }
     if run.resumes:
         summary["resumed_after_epochs"] = run.resumes
+    if run.changes:
+        summary["changed_on_resume"] = run.changes
     summary.update(run.role.summary(run.trainer, run.history))
     write_json_atomic(run.run_dir / "summary.json", summary)
     (run.run_dir / TRAINING_STATE).unlink(missing_ok=True)  # the run is complete: model.safetensors is its result

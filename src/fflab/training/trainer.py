@@ -24,6 +24,7 @@ from fflab.config import ReadoutSettings, TrainSettings
 from fflab.models import FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import make_pair_source, wrong_labels
 from fflab.training.augment import augment_images
+from fflab.training.health import CHECK_EVERY, check_statistics, check_weights
 from fflab.training.readout import OnlineReadout
 
 
@@ -112,6 +113,7 @@ class Trainer(abc.ABC):
     learners do not each get their own optimiser."""
 
     n_slots = 1  # entries per stats list (layers for FF, 1 for backprop)
+    check_every = CHECK_EVERY  # steps between health checks within an epoch (0: at its end only)
     online_readout: OnlineReadout | None = None  # set where a readout learning alongside ranks hard negatives
 
     def __init__(self, model, settings: TrainSettings, *, progress: bool = True) -> None:
@@ -218,6 +220,8 @@ class Trainer(abc.ABC):
             if i % 50 == 0 and any(trained):
                 done = sums[0, torch.tensor(trained)].mean().item() / stop
                 bar.set_postfix(loss=f"{done:.4f}")
+            if self.check_every and (i + 1) % self.check_every == 0 and i + 1 < steps_per_epoch:
+                self.check_health(sums / stop, epoch, f" (checked after step {i + 1} of {steps_per_epoch})")
         sums, done_slots = self.combine_epoch_sums(sums, torch.tensor(trained))  # waits for all workers' steps
         seconds = time.perf_counter() - start
         means = [
@@ -225,7 +229,19 @@ class Trainer(abc.ABC):
         ]
         stats = EpochStats(epoch, means[0], means[1], means[2], lr, seconds, n / seconds)
         self.end_epoch(stats)
+        self.check_health(sums / n, epoch)
         return stats
+
+    def check_health(self, means: torch.Tensor, epoch: int, where: str = "") -> None:
+        """DivergedError if a layer's mean loss or goodness so far [3, slots] (already on the host: each step's
+        values are, for the statistics) or a weight of the model is not finite or has run away
+        (fflab.training.health); the epoch's statistics are then never seen and its state never saved."""
+        check_statistics(means, epoch, where, self.slot_name)
+        check_weights(self.model, epoch, where)
+
+    def slot_name(self, j: int) -> str:
+        """Who statistics slot j is, in messages."""
+        return f"layer {j}"
 
     def combine_epoch_sums(self, sums: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hook for trainers that share an epoch's work: the loss and goodness sums [3, slots] and the
@@ -409,6 +425,9 @@ class BackpropTrainer(Trainer):
 
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
         return [make_optimizer(self.model.parameters(), self.settings)]
+
+    def slot_name(self, j: int) -> str:
+        return "the network"
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
         (opt,) = self.optimizers
