@@ -1,4 +1,4 @@
-"""Command line: fflab train | resume | eval | analyze | settings | data."""
+"""Command line: fflab train | resume | eval | predict | analyze | settings | data."""
 
 from __future__ import annotations
 
@@ -108,6 +108,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from fflab.inference import predict_files
+
+    records = predict_files(args.run_dir, args.inputs, top=args.top, invert=args.invert)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    width = max(len(r["input"]) for r in records)
+    for r in records:
+        print(f"{r['input']:<{width}}  " + "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import json
     import time
@@ -198,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     common(ev)
     ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="classify image files, folders of images, .npy arrays or IDX files")
+    pr.add_argument("run_dir")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPEG files, folders of them, .npy or IDX files")
+    pr.add_argument("--top", type=positive_int, default=1, help="show the N most probable classes (default 1)")
+    pr.add_argument("--invert", action="store_true", help="use 1 - value (dark strokes on a light background)")
+    pr.add_argument("--json", action="store_true", help="print JSON records instead of lines")
+    pr.set_defaults(func=cmd_predict)
 
     an = sub.add_parser("analyze", help="latents, sparsity, separability, CKA and cost of trained runs")
     an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
