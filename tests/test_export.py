@@ -178,3 +178,22 @@ def test_networks_that_cannot_be_exported_say_why(tmp_path, capsys, config, over
     assert main(["export", str(run), "--format", fmt]) == 2
     assert "fflab: error:" in capsys.readouterr().err
     assert not (run / f"model.{fmt}").exists()
+
+
+def test_latency_benchmark_records_onnx_against_fflab(tmp_path):
+    needs_onnx()
+    import subprocess
+    import sys
+
+    from repo import REPO
+
+    run = saved_run(tmp_path / "run", "digits-ff", ["model.hidden=[16, 16]"], DIGITS)
+    script = REPO / "benchmarks" / "export_latency.py"
+    args = [str(run), "--images", "20", "--repeats", "1", "--results", str(tmp_path / "results")]
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (record,) = (tmp_path / "results").glob("export-latency-*.json")
+    data = json.loads(record.read_text())
+    assert data["benchmark"] == "export_latency" and "format" not in data  # not a training record
+    (row,) = data["results"]
+    assert row["images"] == 20 and row["same_class"] == 20 and row["onnxruntime_batch_s"] > 0
