@@ -3,7 +3,7 @@
     python benchmarks/hebbian_direction.py RUN_DIR [RUN_DIR ...] [--data-dir DIR]
 
 For each run's first layer it takes the Hebbian update of 1,000 training pairs (true and random wrong
-label), gated if the run uses spiking.post_gate, and reports (1) its cosine with the surrogate gradient
+label), gated if the run uses hebbian.post_gate, and reports (1) its cosine with the surrogate gradient
 of the same FF loss through the LIF neurons (fast sigmoid, slopes 1 and 5; skipped for analog units,
 where the two are equal), and (2) how the FF loss of 2,000 other pairs, with fresh spike draws,
 changes after a step along it of 0.3%, 1%, 3% and 10% of |W|.

@@ -24,6 +24,11 @@ from pathlib import Path
 
 from records import REPO, RESULTS, load_records
 
+from fflab.families import family_names, get_family
+
+# Keys a record may name in an older config layout, by their current names (records keep what was run).
+CURRENT_KEYS = {old: new for name in family_names() for old, new in get_family(name).moved_keys.items()}
+
 CSV = REPO / "benchmarks" / "results.csv"
 PUBLISHED = REPO / "benchmarks" / "published.toml"
 BENCHMARKS = REPO / "BENCHMARKS.md"
@@ -124,9 +129,10 @@ def csv_text(records: list[tuple[Path, dict]], folder: Path = RESULTS) -> str:
 
 
 def meaningful(overrides: list[str]) -> dict[str, str]:
-    """Overrides as {key: value without spaces}, less the NEUTRAL ones."""
+    """Overrides as {key: value without spaces}, less the NEUTRAL ones, keys in the current config layout."""
     pairs = (item.partition("=") for item in overrides)
-    return {k.strip(): v.replace(" ", "") for k, _, v in pairs if k.strip() not in NEUTRAL}
+    current = ((CURRENT_KEYS.get(k.strip(), k.strip()), v) for k, _, v in pairs)
+    return {k: v.replace(" ", "") for k, v in current if k not in NEUTRAL}
 
 
 def matches(row: dict, rec: dict) -> bool:

@@ -112,7 +112,9 @@ def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
 
 
 def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_step():
-    cfg = config_from_dict({"model": {"kind": "spiking-recurrent", "hidden": [3, 4], "steps": 3, "window": [2, 3]}})
+    cfg = config_from_dict(
+        {"model": {"kind": "spiking-recurrent", "hidden": [3, 4]}, "recurrent": {"steps": 3, "window": [2, 3]}}
+    )
     model = build_model(cfg, input_dim=5, num_classes=3)
     outputs = [torch.ones(3, 2, 3), torch.ones(3, 2, 4)]  # every unit fires at every step, 2 samples
     cost = family_of(model).inference_cost(model, (None, outputs), static_input=True)
@@ -127,8 +129,8 @@ def test_recurrent_spike_cost_counts_each_spike_once_per_unit_it_reaches_next_st
 
 def test_recurrent_spike_cost_of_local_maps_counts_the_units_whose_fields_hold_the_spike():
     settings = {"kind": "spiking-recurrent", "architecture": "local", "hidden": [1, 1], "kernel": 3}
-    settings |= {"lateral": False, "steps": 3, "window": [2, 3], "source_init": ["kaiming"] * 3}
-    cfg = config_from_dict({"model": settings})
+    recurrent = {"lateral": False, "steps": 3, "window": [2, 3], "source_init": ["kaiming"] * 3}
+    cfg = config_from_dict({"model": settings, "recurrent": recurrent})
     model = build_model(cfg, input_dim=16, num_classes=3, input_shape=(1, 4, 4))
     outputs = [torch.ones(3, 2, 16), torch.ones(3, 2, 16)]  # two 4x4 maps, every unit firing at every step
     # a 3x3 field covers 4 pixels at a corner, 6 on an edge, 9 inside: 4*4 + 8*6 + 4*9 = 100 connections

@@ -148,7 +148,7 @@ def test_resume_cost_writes_and_measures_a_training_state(tmp_path):
 
 def test_train_step_benchmark_times_a_recurrent_local_config():
     overrides = ["--set", "model.kind=recurrent", "--set", "model.architecture=local", "--set", "model.hidden=[2,2]"]
-    overrides += ["--set", "model.kernel=3", "--set", 'model.source_init=["kaiming","kaiming","kaiming"]']
+    overrides += ["--set", "model.kernel=3", "--set", 'recurrent.source_init=["kaiming","kaiming","kaiming"]']
     overrides += ["--set", "train.threads=1"]
     done = script("train_step", config_path("digits-ff"), "--steps", "2", "--repeats", "1", *overrides)
     assert done.returncode == 0, done.stderr

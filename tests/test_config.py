@@ -87,9 +87,11 @@ def test_settings_lists_every_key_with_what_it_accepts_and_reads_back(capsys):
         elif " = " in line:
             key, rest = line.split(" = ", 1)
             shown[section + key] = rest
-    sections = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(getattr(cfg, f.name))]
-    for section in sections:
-        for f in dataclasses.fields(getattr(cfg, section)):
+    tables = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config) if f.name != "family_settings"}
+    tables = {name: table for name, table in tables.items() if dataclasses.is_dataclass(table)}
+    tables["recurrent"] = cfg.family_settings  # the recurrent kinds' own table
+    for section, table in tables.items():
+        for f in dataclasses.fields(table):
             key = f"{section}.{f.name}"
             assert key in shown, f"{key} missing from `fflab settings`"
             assert "  # " in shown[key], f"{key} has no doc, choices or bounds for `fflab settings`"
@@ -136,8 +138,8 @@ REC = {"kind": "recurrent"}
         ({"model": REC, "train": {"schedule": "greedy"}}, r"train.schedule: recurrent networks train every layer"),
         ({"model": {**REC, "input_norm": "length", "init": "xavier"}}, r"model.input_norm, model.init: .*RMS"),
         ({"model": {"kind": "spiking", "activation": "tanh"}}, r"model.activation: multi-layer spiking FF"),
-        ({"model": {"kind": "spiking"}, "spiking": {"neuron": "relu"}}, r"spiking.neuron: multi-layer spiking FF"),
-        ({"model": {"kind": "spiking-recurrent"}, "spiking": {"beta": 0.5}}, r"spiking.beta: .*model.damping"),
+        ({"model": {"kind": "spiking"}, "spiking": {"neuron": "relu"}}, r"spiking.neuron has moved: .*\[hebbian\]"),
+        ({"model": {"kind": "spiking-recurrent"}, "spiking": {"beta": 0.5}}, r"spiking.beta: .*recurrent.damping"),
         ({"model": {"kind": "hebbian"}, "train": {"optimizer": "sgd"}}, r"train.optimizer: the Hebbian rule"),
         ({"train": {"momentum": 0.5}}, r"train.momentum: 'adam' keeps its own moment estimates"),
         ({"train": {"hard_temperature": 2.0}}, r"train.hard_temperature: .*negatives = 'random' draws none"),

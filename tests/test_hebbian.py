@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from repo import config_path
 
 from fflab.config import Config, ConfigError, ModelSettings, SpikingSettings, config_from_dict, load_config
+from fflab.families.hebbian import HebbianSettings
 from fflab.layers.hebbian import HebbianFFLayer
 from fflab.models import build_model
 from fflab.spiking import trace
@@ -60,7 +61,7 @@ def test_symmetric_factor_pushes_the_halves_apart():
     # from a config, the same refusal is a ConfigError (the CLI prints it without a traceback)
     settings = ModelSettings(kind="hebbian", hidden=[5], goodness="mean_squares", theta=1.0)
     with pytest.raises(ConfigError, match="model .hebbian, 64 inputs, 10 classes.: .*5 is odd"):
-        build_model(Config(model=settings, spiking=SpikingSettings(third_factor="symmetric")), 64, 10)
+        build_model(Config(model=settings, family_settings=HebbianSettings(third_factor="symmetric")), 64, 10)
 
 
 def test_surrogate_gate_weights_each_steps_postsynaptic_trace_in_the_update():
@@ -87,14 +88,17 @@ def test_surrogate_gate_weights_each_steps_postsynaptic_trace_in_the_update():
         HebbianFFLayer(10, 6, post_gate="sometimes")
     analog_gated = {"neuron": "relu", "post_gate": "surrogate"}
     with pytest.raises(ConfigError, match="post_gate"):
-        config_from_dict({"model": {"kind": "hebbian"}, "spiking": analog_gated, "eval": {"predict": "goodness"}})
+        config_from_dict({"model": {"kind": "hebbian"}, "hebbian": analog_gated, "eval": {"predict": "goodness"}})
 
 
-def hebbian_net(**spiking):
+def hebbian_net(encoder="rate", **hebbian):
     settings = ModelSettings(kind="hebbian", hidden=[16, 8], goodness="mean_squares", theta=1.0)
-    return build_model(
-        Config(model=settings, spiking=SpikingSettings(steps=6, label_code="binary", code_bits=8, **spiking)), 20, 4
+    cfg = Config(
+        model=settings,
+        spiking=SpikingSettings(steps=6, encoder=encoder),
+        family_settings=HebbianSettings(label_code="binary", code_bits=8, **hebbian),
     )
+    return build_model(cfg, 20, 4)
 
 
 def test_each_layers_update_is_built_from_its_own_traces_and_third_factor_only():

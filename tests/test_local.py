@@ -102,8 +102,12 @@ def test_weights_outside_the_fields_stay_zero_under_adam_with_weight_decay():
 
 
 LOCAL = ["model.architecture=local", "model.hidden=[1,1]", "model.kernel=3", "train.threads=1", "train.monitor_size=0"]
-RECURRENT = [*LOCAL, "model.kind=recurrent", 'model.source_init=["kaiming","kaiming","kaiming"]']
-RUNS = {"ff": [*LOCAL, "model.label=pattern"], "sum": RECURRENT, "metalayer": [*RECURRENT, "model.wiring=metalayer"]}
+RECURRENT = [*LOCAL, "model.kind=recurrent", 'recurrent.source_init=["kaiming","kaiming","kaiming"]']
+RUNS = {
+    "ff": [*LOCAL, "model.label=pattern"],
+    "sum": RECURRENT,
+    "metalayer": [*RECURRENT, "recurrent.wiring=metalayer"],
+}
 
 
 def as_dense_layout(model, state: dict) -> dict:

@@ -66,7 +66,8 @@ def test_a_recurrent_runs_readout_is_refit_on_frozen_standardized_features_and_s
     x, y = toy_data()
     cfg = config_from_dict(
         {
-            "model": {"kind": "recurrent", "hidden": [16, 16], "steps": 4, "window": [2, 4]},
+            "model": {"kind": "recurrent", "hidden": [16, 16]},
+            "recurrent": {"steps": 4, "window": [2, 4]},
             "train": {"epochs": 1, "batch_size": 50, "negatives": "hard", "hard_scores": "readout"},
             "readout": {"enabled": True, "standardize": True, "epochs": 3, "lr": 0.01},
         }

@@ -29,9 +29,8 @@ def tiny_net(
     torch.manual_seed(0)
     cfg = config_from_dict(
         {
-            "model": {
-                "kind": kind,
-                "hidden": list(layers),
+            "model": {"kind": kind, "hidden": list(layers)},
+            "recurrent": {
                 "steps": steps,
                 "damping": damping,
                 "window": list(window),
@@ -175,7 +174,10 @@ def test_sequences_feed_one_frame_per_step_then_zeros():
 def test_inverted_variant_and_negative_top_down_sign():
     torch.manual_seed(0)
     cfg = config_from_dict(
-        {"model": {"kind": "recurrent", "hidden": [8, 8], "objective": "inverted", "top_down_sign": -1.0}}
+        {
+            "model": {"kind": "recurrent", "hidden": [8, 8], "objective": "inverted"},
+            "recurrent": {"top_down_sign": -1.0},
+        }
     )
     net = build_model(cfg, 5, 3)
     assert all(layer.objective == "inverted" and layer.top_down_sign == -1.0 for layer in net.layers)
@@ -189,15 +191,9 @@ def test_recurrent_training_learns_toy_data_with_dynamic_hard_negatives(wiring, 
     x, y = toy_data(400, 20, 4)
     cfg = config_from_dict(
         {
-            "model": {"kind": "recurrent", "hidden": [32, 32], "wiring": wiring, "hidden_steps": 1, "steps": 6},
-            "train": {
-                "epochs": 8,
-                "batch_size": 50,
-                "lr": 3e-3,
-                "negatives": "hard",
-                "hard_scores": "readout",
-                "update": update,
-            },
+            "model": {"kind": "recurrent", "hidden": [32, 32]},
+            "recurrent": {"wiring": wiring, "hidden_steps": 1, "steps": 6, "update": update},
+            "train": {"epochs": 8, "batch_size": 50, "lr": 3e-3, "negatives": "hard", "hard_scores": "readout"},
             "readout": {"enabled": True, "lr": 0.01},
         }
     )
@@ -213,8 +209,8 @@ def test_recurrent_training_learns_toy_data_with_dynamic_hard_negatives(wiring, 
 
 
 def test_goodness_and_readout_vote_by_summed_log_probabilities():
-    model = {"kind": "recurrent", "hidden": [3, 4], "steps": 6, "loss": "symba", "alpha": 4.0}
-    cfg = config_from_dict({"model": model, "readout": {"enabled": True}})
+    model = {"kind": "recurrent", "hidden": [3, 4], "loss": "symba", "alpha": 4.0}
+    cfg = config_from_dict({"model": model, "recurrent": {"steps": 6}, "readout": {"enabled": True}})
     torch.manual_seed(0)
     net = build_model(cfg, 5, 3).eval()
     torch.manual_seed(1)
@@ -252,15 +248,15 @@ def test_orthogonal_lateral_init_and_bad_recurrent_configs():
     lateral = layer._blocks(layer.linear.weight)[2].detach()
     gain = 5 / 3
     assert torch.allclose(lateral @ lateral.t(), gain**2 * torch.eye(8), atol=1e-4)
-    for model, message in [
-        ({"window": [4, 9]}, "model.window"),
-        ({"hidden_steps": 3, "window": [3, 5]}, "model.hidden_steps"),
-        ({"source_init": ["kaiming", "magic", "orthogonal"]}, "model.source_init"),
+    for recurrent, message in [
+        ({"window": [4, 9]}, "recurrent.window"),
+        ({"hidden_steps": 3, "window": [3, 5]}, "recurrent.hidden_steps"),
+        ({"source_init": ["kaiming", "magic", "orthogonal"]}, "recurrent.source_init"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            config_from_dict({"model": {"kind": "recurrent", **model}})
-    with pytest.raises(ConfigError, match="window_mean.*train.update"):
-        config_from_dict({"model": {"kind": "recurrent", "score": "window_mean"}, "train": {"update": "step"}})
+            config_from_dict({"model": {"kind": "recurrent"}, "recurrent": recurrent})
+    with pytest.raises(ConfigError, match="window_mean.*recurrent.update"):
+        config_from_dict({"model": {"kind": "recurrent"}, "recurrent": {"score": "window_mean", "update": "step"}})
     with pytest.raises(ConfigError, match="hard_scores"):
         config_from_dict({"model": {"kind": "recurrent"}, "train": {"negatives": "hard"}})
 
@@ -268,7 +264,7 @@ def test_orthogonal_lateral_init_and_bad_recurrent_configs():
 def test_clock_appends_a_one_hot_step_code_to_each_frame():
     torch.manual_seed(0)
     cfg = config_from_dict(
-        {"model": {"kind": "recurrent", "hidden": [6, 4], "steps": 5, "window": [2, 4], "clock": True}}
+        {"model": {"kind": "recurrent", "hidden": [6, 4]}, "recurrent": {"steps": 5, "window": [2, 4], "clock": True}}
     )
     net = build_model(cfg, input_dim=3, num_classes=2)
     assert net.layers[0].dims[0] == 3 + 5
@@ -316,17 +312,8 @@ def test_spiking_recurrent_training_learns_toy_data(score, alpha, slope, bar):
     x, y = toy_data(400, 20, 4)
     cfg = config_from_dict(
         {
-            "model": {
-                "kind": "spiking-recurrent",
-                "hidden": [64, 64],
-                "wiring": "metalayer",
-                "steps": 6,
-                "damping": 0.5,
-                "window": [3, 6],
-                "score": score,
-                "loss": "symba",
-                "alpha": alpha,
-            },
+            "model": {"kind": "spiking-recurrent", "hidden": [64, 64], "loss": "symba", "alpha": alpha},
+            "recurrent": {"wiring": "metalayer", "steps": 6, "damping": 0.5, "window": [3, 6], "score": score},
             "spiking": {"slope": slope, "threshold": 0.5},
             "train": {"epochs": 10, "batch_size": 50, "lr": 3e-3, "negatives": "hard", "hard_scores": "readout"},
             "readout": {"enabled": True, "lr": 0.01},
@@ -342,11 +329,11 @@ def test_spiking_recurrent_training_learns_toy_data(score, alpha, slope, bar):
 # --- recurrent wiring over locally connected maps (Hinton's CIFAR-10 nets) -----------------------------------
 
 
-def local_net(hidden=(2, 2), kernel=3, shape=(1, 8, 8), **model):
+def local_net(hidden=(2, 2), kernel=3, shape=(1, 8, 8), kind="recurrent", **recurrent):
     torch.manual_seed(0)
-    settings = {"kind": "recurrent", "architecture": "local", "hidden": list(hidden), "kernel": kernel}
-    settings["source_init"] = ["kaiming", "kaiming", "kaiming"]
-    cfg = config_from_dict({"model": {**settings, **model}})
+    settings = {"kind": kind, "architecture": "local", "hidden": list(hidden), "kernel": kernel}
+    recurrent = {"source_init": ["kaiming", "kaiming", "kaiming"], **recurrent}
+    cfg = config_from_dict({"model": settings, "recurrent": recurrent})
     return build_model(cfg, math.prod(shape), 4, input_shape=shape)
 
 
@@ -383,8 +370,8 @@ def test_without_lateral_a_layer_sees_only_the_maps_below_and_above():
     scores = net.label_scores(x)
     for c in range(4):  # the batched prediction still equals one run per label
         assert torch.allclose(scores[:, c], net.trace(x, torch.full((3,), c)).goodness[2:5].mean(0).t(), atol=1e-5)
-    with pytest.raises(ConfigError, match="model.lateral"):
-        config_from_dict({"model": {"kind": "recurrent", "wiring": "metalayer", "lateral": False}})
+    with pytest.raises(ConfigError, match="recurrent.lateral"):
+        config_from_dict({"model": {"kind": "recurrent"}, "recurrent": {"wiring": "metalayer", "lateral": False}})
 
 
 def test_local_masks_survive_loading_a_state_and_scale_xavier_by_the_fields():
@@ -428,27 +415,28 @@ def test_local_recurrent_training_learns_images_and_keeps_its_wiring():
 
 
 def test_bad_local_recurrent_configs_are_named():
-    base = {"kind": "recurrent", "architecture": "local", "hidden": [3, 3], "source_init": ["kaiming"] * 3}
-    for extra, message in [
-        ({"stride": 2}, "model.stride"),
-        ({"pool": [2, 1]}, "model.pool"),
-        ({"clock": True}, "model.clock"),
-        ({"label": "pattern"}, "model.label"),
-        ({"padding": "valid"}, "model.padding"),
-        ({"batch_norm": True}, "model.batch_norm"),
-        ({"dropout": 0.2}, "model.dropout"),
-        ({"goodness_scope": "position"}, "model.goodness_scope"),
-        ({"input_norm": "group"}, "model.input_norm"),
-        ({"source_init": ["kaiming", "kaiming", "orthogonal"]}, "model.source_init"),
+    base = {"kind": "recurrent", "architecture": "local", "hidden": [3, 3]}
+    rec = {"source_init": ["kaiming"] * 3}
+    for model, recurrent, message in [
+        ({"stride": 2}, {}, "model.stride"),
+        ({"pool": [2, 1]}, {}, "model.pool"),
+        ({}, {"clock": True}, "recurrent.clock"),
+        ({"label": "pattern"}, {}, "model.label"),
+        ({"padding": "valid"}, {}, "model.padding"),
+        ({"batch_norm": True}, {}, "model.batch_norm"),
+        ({"dropout": 0.2}, {}, "model.dropout"),
+        ({"goodness_scope": "position"}, {}, "model.goodness_scope"),
+        ({"input_norm": "group"}, {}, "model.input_norm"),
+        ({}, {"source_init": ["kaiming", "kaiming", "orthogonal"]}, "recurrent.source_init"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            config_from_dict({"model": {**base, **extra}})
+            config_from_dict({"model": {**base, **model}, "recurrent": {**rec, **recurrent}})
     with pytest.raises(ConfigError, match="needs images"):
-        config_from_dict({"model": base, "data": {"name": "seq-mnist"}})
+        config_from_dict({"model": base, "recurrent": rec, "data": {"name": "seq-mnist"}})
     with pytest.raises(ConfigError, match="model.kind 'recurrent' builds 'dense' or 'local' layers"):
-        config_from_dict({"model": {**base, "architecture": "conv"}})
-    cfg = config_from_dict({"model": {**base, "hidden": [16, 16]}})
+        config_from_dict({"model": {**base, "architecture": "conv"}, "recurrent": rec})
+    cfg = config_from_dict({"model": {**base, "hidden": [16, 16]}, "recurrent": rec})
     with pytest.raises(ConfigError, match="over the limit"):
         build_model(cfg, 3072, 10, input_shape=(3, 32, 32))
     with pytest.raises(ConfigError, match="needs images"):
-        build_model(config_from_dict({"model": base}), 784, 10, input_shape=None)
+        build_model(config_from_dict({"model": base, "recurrent": rec}), 784, 10, input_shape=None)

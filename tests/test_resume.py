@@ -80,7 +80,7 @@ CASES = {
         "model.architecture=local",
         "model.hidden=[2,2]",
         "model.kernel=3",
-        'model.source_init=["kaiming","kaiming","kaiming"]',
+        'recurrent.source_init=["kaiming","kaiming","kaiming"]',
         "train.epochs=4",
     ),
 }

@@ -20,6 +20,7 @@ from typing import Any
 from fflab.data.registry import get_spec
 from fflab.errors import ConfigError
 from fflab.families import family_names, get_family
+from fflab.schema import bounded, choice, choices_of, described
 from fflab.vocab import (
     ACTIVATIONS,
     CONV_INPUT_NORMS,
@@ -28,54 +29,24 @@ from fflab.vocab import (
     HARD_SCORE_SOURCES,
     INITS,
     INPUT_NORMS,
-    LABEL_CODES,
     LABEL_MODES,
     LOSSES,
     LR_SCHEDULES,
     NEGATIVE_MODES,
     NEURON_RESETS,
-    NEURONS,
     OBJECTIVES,
     OPTIMIZERS,
     PADDINGS,
     POOLS,
-    POST_GATES,
     PRECISION_SETTINGS,
     PREDICT_METHODS,
     SCHEDULES,
     SCOPES,
-    SCORES,
     SURROGATES,
-    THIRD_FACTORS,
     TRACES,
-    UPDATES,
-    WIRINGS,
 )
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def choice(default: str, options: typing.Iterable[str] | typing.Callable[[], list[str]], doc: str = "") -> Any:
-    """A string field restricted to `options` (or to what a callable returns when asked: a registry's names)."""
-    return field(default=default, metadata={"choices": options if callable(options) else tuple(options), "doc": doc})
-
-
-def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
-    """The values a choice field accepts now (None for other fields)."""
-    options = f.metadata.get("choices")
-    return tuple(options()) if callable(options) else options
-
-
-def bounded(default: Any, low: float | None = None, high: float | None = None, doc: str = "") -> Any:
-    """A numeric field restricted to [low, high] (each bound optional)."""
-    return field(default=default, metadata={"low": low, "high": high, "doc": doc})
-
-
-def described(default: Any, doc: str) -> Any:
-    """A field with neither choices nor bounds, documented for `fflab settings`; a list default is copied."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass
@@ -152,32 +123,12 @@ class ModelSettings:
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0, doc="value of the written label (pattern: the grating's amplitude)")
     predict_layers: list[int] = described([], "0-based (ff, spiking); empty: all but the first")
-    # Recurrent networks (kind = "recurrent"), Hinton (2022) Fig. 3:
-    steps: int = bounded(8, 1, doc="synchronous update steps")
-    damping: float = bounded(0.3, 0.0, 1.0, doc="new = damping * old + (1 - damping) * computed")
-    window: list[int] = described([3, 5], "first and last counted step, 1-based")
-    hidden_steps: int = bounded(0, 0, doc="steps run with a neutral label and no damping")
-    clock: bool = described(False, "append a one-hot code of the time step to each input frame")
-    wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
-    mix: list[float] = described([0.7, 0.3], "metalayer: (up + down) and self weights")
-    top_down_sign: float = described(1.0, "sign of the top-down input (negative in the inverted variant)")
-    lateral: bool = described(
-        True, "each layer also sees its own previous activity (false: only the layers below and above)"
-    )
-    score: str = choice(
-        "steps",
-        SCORES,
-        doc="recurrent goodness: of each counted step's activity, averaged (Hinton); or of the activity averaged "
-        "over the window (a firing rate, for spiking layers whose single steps are binary)",
-    )
-    source_init: list[str] = described(["kaiming", "kaiming", "orthogonal"], "up, down, lateral")
 
 
 @dataclass
 class SpikingSettings:
-    """Spiking neurons, spike encoding and, for kind = "hebbian", the neo-Hebbian rule."""
+    """Spiking neurons and spike encoding (LIF learners of the spiking, spiking-recurrent and hebbian kinds)."""
 
-    neuron: str = choice("lif", NEURONS, doc="lif: leaky integrate-and-fire; relu: the analog twin")
     beta: float = bounded(0.9, 0.0, 1.0, doc="membrane decay per step")
     threshold: float = bounded(1.0, 1e-6, doc="firing threshold")
     reset: str = choice("subtract", NEURON_RESETS, doc="after a spike: subtract the threshold, or set to zero")
@@ -185,21 +136,9 @@ class SpikingSettings:
     slope: float = bounded(25.0, 0.0, doc="surrogate sharpness")
     encoder: str = choice("rate", ENCODERS)
     steps: int = bounded(24, 1, doc="simulation steps per sample")
-    rest_steps: int = bounded(0, 0, doc="silent steps appended to each sample")
     gain: float = bounded(1.0, 0.0, doc="rate code: spike probability = gain * pixel")
     trace: str = choice("leaky", TRACES, doc="the output trace goodness is computed from")
     trace_decay: float = bounded(0.9, 0.0, 1.0, doc="leaky trace: decay per step")
-    third_factor: str = choice("sigmoid", THIRD_FACTORS, doc="P = sigmoid(scale (G - theta)), or G+ / (G+ + G-)")
-    scale: float = bounded(1.0, 0.0, doc="sigmoid third factor: slope s")
-    eligibility_decay: float = bounded(1.0, 0.0, 1.0, doc="weight of step t: rate * decay^(T-1-t) / T")
-    eligibility_rate: float = bounded(1.0, 0.0, doc="the rate in eligibility_decay's step weights")
-    top_k: int = bounded(0, 0, doc="update only the k most active units per sample (0: all)")
-    post_gate: str = choice(
-        "none", POST_GATES, doc="Hebbian: weight the postsynaptic trace by the spike's surrogate derivative (slope)"
-    )
-    label_code: str = choice("onehot", LABEL_CODES, doc="label input: one-hot, or a random binary code per class")
-    code_bits: int = bounded(100, 1, doc="bits of the binary label code")
-    init_scale: float = bounded(1.0, 0.0, doc="weights start at N(0, init_scale^2 * 2 / fan_in)")
 
 
 @dataclass
@@ -221,7 +160,6 @@ class TrainSettings:
         "simultaneous schedule: layer k learns during the first layer_epochs[k] epochs only, then stays frozen "
         "(CwComp's interleaved layer training: early layers stop first); empty: every layer, every epoch",
     )
-    update: str = choice("window", UPDATES, doc="recurrent: one update per sample, or per time step")
     hard_temperature: float = bounded(1.0, 1e-6, doc="softmax temperature for sampling hard negatives")
     augment_crop: int = bounded(0, 0, doc="random crops after zero-padding images by this many pixels (0: off)")
     augment_flip: bool = described(False, "random horizontal flips of training images")
@@ -362,11 +300,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 def config_from_dict(data: dict[str, Any], *, stored: bool = False) -> Config:
     """Validate a nested dict (as read from TOML) into a Config (`stored`: see `validate`)."""
-    data = dict(data)
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     model = data.get("model")
     kind = model.get("kind", ModelSettings.kind) if isinstance(model, dict) else ModelSettings.kind
     family = get_family(kind) if isinstance(kind, str) else None
     own_table = family.table() if family is not None and family.settings is not None else None
+    _move_old_layout(data, own_table, stored)
     owned = {}
     for name in family_names():
         other = get_family(name)
@@ -383,6 +322,26 @@ def config_from_dict(data: dict[str, Any], *, stored: bool = False) -> Config:
     if own_table is not None:
         cfg.family_settings = _build(family.settings, owned, own_table + ".")
     return validate(cfg, stored=stored)
+
+
+def _move_old_layout(data: dict[str, Any], own_table: str | None, stored: bool) -> None:
+    """Keys of the older layout (e.g. model.steps, now recurrent.steps): a stored config's move into the family's
+    table (or are dropped, where another family owns them: older runs saved every key); a new config's are an
+    error naming the new key."""
+    moved = {old: new for name in family_names() for old, new in get_family(name).moved_keys.items()}
+    for old, new in moved.items():
+        section, key = old.split(".")
+        if not isinstance(data.get(section), dict) or key not in data[section]:
+            continue
+        table, new_key = new.split(".")
+        if not stored:
+            raise ConfigError(
+                f"{old} has moved: write it as {new_key} in the [{table}] table (--set {new}=...), which the kinds "
+                f"that read it own"
+            )
+        value = data[section].pop(key)
+        if table == own_table:
+            data.setdefault(table, {})[new_key] = value
 
 
 def validate(cfg: Config, *, stored: bool = False) -> Config:

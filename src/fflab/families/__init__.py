@@ -8,6 +8,7 @@ registry loads no torch.
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import entry_points
 
 from fflab.errors import ConfigError
@@ -59,7 +60,8 @@ def family_of(model) -> Family:
     return get_family(model.kind)
 
 
-# fflab's own families, in the order `fflab settings` lists them.
-from fflab.families import backprop, feedforward, hebbian, recurrent  # noqa: E402, F401
+# fflab's own families, registered in the order `fflab settings` lists them.
+for _module in ("feedforward", "recurrent", "backprop", "hebbian"):
+    import_module(f"fflab.families.{_module}")
 
 __all__ = ["Family", "family_names", "family_of", "get_family", "register_family"]

@@ -8,7 +8,6 @@ trainers inside the methods that need them.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,6 +23,8 @@ class Family:
 
     `settings`, when set, is a dataclass of the family's own options, read from the config table named after
     the family (`[<name>]`, hyphens as underscores); other families' configs may not hold that table.
+    `moved_keys` maps keys of an older config layout to their place in that table: a run saved under the old
+    layout still loads, and a new config that uses one gets an error naming where it went.
     """
 
     name: ClassVar[str] = ""
@@ -37,6 +38,7 @@ class Family:
     online_readout: ClassVar[bool] = True  # a readout can learn alongside, ranking hard negatives
     layer_schedules: ClassVar[bool] = False  # train.schedule "greedy" and train.layer_epochs windows
     prediction_methods: ClassVar[tuple[str, ...]] = ("goodness", "readout")  # what eval.predict may name
+    moved_keys: ClassVar[dict[str, str]] = {}
 
     # -- settings ---------------------------------------------------------------------------------
 
@@ -44,6 +46,10 @@ class Family:
     def table(cls) -> str:
         """The config table of the family's own settings."""
         return cls.name.replace("-", "_")
+
+    def options(self, cfg: Config) -> Any:
+        """The family's own settings in `cfg` (their defaults where a Config was made without its table)."""
+        return cfg.family_settings if cfg.family_settings is not None else self.settings()
 
     def validate(self, cfg: Config) -> None:
         """Cross-field checks of `cfg` that only this family needs; raise ConfigError naming the key."""
@@ -112,12 +118,3 @@ class Family:
     def inference_cost(self, model, trains, static_input: bool = True) -> dict:
         """Cost of one input's forward pass: multiply-accumulates, and for spiking runs spikes and synaptic ops."""
         return {"macs_per_sample": model.forward_flops() // 2}
-
-
-def settings_from_table(family: Family, data: Any, build) -> Any:
-    """The family's own settings from its config table (`build` validates a dict into a dataclass)."""
-    if family.settings is None:
-        return None
-    if not dataclasses.is_dataclass(family.settings):
-        raise TypeError(f"family {family.name!r}: settings must be a dataclass, got {family.settings!r}")
-    return build(family.settings, data, f"{family.table()}.")

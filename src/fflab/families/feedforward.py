@@ -12,20 +12,6 @@ from fflab.families.base import Family, IgnoredRule
 if TYPE_CHECKING:
     from fflab.config import Config
 
-HEBBIAN_SPIKING_KEYS = (
-    "neuron",
-    "third_factor",
-    "scale",
-    "eligibility_decay",
-    "eligibility_rate",
-    "top_k",
-    "post_gate",
-    "label_code",
-    "code_bits",
-    "init_scale",
-    "rest_steps",
-)
-
 
 class FFFamily(Family):
     name = "ff"
@@ -166,8 +152,8 @@ class SpikingFamily(FFFamily):
         return [
             *goodness_rules(cfg),
             (
-                ["model.activation", "model.init", *(f"spiking.{k}" for k in HEBBIAN_SPIKING_KEYS)],
-                "multi-layer spiking FF runs LIF units with Kaiming weights; these are analog or neo-Hebbian settings",
+                ["model.activation", "model.init"],
+                "multi-layer spiking FF runs LIF units with Kaiming weights; these are analog settings",
             ),
         ]
 

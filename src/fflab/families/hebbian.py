@@ -3,25 +3,50 @@ on the image and a label code, each learning by a gradient-free three-factor rul
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from fflab.errors import ConfigError
 from fflab.families import register_family
 from fflab.families.base import Family, IgnoredRule
 from fflab.families.feedforward import spiking_cost
+from fflab.schema import bounded, choice
+from fflab.vocab import LABEL_CODES, NEURONS, POST_GATES, THIRD_FACTORS
 
 if TYPE_CHECKING:
     from fflab.config import Config
 
 
+@dataclass
+class HebbianSettings:
+    """The [hebbian] table: the units, the label input and the three-factor rule ([spiking] sets the neurons'
+    dynamics and the spike encoding)."""
+
+    neuron: str = choice("lif", NEURONS, doc="lif: leaky integrate-and-fire; relu: the analog twin")
+    rest_steps: int = bounded(0, 0, doc="silent steps appended to each sample")
+    third_factor: str = choice("sigmoid", THIRD_FACTORS, doc="P = sigmoid(scale (G - theta)), or G+ / (G+ + G-)")
+    scale: float = bounded(1.0, 0.0, doc="sigmoid third factor: slope s")
+    eligibility_decay: float = bounded(1.0, 0.0, 1.0, doc="weight of step t: rate * decay^(T-1-t) / T")
+    eligibility_rate: float = bounded(1.0, 0.0, doc="the rate in eligibility_decay's step weights")
+    top_k: int = bounded(0, 0, doc="update only the k most active units per sample (0: all)")
+    post_gate: str = choice(
+        "none", POST_GATES, doc="weight the postsynaptic trace by the spike's surrogate derivative (spiking.slope)"
+    )
+    label_code: str = choice("onehot", LABEL_CODES, doc="label input: one-hot, or a random binary code per class")
+    code_bits: int = bounded(100, 1, doc="bits of the binary label code")
+    init_scale: float = bounded(1.0, 0.0, doc="weights start at N(0, init_scale^2 * 2 / fan_in)")
+
+
 class HebbianFamily(Family):
     name = "hebbian"
     summary = "neo-Hebbian spiking FF"
+    settings = HebbianSettings
+    moved_keys = {f"spiking.{f.name}": f"hebbian.{f.name}" for f in fields(HebbianSettings)}
     architectures = ("dense",)
     online_readout = False
 
     def validate(self, cfg: Config) -> None:
-        m, t, s = cfg.model, cfg.train, cfg.spiking
+        m, t, h = cfg.model, cfg.train, self.options(cfg)
         if t.negatives not in ("random", "hard", "hardest") or cfg.readout.enabled or cfg.eval.predict != "goodness":
             raise ConfigError(
                 "model.kind = 'hebbian' trains on wrong labels and predicts by goodness: set train.negatives to "
@@ -31,8 +56,8 @@ class HebbianFamily(Family):
             raise ConfigError(f"model.goodness: Hebbian layers use a squared norm, got {m.goodness!r}")
         if isinstance(m.theta, list):
             raise ConfigError("model.theta: Hebbian layers share one threshold; give a number")
-        if s.post_gate != "none" and s.neuron != "lif":
-            raise ConfigError("spiking.post_gate: the surrogate gate is for LIF neurons; analog units need none")
+        if h.post_gate != "none" and h.neuron != "lif":
+            raise ConfigError("hebbian.post_gate: the surrogate gate is for LIF neurons; analog units need none")
 
     def ignored_settings(self, cfg: Config) -> list[IgnoredRule]:
         return [
@@ -59,7 +84,7 @@ class HebbianFamily(Family):
                     "model.init",
                 ],
                 "the Hebbian rule adds lr times its own update to the weights: no optimiser, FF loss, peer "
-                "normalisation or input normalisation; spiking.neuron picks the units, spiking.init_scale their "
+                "normalisation or input normalisation; hebbian.neuron picks the units, hebbian.init_scale their "
                 "weights",
             ),
         ]
@@ -70,31 +95,31 @@ class HebbianFamily(Family):
         from fflab.models.stacks import neuron_options
         from fflab.supervision import label_codes
 
-        m, s, seed = cfg.model, cfg.spiking, cfg.train.seed
-        codes = label_codes(s.label_code, num_classes, s.code_bits, seed)
+        m, s, h, seed = cfg.model, cfg.spiking, self.options(cfg), cfg.train.seed
+        codes = label_codes(h.label_code, num_classes, h.code_bits, seed)
         widths = [input_dim + codes.shape[1], *m.hidden]
         layers = [
             HebbianFFLayer(
                 widths[i],
                 widths[i + 1],
-                neuron=s.neuron,
-                third_factor=s.third_factor,
+                neuron=h.neuron,
+                third_factor=h.third_factor,
                 goodness=m.goodness,
-                scale=s.scale,
+                scale=h.scale,
                 theta=m.theta,
-                eligibility_decay=s.eligibility_decay,
-                eligibility_rate=s.eligibility_rate,
-                top_k=s.top_k,
-                init_scale=s.init_scale,
+                eligibility_decay=h.eligibility_decay,
+                eligibility_rate=h.eligibility_rate,
+                top_k=h.top_k,
+                init_scale=h.init_scale,
                 surrogate=s.surrogate,
                 slope=s.slope,
-                post_gate=s.post_gate,
+                post_gate=h.post_gate,
                 **neuron_options(s),
             )
             for i in range(len(m.hidden))
         ]
         return HebbianFFNetwork(
-            layers, codes, encoder=s.encoder, steps=s.steps, rest_steps=s.rest_steps, gain=s.gain, seed=seed
+            layers, codes, encoder=s.encoder, steps=s.steps, rest_steps=h.rest_steps, gain=s.gain, seed=seed
         )
 
     def make_trainer(self, model, cfg: Config, *, progress: bool = True, image_shape=None):

@@ -5,51 +5,85 @@ the label clamped at the top (kind "recurrent"); with LIF populations whose memb
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from fflab.errors import ConfigError, FFLabError
-from fflab.families import register_family
+from fflab.families import get_family, register_family
 from fflab.families.base import Family, IgnoredRule
 from fflab.families.feedforward import goodness_rules, spiking_cost
-from fflab.vocab import SOURCE_INITS
+from fflab.schema import bounded, choice, described
+from fflab.vocab import SCORES, SOURCE_INITS, UPDATES, WIRINGS
 
 if TYPE_CHECKING:
     from fflab.config import Config
 
 
+@dataclass
+class RecurrentSettings:
+    """The [recurrent] table: the dynamics of a recurrent network (Hinton 2022, Fig. 3) and how it learns over time."""
+
+    steps: int = bounded(8, 1, doc="synchronous update steps")
+    damping: float = bounded(0.3, 0.0, 1.0, doc="new = damping * old + (1 - damping) * computed")
+    window: list[int] = described([3, 5], "first and last counted step, 1-based")
+    hidden_steps: int = bounded(0, 0, doc="steps run with a neutral label and no damping")
+    clock: bool = described(False, "append a one-hot code of the time step to each input frame")
+    wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
+    mix: list[float] = described([0.7, 0.3], "metalayer: (up + down) and self weights")
+    top_down_sign: float = described(1.0, "sign of the top-down input (negative in the inverted variant)")
+    lateral: bool = described(
+        True, "each layer also sees its own previous activity (false: only the layers below and above)"
+    )
+    score: str = choice(
+        "steps",
+        SCORES,
+        doc="goodness of each counted step's activity, averaged (Hinton); or of the activity averaged over the "
+        "window (a firing rate, for spiking layers whose single steps are binary)",
+    )
+    source_init: list[str] = described(["kaiming", "kaiming", "orthogonal"], "up, down, lateral")
+    update: str = choice("window", UPDATES, doc="one update per sample (from the window), or one per counted step")
+
+
+MOVED_KEYS = {f"model.{f.name}": f"recurrent.{f.name}" for f in fields(RecurrentSettings) if f.name != "update"}
+MOVED_KEYS["train.update"] = "recurrent.update"
+
+
 class RecurrentFamily(Family):
     name = "recurrent"
     summary = "Fig. 3"
+    settings = RecurrentSettings
+    moved_keys = MOVED_KEYS
     architectures = ("dense", "local")
     prediction_methods = ("goodness", "readout", "goodness+readout")
 
     def validate(self, cfg: Config) -> None:
-        m, t = cfg.model, cfg.train
-        if len(m.window) != 2 or not 1 <= m.window[0] <= m.window[1] <= m.steps:
+        m, t, r = cfg.model, cfg.train, self.options(cfg)
+        if len(r.window) != 2 or not 1 <= r.window[0] <= r.window[1] <= r.steps:
             raise ConfigError(
-                f"model.window: expected [first, last] with 1 <= first <= last <= steps ({m.steps}), got {m.window}"
+                f"recurrent.window: expected [first, last] with 1 <= first <= last <= steps ({r.steps}), got {r.window}"
             )
-        if m.hidden_steps >= m.window[0]:
+        if r.hidden_steps >= r.window[0]:
             raise ConfigError(
-                f"model.hidden_steps: the label must be visible in the counted window, so it must be "
-                f"below window[0] = {m.window[0]}; got {m.hidden_steps}"
+                f"recurrent.hidden_steps: the label must be visible in the counted window, so it must be "
+                f"below window[0] = {r.window[0]}; got {r.hidden_steps}"
             )
-        if len(m.mix) != 2:
-            raise ConfigError(f"model.mix: expected two weights [up_and_down, self], got {m.mix}")
-        if not m.lateral and m.wiring == "metalayer":
+        if len(r.mix) != 2:
+            raise ConfigError(f"recurrent.mix: expected two weights [up_and_down, self], got {r.mix}")
+        if not r.lateral and r.wiring == "metalayer":
             raise ConfigError(
-                "model.lateral = false: the metalayer wiring mixes in a lateral unit by design; use wiring 'sum'"
+                "recurrent.lateral = false: the metalayer wiring mixes in a lateral unit by design; use "
+                "recurrent.wiring 'sum'"
             )
-        if m.score == "window_mean" and t.update == "step":
+        if r.score == "window_mean" and r.update == "step":
             raise ConfigError(
-                "model.score = 'window_mean' scores the whole window at once, so it needs train.update = 'window' "
-                "(one update per sample), not 'step'"
+                "recurrent.score = 'window_mean' scores the whole window at once, so it needs recurrent.update = "
+                "'window' (one update per sample), not 'step'"
             )
-        bad = [s for s in m.source_init if s not in SOURCE_INITS]
-        if len(m.source_init) != 3 or bad:
+        bad = [s for s in r.source_init if s not in SOURCE_INITS]
+        if len(r.source_init) != 3 or bad:
             raise ConfigError(
-                f"model.source_init: expected three of {list(SOURCE_INITS)} (bottom-up, top-down, "
-                f"lateral), got {m.source_init}"
+                f"recurrent.source_init: expected three of {list(SOURCE_INITS)} (bottom-up, top-down, "
+                f"lateral), got {r.source_init}"
             )
         if t.negatives not in ("random", "hard", "hardest") or (t.negatives != "random" and t.hard_scores != "readout"):
             raise ConfigError(
@@ -74,7 +108,7 @@ class RecurrentFamily(Family):
             ),
             (
                 ["model.input_norm", "model.init"],
-                "a recurrent network scales every source to unit RMS and initialises each by model.source_init",
+                "a recurrent network scales every source to unit RMS and initialises each by recurrent.source_init",
             ),
         ]
 
@@ -82,12 +116,13 @@ class RecurrentFamily(Family):
         """A recurrent network reads frame t at step t, and trains and predicts up to the counted window's end,
         so a longer sequence would lose its last frames without a word."""
         frames = getattr(ds.train_x, "num_steps", None)  # sequence data sets only
-        last = cfg.model.window[1]
+        window = self.options(cfg).window
+        last = window[1]
         if frames is not None and frames > last:
             raise FFLabError(
-                f"model.window = {cfg.model.window}: {ds.name} sequences here have {frames} frames, but training "
+                f"recurrent.window = {window}: {ds.name} sequences here have {frames} frames, but training "
                 f"and prediction stop at step {last}, so frames {last + 1}-{frames} would never count; end "
-                f"model.window (and model.steps) at step {frames} or later"
+                f"recurrent.window (and recurrent.steps) at step {frames} or later"
             )
 
     def spiking_neurons(self, cfg: Config) -> tuple | None:
@@ -99,24 +134,24 @@ class RecurrentFamily(Family):
         from fflab.models.recurrent import RecurrentFFNetwork
         from fflab.models.stacks import learner_options, local_source_masks, readout_head
 
-        m = cfg.model
+        m, r = cfg.model, self.options(cfg)
         widths, maps, masks = m.hidden, [None] * len(m.hidden), [None] * len(m.hidden)
         if m.architecture == "local":
-            maps, masks = local_source_masks(m.hidden, input_shape, m.kernel, m.lateral)
+            maps, masks = local_source_masks(m.hidden, input_shape, m.kernel, r.lateral)
             widths = [math.prod(shape) for shape in maps]
         layers = [
             RecurrentLayer(
-                input_dim + (m.steps if m.clock else 0) if i == 0 else widths[i - 1],
+                input_dim + (r.steps if r.clock else 0) if i == 0 else widths[i - 1],
                 widths[i + 1] if i + 1 < len(widths) else num_classes,
                 width,
                 masks=masks[i],
                 map_shape=maps[i],
-                wiring=m.wiring,
+                wiring=r.wiring,
                 activation=m.activation,
-                inits=tuple(m.source_init),
-                top_down_sign=m.top_down_sign,
-                lateral=m.lateral,
-                mix=tuple(m.mix),
+                inits=tuple(r.source_init),
+                top_down_sign=r.top_down_sign,
+                lateral=r.lateral,
+                mix=tuple(r.mix),
                 spiking=self.spiking_neurons(cfg),
                 **options,
             )
@@ -130,19 +165,19 @@ class RecurrentFamily(Family):
             layers,
             input_dim,
             num_classes,
-            steps=m.steps,
-            damping=m.damping,
-            window=tuple(m.window),
-            hidden_steps=m.hidden_steps,
-            clock=m.clock,
-            score=m.score,
+            steps=r.steps,
+            damping=r.damping,
+            window=tuple(r.window),
+            hidden_steps=r.hidden_steps,
+            clock=r.clock,
+            score=r.score,
             readout=head,
         )
 
     def make_trainer(self, model, cfg: Config, *, progress: bool = True, image_shape=None):
         from fflab.training.trainer import RecurrentTrainer
 
-        return RecurrentTrainer(model, cfg.train, progress=progress, readout=cfg.readout)
+        return RecurrentTrainer(model, cfg.train, self.options(cfg).update, progress=progress, readout=cfg.readout)
 
     def write_plots(self, cfg: Config, model, trainer, ds, plots) -> None:
         """Goodness per time step of positive and negative data, and a few samples' activity over time."""
@@ -166,6 +201,10 @@ class SpikingRecurrentFamily(RecurrentFamily):
     name = "spiking-recurrent"
     summary = "Fig. 3 with LIF layers"
 
+    @classmethod
+    def table(cls) -> str:
+        return "recurrent"  # the same dynamics as the analog kind
+
     def spiking_neurons(self, cfg: Config) -> tuple | None:
         s = cfg.spiking
         return (s.threshold, s.surrogate, s.slope)
@@ -179,7 +218,7 @@ class SpikingRecurrentFamily(RecurrentFamily):
             (
                 [k for k in setting_keys(SpikingSettings, "spiking") if k not in kept],
                 "spiking recurrent layers take only spiking.threshold, surrogate and slope: their membrane leak is "
-                "model.damping, they reset by subtraction and run model.steps on the analog input",
+                "recurrent.damping, they reset by subtraction and run recurrent.steps on the analog input",
             ),
         ]
 
@@ -214,7 +253,7 @@ def validate_local_maps(cfg: Config) -> None:
     mirror bottom-up ones) and takes its label at the top, so the feed-forward map options do not apply."""
     from fflab.data.registry import get_spec
 
-    m = cfg.model
+    m, r = cfg.model, get_family(cfg.model.kind).options(cfg)
     if get_spec(cfg.data.name).kind == "derived":
         raise ConfigError(f"model.architecture = 'local' needs images; {cfg.data.name!r} holds sequences")
     unused = {
@@ -223,7 +262,7 @@ def validate_local_maps(cfg: Config) -> None:
         "model.pool": any(p != 1 for p in m.pool),
         "model.batch_norm": m.batch_norm,
         "model.dropout": m.dropout > 0,
-        "model.clock": m.clock,
+        "recurrent.clock": r.clock,
         "model.label": m.label in ("channels", "pattern"),
         "model.goodness_scope": m.goodness_scope != "sample",
         "model.input_norm": m.input_norm not in ("rms", "length"),
@@ -235,9 +274,9 @@ def validate_local_maps(cfg: Config) -> None:
             "padding 'same', no pooling, batch norm or dropout), has no clock, takes the label at its top layer "
             "and scores and normalises whole layers; leave these at their defaults"
         )
-    if any(scheme in ("orthogonal", "identity") for scheme in m.source_init):
+    if any(scheme in ("orthogonal", "identity") for scheme in r.source_init):
         raise ConfigError(
-            f"model.source_init = {m.source_init}: 'orthogonal' and 'identity' do not survive the receptive-field "
+            f"recurrent.source_init = {r.source_init}: 'orthogonal' and 'identity' do not survive the receptive-field "
             "masks of a locally connected source (masking would shrink them to a fraction of their scale); use "
             "'kaiming', 'xavier' or 'zeros'"
         )

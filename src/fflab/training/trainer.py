@@ -428,18 +428,21 @@ class RecurrentTrainer(Trainer):
 
     Negative data are the same inputs with wrong labels: uniformly random, or "dynamic" hard ones
     sampled from the readout, a linear classifier trained alongside on the window-averaged activity
-    of a neutral-label run (so it never sees the label it is asked about).
+    of a neutral-label run (so it never sees the label it is asked about). `update` is "window" (one
+    update per sample, from the goodness averaged over the window) or "step" (one per counted step).
     """
 
     def __init__(
         self,
         model: RecurrentFFNetwork,
         settings: TrainSettings,
+        update: str = "window",
         *,
         progress: bool = True,
         readout: ReadoutSettings | None = None,
     ) -> None:
         super().__init__(model, settings, progress=progress)
+        self.update_mode = update
         self.n_slots = len(model.layers)
         self.static_input = True
         if model.readout is not None:
@@ -463,7 +466,7 @@ class RecurrentTrainer(Trainer):
             for opt in opts:
                 opt.step()
 
-        if self.settings.update == "step":
+        if self.update_mode == "step":
             return self.model.local_losses(x, y, wrong, update)
         results = self.model.local_losses(x, y, wrong)
         update(results)
@@ -482,7 +485,7 @@ class RecurrentTrainer(Trainer):
         first, last = m.window
         counted = last - first + 1
         up = m.layers[0].up_flops() if self.static_input else 0
-        shared = up if self.settings.update == "window" else 0
+        shared = up if self.update_mode == "window" else 0
         flops = (2 * last * (per_step - shared) + shared) + (2 * counted * (per_step - shared) + shared)
         if m.readout is not None:
             flops += last * (per_step - up) + up + 3 * 2 * m.readout.linear.in_features * m.num_classes
