@@ -191,7 +191,7 @@ def _spiking_layers(network: nn.Module) -> tuple[str, list[nn.Module]]:
         analog = [i for i, layer in enumerate(layers) if layer.lif is None]
         if analog:
             raise ExportError(
-                "this neo-Hebbian network's units are analog (spiking.neuron = 'relu'), not spiking neurons: NIR "
+                "this neo-Hebbian network's units are analog (hebbian.neuron = 'relu'), not spiking neurons: NIR "
                 "export is for LIF networks"
             )
         family = "hebbian"
@@ -209,7 +209,7 @@ def _spiking_layers(network: nn.Module) -> tuple[str, list[nn.Module]]:
         spiking = kind in ("spiking-recurrent",)
         raise ExportError(
             f"NIR export covers spiking FF networks of LIF neurons ('spiking' with one layer, 'hebbian' with "
-            f"spiking.neuron = 'lif'); a {kind!r} network "
+            f"hebbian.neuron = 'lif'); a {kind!r} network "
             + (
                 "feeds its layers both ways over time with the label entering at the top, which fflab does not "
                 "write as NIR yet"
