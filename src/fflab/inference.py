@@ -278,9 +278,9 @@ class Model:
     """A trained fflab run, ready to classify images (`fflab.load(RUN_DIR)`).
 
     `predict_proba` and `predict` take images as the run's data set had them: file paths (PNG, JPEG, a folder of
-    them, `.npy`, IDX), PIL images, NumPy arrays or torch tensors ([N, C, H, W], [N, H, W, C], one image
-    [C, H, W] / [H, W, C] / [H, W] for grey runs, or flat [N, C*H*W]; 8-bit integers are divided by 255, floats
-    must already be in [0, 1]). See the module `fflab.inference` for what the probabilities mean.
+    them, `.npy`, IDX), PIL images, NumPy arrays or torch tensors (`[N, C, H, W]`, `[N, H, W, C]`, one image
+    `[C, H, W]` / `[H, W, C]` / `[H, W]` for grey runs, or flat `[N, C*H*W]`; 8-bit integers are divided by 255,
+    floats must already be in [0, 1]). See the module `fflab.inference` for what the probabilities mean.
 
     Attributes: `network` (the torch module, in eval mode), `config`, `classes_` (class names, the column order
     of `predict_proba`), `input_shape` (C, H, W), `dataset`, `kind` (model family), `method` (how it predicts),
