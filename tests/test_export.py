@@ -2,6 +2,7 @@
 fflab's spikes, and a reason for every network that cannot be exported. Skipped without `fflab[export]`."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -183,7 +184,6 @@ def test_networks_that_cannot_be_exported_say_why(tmp_path, capsys, config, over
 def test_latency_benchmark_records_onnx_against_fflab(tmp_path):
     needs_onnx()
     import subprocess
-    import sys
 
     from repo import REPO
 
@@ -197,3 +197,10 @@ def test_latency_benchmark_records_onnx_against_fflab(tmp_path):
     assert data["benchmark"] == "export_latency" and "format" not in data  # not a training record
     (row,) = data["results"]
     assert row["images"] == 20 and row["same_class"] == 20 and row["onnxruntime_batch_s"] > 0
+
+
+def test_missing_export_packages_are_named_with_the_extra_to_install(tmp_path, monkeypatch):
+    run = saved_run(tmp_path / "run", "digits-ff", ["model.hidden=[8]"], DIGITS)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
+    with pytest.raises(ExportError, match=r"needs onnxscript, which is not installed: pip install 'fflab\[export\]'"):
+        export_onnx(fflab.load(run), tmp_path / "model.onnx")
