@@ -1,4 +1,4 @@
-"""Command line: fflab train | resume | eval | analyze | settings | data."""
+"""Command line: fflab train | resume | eval | predict | export | analyze | settings | data."""
 
 from __future__ import annotations
 
@@ -125,6 +125,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from fflab.inference import predict_files
+
+    records = predict_files(args.run_dir, args.inputs, top=args.top, invert=args.invert)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    width = max(len(r["input"]) for r in records)
+    for r in records:
+        print(f"{r['input']:<{width}}  " + "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from fflab.export import export_run
+
+    path = export_run(args.run_dir, args.format, args.out)
+    print(path)
+    if args.check:
+        from fflab.export import verify_export
+
+        print(json.dumps(verify_export(args.run_dir, args.format, path, args.data_dir), indent=2))
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import json
     import time
@@ -222,6 +251,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     common(ev)
     ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="classify image files, folders of images, .npy arrays or IDX files")
+    pr.add_argument("run_dir")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPEG files, folders of them, .npy or IDX files")
+    pr.add_argument("--top", type=positive_int, default=1, help="show the N most probable classes (default 1)")
+    pr.add_argument("--invert", action="store_true", help="use 1 - value (dark strokes on a light background)")
+    pr.add_argument("--json", action="store_true", help="print JSON records instead of lines")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="write a trained network as ONNX (analog) or NIR (spiking)")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", required=True, choices=["onnx", "nir"])
+    ex.add_argument("--out", help="output file (default: RUN_DIR/model.onnx or model.nir)")
+    ex.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with fflab: ONNX predictions on the run's test set (onnxruntime), NIR spikes (snnTorch)",
+    )
+    ex.add_argument("--data-dir", help="data directory for --check (default: $FFLAB_DATA, else the user cache)")
+    ex.set_defaults(func=cmd_export)
 
     an = sub.add_parser("analyze", help="latents, sparsity, separability, CKA and cost of trained runs")
     an.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

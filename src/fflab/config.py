@@ -180,6 +180,11 @@ class TrainSettings:
     checkpoint_every: int = bounded(
         1, 0, doc="save the training state every this many epochs, for `fflab resume RUN` (0: never)"
     )
+    tensorboard: bool = described(
+        False,
+        "also log each epoch's per-layer losses, accuracies and goodness histograms to RUN/tensorboard/ (needs "
+        "`pip install 'fflab[tensorboard]'`)",
+    )
 
 
 @dataclass

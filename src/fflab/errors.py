@@ -20,6 +20,15 @@ class CheckpointError(FFLabError):
     """A run directory or checkpoint is missing files or does not match its settings."""
 
 
+class InputError(DataError, ValueError):
+    """An input given to a trained run (an image file, an array) does not fit it: the message names the input
+    and what the run expects (size, channels, value range)."""
+
+
+class ExportError(FFLabError):
+    """A trained network cannot be written in the requested format; the message says why and what can be."""
+
+
 class WriteError(FFLabError, OSError):
     """A file could not be written: the message names the path and the cause (no space left, no permission,
     read-only file system) and what was kept. Also an OSError, with the cause's errno, so that code which

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from fflab.analysis.plots import plot_training_curves
+from fflab.board import run_board
 from fflab.checkpoint import (
     SETTINGS,
     TRAINING_STATE,
@@ -446,7 +447,7 @@ def _fit(run: Run) -> None:
     method = run.family.monitor_method(model) if m else None
     monitor = [("train", rows(ds.train_x, 0, m), ds.train_y[:m]), (run.held_out, rows(ds.test_x, 0, m), ds.test_y[:m])]
     every = run.role.checkpoint_every(cfg)
-    with open_append(run.run_dir / "metrics.jsonl", new=not run.done) as metrics:
+    with open_append(run.run_dir / "metrics.jsonl", new=not run.done) as metrics, run_board(run) as board:
 
         def on_epoch(stats) -> None:
             t = time.perf_counter()
@@ -461,6 +462,7 @@ def _fit(run: Run) -> None:
             row = stats.as_dict()
             run.history.append(row)
             metrics.write(json.dumps(row) + "\n")
+            board.epoch(row)  # TensorBoard, when train.tensorboard is set (fflab.board)
             accs = "  ".join(
                 f"{name} {row[f'{name}_accuracy']:.2%}" for name, *_ in monitor if f"{name}_accuracy" in row
             )
