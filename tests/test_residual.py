@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from repo import REPO
 
 from fflab.cli import main
-from fflab.config import config_from_dict, load_config
+from fflab.config import config_from_dict, load_config, to_toml
 from fflab.errors import ConfigError
 from fflab.families import get_family
 from fflab.models import build_model
@@ -84,6 +85,7 @@ def test_the_preset_is_deeperforwards_resnet17():
     assert model.layers[0].conv.weight.std().item() == pytest.approx(math.sqrt(2 / 900), rel=0.05)
     assert model.layers[16].conv.weight.std().item() == pytest.approx(math.sqrt(2 / 7200), rel=0.01)
     assert model.predict_layers == list(range(1, 17)) and model.forward_flops() == 2 * 1_477_324_800
+    assert config_from_dict(tomllib.loads(to_toml(cfg))) == cfg  # `fflab settings` writes the [residual_ff] table
     family = get_family("residual-ff")
     options = family.options(cfg)
     assert (options.lr_min, options.lr_every, cfg.train.lr, cfg.train.epochs) == (0.008, "epoch", 0.08, 150)
