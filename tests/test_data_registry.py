@@ -40,6 +40,7 @@ def test_registry_lists_all_sets_with_checksums_and_mirrors() -> None:
         "fashion-mnist",
         "kmnist",
         "cifar10",
+        "cifar100",
         "idx",
         "image-folder",
         "seq-mnist",
@@ -65,7 +66,7 @@ def test_registry_lists_all_sets_with_checksums_and_mirrors() -> None:
 def test_get_spec_normalises_and_rejects_unknown_names() -> None:
     assert get_spec(" Fashion_MNIST ").name == "fashion-mnist"
     with pytest.raises(
-        DataError, match=r"Unknown data set 'cifar'.*digits, mnist, fashion-mnist, kmnist, cifar10, idx"
+        DataError, match=r"Unknown data set 'cifar'.*digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, idx"
     ):
         get_spec("cifar")
 

@@ -80,15 +80,16 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
 
 
-def unpickle(raw: bytes, where: str) -> object:
-    """Unpickle bytes written by Python 2 or 3 (byte strings stay bytes), allowing numpy arrays only."""
+def unpickle(raw: bytes, where: str, what: str = "CIFAR-10 batch") -> object:
+    """Unpickle bytes written by Python 2 or 3 (byte strings stay bytes), allowing numpy arrays only (`what`
+    names the expected file in errors)."""
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except pickle.UnpicklingError as err:
         if "refused global" in str(err):
             raise DataError(
-                f"{where} is not a CIFAR-10 batch: its pickle asks for {str(err).removeprefix('refused global ')}, "
-                "and a batch holds only numpy arrays and lists. fflab refused to unpickle it (it could run code)."
+                f"{where} is not a {what}: its pickle asks for {str(err).removeprefix('refused global ')}, "
+                f"and a {what} holds only numpy arrays and lists. fflab refused to unpickle it (it could run code)."
             ) from None
         raise DataError(f"{where} is a corrupt or truncated pickle ({err}). Replace it with an intact copy.") from None
     except Exception as err:  # any other failure of hostile or damaged bytes is a damaged file, not a bug

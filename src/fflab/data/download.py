@@ -149,4 +149,8 @@ def download_dataset(
         from fflab.data.cifar import download_cifar10  # imported here: fflab.data.cifar imports this module
 
         return download_cifar10(spec, data_dir, progress=progress, mirrors=mirrors)
+    if spec.reader == "cifar100":
+        from fflab.data.cifar100 import download_cifar100
+
+        return download_cifar100(spec, data_dir, progress=progress, mirrors=mirrors)
     return download_missing(spec, dataset_folder(spec, data_dir, None), progress=progress, mirrors=mirrors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from fflab.data.cifar import load_cifar10
+from fflab.data.cifar100 import load_cifar100
 from fflab.data.dataset import Dataset
 from fflab.data.download import download_missing
 from fflab.data.embedded import load_digits_dataset
@@ -45,6 +46,8 @@ def load_dataset(
         require_path(spec, path)
     if spec.reader == "cifar":
         return load_cifar10(spec, data_dir, path, download=download, progress=progress)
+    if spec.reader == "cifar100":
+        return load_cifar100(spec, data_dir, path, download=download, progress=progress)
     if spec.reader == "images":
         return image_folder_dataset(spec.name, path, progress=progress)
     folder = dataset_folder(spec, data_dir, path)

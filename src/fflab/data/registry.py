@@ -9,7 +9,7 @@ from fflab.errors import DataError
 
 Kind = Literal["download", "folder", "embedded", "derived"]
 Role = Literal["images", "labels", "archive"]
-Reader = Literal["idx", "cifar", "images"]
+Reader = Literal["idx", "cifar", "cifar100", "images"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class DatasetSpec:
     `path`), "embedded" (shipped with a dependency, never downloaded) or "derived" (built from the set
     named `base`; loaded by `load_sequence_dataset`). `reader` says which reader loads its files: "idx"
     (`files` are ordered train images, train labels, test images, test labels), "cifar" (the official
-    CIFAR-10 archive, or an image folder; see fflab.data.cifar) or "images" (an image folder).
+    CIFAR-10 archive, or an image folder; see fflab.data.cifar), "cifar100" (the official CIFAR-100 archive; see
+    fflab.data.cifar100) or "images" (an image folder).
     """
 
     name: str
@@ -65,6 +66,18 @@ IDX_FILES = (
 )
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# The fine labels of CIFAR-100, as its meta file names them (label k is the k-th, alphabetical).
+CIFAR100_CLASSES = tuple(
+    """
+    apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can
+    castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin
+    elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard
+    lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear
+    pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal
+    shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank
+    telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm
+    """.split()
+)
 
 
 def _idx_aliases(stem: str) -> tuple[str, ...]:
@@ -182,6 +195,17 @@ _REGISTRY: dict[str, DatasetSpec] = {
             class_names=CIFAR10_CLASSES,
             homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
             reader="cifar",
+        ),
+        DatasetSpec(
+            "cifar100",
+            "CIFAR-100 photos in 100 classes (the fine labels), 32x32 RGB, 50,000 train / 10,000 test; the official "
+            "python archive or its extracted folder",
+            "download",
+            files=(FileSpec("cifar-100-python.tar.gz", "archive", md5="eb9058c3a382ffc7106e4002c42a8d85"),),
+            mirrors=("https://www.cs.toronto.edu/~kriz/",),
+            class_names=CIFAR100_CLASSES,
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+            reader="cifar100",
         ),
         DatasetSpec(
             "idx",

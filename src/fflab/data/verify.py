@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fflab.data.cifar import describe_cifar10
+from fflab.data.cifar100 import describe_cifar100
 from fflab.data.embedded import describe_embedded
 from fflab.data.idx import check_images, check_labels, check_pair, parse_idx, read_payload
 from fflab.data.imagefolder import describe_image_folder
@@ -196,6 +197,8 @@ def verify_dataset(
         require_path(spec, path)
     if spec.reader == "cifar":
         return [FileCheck(*check) for check in describe_cifar10(spec, data_dir, path)]
+    if spec.reader == "cifar100":
+        return [FileCheck(*check) for check in describe_cifar100(spec, data_dir, path)]
     if spec.reader == "images":
         return [FileCheck(*check) for check in describe_image_folder(spec.name, path)]
     folder = dataset_folder(spec, data_dir, path)

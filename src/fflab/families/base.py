@@ -81,6 +81,12 @@ class Family:
         """The fflab.training.trainer.Trainer that fits `model`."""
         raise NotImplementedError
 
+    def make_parallel_trainer(self, model, cfg: Config, plan, *, progress: bool = True, image_shape=None):
+        """The trainer of one worker's share of a layer-parallel run under `plan` (families that train in parallel)."""
+        from fflab.training.parallel import DistributedFFTrainer
+
+        return DistributedFFTrainer(model, cfg.train, plan, progress=progress, image_shape=image_shape)
+
     def check_data(self, cfg: Config, ds) -> None:
         """Checks of the loaded data against the settings (a new run only); FFLabError on a mismatch."""
 

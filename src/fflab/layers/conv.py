@@ -160,7 +160,7 @@ def _init_weight(weight: torch.Tensor, init: str, activation: str, fan_in: int, 
 
 
 class FFConv2d(SpatialFFLearner):
-    """A convolutional FF learner (shared weights, optional channel groups)."""
+    """A convolutional FF learner (shared weights, optional channel groups, optional bias)."""
 
     def __init__(
         self,
@@ -170,6 +170,7 @@ class FFConv2d(SpatialFFLearner):
         kernel: int = 3,
         groups: int = 1,
         init: str = "kaiming",
+        bias: bool = True,
         **options,
     ) -> None:
         super().__init__(in_shape, out_channels, kernel=kernel, **options)
@@ -180,14 +181,15 @@ class FFConv2d(SpatialFFLearner):
                 f"got groups = {groups}"
             )
         self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel, stride=self.stride, padding=-self.offset, groups=groups
+            in_channels, out_channels, kernel, stride=self.stride, padding=-self.offset, groups=groups, bias=bias
         )
         if init != "torch":
             area = kernel * kernel
             _init_weight(
                 self.conv.weight, init, self.activation, in_channels // groups * area, out_channels // groups * area
             )
-            nn.init.zeros_(self.conv.bias)
+            if bias:
+                nn.init.zeros_(self.conv.bias)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last: oneDNN's grouped convolutions and the max-pool after them run 2-10x faster on it (CPU)

@@ -53,7 +53,7 @@ from fflab.training.launch import (
     threads_per_worker,
     torchrun_world,
 )
-from fflab.training.parallel import DistributedFFTrainer, ParallelPlan
+from fflab.training.parallel import ParallelPlan
 from fflab.training.readout import train_readout
 
 Log = Callable[[str], None]
@@ -185,7 +185,7 @@ class ParallelRole(Role):
         return shared[0], note
 
     def make_trainer(self, family: Family, model, cfg: Config, progress: bool, image_shape):
-        return DistributedFFTrainer(model, cfg.train, self.plan, progress=progress, image_shape=image_shape)
+        return family.make_parallel_trainer(model, cfg, self.plan, progress=progress, image_shape=image_shape)
 
     def checkpoint_every(self, cfg: Config) -> int:
         return 0
