@@ -1,7 +1,6 @@
 """Real training runs: the offline digits default through the CLI, and a short MNIST run."""
 
 import json
-import os
 import time
 
 import numpy as np
@@ -103,7 +102,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+@pytest.mark.real_data("mnist")
 def test_short_mnist_run_clears_accuracy_bar(tmp_path):
     cfg = config(
         "mnist-ff",
