@@ -4,6 +4,7 @@ training; a lost worker is a clear error, not a hang. Workers are real processes
 
 import json
 import multiprocessing
+import os
 import time
 
 import pytest
@@ -113,10 +114,10 @@ def build_untrained(cfg: Config) -> dict:
     return build(cfg).state_dict()
 
 
-@pytest.mark.parametrize(("how", "within"), [("die", 10.0), ("stall", 15.0)])
-def test_a_lost_worker_stops_the_others_with_a_clear_error(tmp_path, how, within):
-    """Rank 1 dies (or stops answering) mid-training: rank 0 gets an error naming what it was doing,
-    promptly for a death, after the 5 s timeout for a stall, instead of waiting forever."""
+@pytest.mark.parametrize("how", ["die", "stall"])
+def test_a_lost_worker_stops_the_others_with_a_clear_error(tmp_path, how):
+    """Rank 1 dies (or stops answering) mid-training: rank 0 gets an error naming what it was doing (after
+    the 5 s timeout for a stall) instead of waiting forever. How long it takes: benchmarks/lost_worker.py."""
     cfg, plan = toy_config(epochs=50), ParallelPlan.create("pipeline", 2)
     out = tmp_path / "rank0.txt"
     ctx = multiprocessing.get_context("spawn")
@@ -127,26 +128,27 @@ def test_a_lost_worker_stops_the_others_with_a_clear_error(tmp_path, how, within
     procs[0].join(60)
     for p in procs:
         p.kill()
-    seconds, message = out.read_text().split("\n", 1)
+    _, message = out.read_text().split("\n", 1)  # the seconds it took, then the error
     assert "rank 0 (stage 0, replica 0) lost contact with the other ranks while" in message
-    assert float(seconds) < within
 
 
-def test_launcher_names_the_worker_that_failed():
-    start = time.perf_counter()
+def test_launcher_names_the_worker_that_failed_and_stops_the_others(tmp_path):
+    pid_file = tmp_path / "rank0.pid"
     with pytest.raises(FFLabError, match=r"worker 1 of 2 stopped \(exit code 7\)"):
-        run_local_workers(exit_on_rank_one, 2, timeout=10)
-    assert time.perf_counter() - start < 30
+        run_local_workers(exit_on_rank_one, 2, (str(pid_file),), timeout=10)
+    with pytest.raises(ProcessLookupError):  # rank 0 was stopped and reaped, not left sleeping
+        os.kill(int(pid_file.read_text()), 0)
 
 
-def exit_on_rank_one() -> None:
-    import os
-
+def exit_on_rank_one(pid_file: str) -> None:
     import torch.distributed as dist
 
-    if dist.get_rank() == 1:
-        os._exit(7)
-    time.sleep(60)  # still running when rank 1 dies: the launcher must stop it
+    if dist.get_rank() == 0:
+        fflab.io.write_text_atomic(pid_file, str(os.getpid()))
+        time.sleep(60)  # still running when rank 1 dies: the launcher must stop it
+    while not os.path.exists(pid_file):  # rank 1 exits once rank 0 is known to be running
+        time.sleep(0.05)
+    os._exit(7)
 
 
 def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
