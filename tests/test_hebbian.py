@@ -166,6 +166,7 @@ def test_eligibility_decay_weighs_recent_steps_more_and_top_k_limits_the_update(
     assert (layer.update_direction(pre, post, torch.ones(1)).abs().sum(1) > 0).sum() == 1
 
 
+@pytest.mark.slow
 @pytest.mark.real_data("mnist")
 def test_short_spiking_hebbian_mnist_run_clears_accuracy_bar(tmp_path):
     cfg = load_config(
