@@ -139,6 +139,7 @@ def test_recurrent_spike_cost_of_local_maps_counts_the_units_whose_fields_hold_t
     assert synops == 2 * (100 + 100)
 
 
+@pytest.mark.slow
 def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
     overrides = ["data.name=digits", "model.hidden=[32, 32]", "train.epochs=1", "train.monitor_every=1"]
     run = train_and_analyze(tmp_path, "mnist-spiking-recurrent", [*overrides, "train.threads=1"], "srec")
