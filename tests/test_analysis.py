@@ -58,6 +58,7 @@ def test_silent_latents_count_as_wrong_in_knn():
     assert knn_accuracy(z, torch.tensor([0, 0, 0, 1, 1]), k=1) == 4 / 5
 
 
+@pytest.mark.slow
 def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, capsys):
     def run(name, *overrides):
         cfg = shipped_config("digits-ff", ["train.epochs=2", *overrides])
@@ -102,6 +103,7 @@ def train_and_analyze(tmp_path, config: str, overrides: list[str], name: str) ->
     return run
 
 
+@pytest.mark.slow
 def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
     overrides = ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3"]
     run = train_and_analyze(tmp_path, "digits-ff", [*overrides, "train.epochs=2"], "spk")
@@ -139,6 +141,7 @@ def test_recurrent_spike_cost_of_local_maps_counts_the_units_whose_fields_hold_t
     assert synops == 2 * (100 + 100)
 
 
+@pytest.mark.slow
 def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
     overrides = ["data.name=digits", "model.hidden=[32, 32]", "train.epochs=1", "train.monitor_every=1"]
     run = train_and_analyze(tmp_path, "mnist-spiking-recurrent", [*overrides, "train.threads=1"], "srec")
@@ -146,6 +149,7 @@ def test_analyze_reports_a_spiking_recurrent_run_as_spiking(tmp_path):
     assert (tmp_path / "analysis" / "plots" / "spike_raster_srec.png").is_file()
 
 
+@pytest.mark.slow
 def test_analyze_reuses_the_runs_own_test_accuracy_only_when_it_measured_the_same_thing(tmp_path):
     run_dir = tmp_path / "ff"
     train_run(shipped_config("digits-ff", ["train.epochs=1"]), run_dir, progress=False)
@@ -170,6 +174,7 @@ def test_analyze_reuses_the_runs_own_test_accuracy_only_when_it_measured_the_sam
     assert fresh["accuracy"] == pytest.approx(summary["test_accuracy"])  # ... and agrees with what was stored
 
 
+@pytest.mark.slow
 def test_analyze_names_a_validation_runs_held_out_rows_and_will_not_compare_them_with_test_rows(tmp_path, capsys):
     validation_dir, test_dir = tmp_path / "val", tmp_path / "test"
     run = train_and_analyze(tmp_path, "digits-ff", ["train.epochs=1", "data.validation=300"], "val")

@@ -5,9 +5,12 @@ import re
 import subprocess
 import sys
 
+import pytest
 from repo import REPO, config_path, shipped_config
 
 from fflab.training.run import train_run
+
+pytestmark = pytest.mark.slow  # each runs a benchmark script in a new process, most of them training
 
 
 def script(name, *args):

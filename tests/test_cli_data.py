@@ -1,6 +1,5 @@
 """`fflab data list | download | verify` from the command line."""
 
-import os
 import shutil
 from pathlib import Path
 
@@ -11,10 +10,8 @@ from fflab.cli import main
 
 
 @pytest.fixture
-def shared_mnist() -> Path:
-    if not os.environ.get("FFLAB_DATA"):
-        pytest.skip("FFLAB_DATA is not set")
-    return Path(os.environ["FFLAB_DATA"]).resolve() / "mnist"
+def shared_mnist(real_data) -> Path:
+    return real_data("mnist") / "mnist"
 
 
 def test_list_names_every_data_set_and_the_data_dir(tmp_path, capsys):

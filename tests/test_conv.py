@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -410,6 +409,7 @@ def test_hard_negatives_are_scored_in_eval_mode_and_training_mode_is_restored():
     assert net.training and all(layer.training for layer in net.layers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ff", "backprop"])
 def test_short_conv_run_on_digits_clears_accuracy_bar(tmp_path, kind):
     cfg = config_from_dict(
@@ -436,7 +436,8 @@ def test_short_conv_run_on_digits_clears_accuracy_bar(tmp_path, kind):
     assert evaluate(model, ds.test_x, ds.test_y)["accuracy"] == summary["test_accuracy"]
 
 
-@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+@pytest.mark.slow
+@pytest.mark.real_data("mnist")
 def test_short_label_pattern_conv_run_on_mnist_clears_accuracy_bar(tmp_path):
     """Conv FF with a label written into the image and wrong-label negatives (measured: 72.5%)."""
     cfg = config_from_dict(
@@ -472,7 +473,8 @@ def test_peer_normalisation_tracks_every_unit_of_a_local_layer_but_every_channel
         assert torch.allclose(layer.peer_mean, mean_of(h[:3].detach()))
 
 
-@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+@pytest.mark.slow
+@pytest.mark.real_data("mnist")
 def test_unsupervised_local_config_learns_on_an_mnist_subset(tmp_path):
     # The shipped net end to end: strided "valid" fields, hybrid negatives, per-unit peer normalisation,
     # the readout. Every layer must learn to tell real images from hybrids: a layer that cannot scores

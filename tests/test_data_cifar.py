@@ -484,14 +484,8 @@ def test_cli_lists_and_verifies_cifar10(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.fixture
-def real_data_root() -> Path:
-    value = os.environ.get("FFLAB_DATA")
-    if not value:
-        pytest.skip("FFLAB_DATA is not set: point it at a folder holding cifar10-jpeg.tar or cifar10/")
-    root = Path(value).resolve()
-    if not ((root / "cifar10-jpeg.tar").is_file() or (root / "cifar10").is_dir()):
-        pytest.skip(f"FFLAB_DATA={value} holds neither cifar10-jpeg.tar nor cifar10/")
-    return root
+def real_data_root(real_data) -> Path:
+    return real_data("cifar10")
 
 
 @pytest.mark.slow

@@ -40,14 +40,8 @@ class CutWithoutLength(CutHandler):
 
 
 @pytest.fixture
-def mnist_dir() -> Path:
-    value = os.environ.get("FFLAB_DATA")
-    if not value:
-        pytest.skip("FFLAB_DATA is not set: point it at a folder holding mnist/")
-    folder = Path(value).resolve() / "mnist"
-    if not folder.is_dir():
-        pytest.skip(f"FFLAB_DATA={value} holds no mnist/ folder")
-    return folder
+def mnist_dir(real_data) -> Path:
+    return real_data("mnist") / "mnist"
 
 
 @pytest.fixture

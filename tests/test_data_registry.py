@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from pathlib import Path
 
@@ -21,15 +20,9 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture
-def data_root() -> Path:
-    """The folder of real data sets (CI: FFLAB_DATA=../shared/datasets)."""
-    value = os.environ.get("FFLAB_DATA")
-    if not value:
-        pytest.skip("FFLAB_DATA is not set: point it at a folder holding mnist/ and fashion-mnist/")
-    root = Path(value).resolve()
-    if not (root / "mnist").is_dir():
-        pytest.skip(f"FFLAB_DATA={value} holds no mnist/ folder")
-    return root
+def data_root(real_data) -> Path:
+    """The folder of real data sets holding mnist/ (CI: FFLAB_DATA=../shared/datasets)."""
+    return real_data("mnist")
 
 
 def test_registry_lists_all_sets_with_checksums_and_mirrors() -> None:
@@ -175,9 +168,8 @@ def test_dataset_validates_its_tensors() -> None:
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
-def test_real_data_loads_and_matches_official_hashes(data_root: Path, name: str) -> None:
-    if not (data_root / name).is_dir():
-        pytest.skip(f"no {name}/ folder in {data_root}")
+def test_real_data_loads_and_matches_official_hashes(real_data, name: str) -> None:
+    data_root = real_data(name)
     data = load_dataset(name, data_dir=data_root, download=False)
     assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
     assert data.train_x.dtype == torch.float32 and data.test_y.dtype == torch.int64

@@ -283,14 +283,12 @@ def test_loader_builds_from_mnist_and_caches_in_the_cache_dir_not_the_data_dir(
 
 
 @pytest.fixture(scope="module")
-def real_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_root(real_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temporary data root whose mnist/ links to the real files, so caches are not written beside them."""
-    value = os.environ.get("FFLAB_DATA")
-    if not value or not (Path(value) / "mnist").is_dir():
-        pytest.skip("FFLAB_DATA is not set to a folder holding mnist/")
+    shared = real_data("mnist")
     root = tmp_path_factory.mktemp("data")
     (root / "mnist").mkdir()
-    for source in (Path(value) / "mnist").iterdir():
+    for source in (shared / "mnist").iterdir():
         (root / "mnist" / source.name).symlink_to(source.resolve())
     return root
 

@@ -61,6 +61,7 @@ def test_parallel_workers_on_one_named_gpu_are_refused(tmp_path):
         train_parallel(digits("train.device=cuda:0"), tmp_path, "pipeline", workers=2)
 
 
+@pytest.mark.slow
 def test_cpu_runs_keep_the_data_set_and_say_where_they_ran(tmp_path):
     cfg = digits("train.epochs=1", "train.monitor_size=0", "train.device=cpu")
     summary = train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)

@@ -32,6 +32,7 @@ def fitted(digits):
     return FFClassifier(**FAST).fit(X_train, y_train)
 
 
+@pytest.mark.slow
 def test_cross_validation_on_digits_clears_a_real_bar():
     X, y = load_digits(return_X_y=True)
     clf = FFClassifier(hidden=(128, 128), epochs=20, batch_size=32)

@@ -1,7 +1,5 @@
 """Neo-Hebbian FF: the rule equals FF gradient descent for analog units, it is local, and it learns."""
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,7 +170,8 @@ def test_eligibility_decay_weighs_recent_steps_more_and_top_k_limits_the_update(
     assert (layer.update_direction(pre, post, torch.ones(1)).abs().sum(1) > 0).sum() == 1
 
 
-@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+@pytest.mark.slow
+@pytest.mark.real_data("mnist")
 def test_short_spiking_hebbian_mnist_run_clears_accuracy_bar(tmp_path):
     cfg = load_config(
         config_path("mnist-hebbian"),

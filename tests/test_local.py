@@ -138,6 +138,7 @@ def as_window_first(model, state: dict) -> dict:
     return old
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", [as_dense_layout, as_window_first])
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_checkpoints_saved_in_older_layouts_load_and_score_as_they_did(tmp_path, name, layout):
@@ -241,6 +242,7 @@ def test_a_kept_bfloat16_cast_passes_each_products_gradient_back_as_autocast_doe
     assert grads[0].dtype == torch.float32 and torch.equal(grads[0], grads[1])
 
 
+@pytest.mark.slow
 def test_bfloat16_training_with_kept_casts_matches_autocasts_own_casts(tmp_path, monkeypatch):
     settings = [*RECURRENT, "train.epochs=2", "train.precision=bfloat16"]
     train_run(shipped_config("digits-ff", settings), tmp_path / "kept", progress=False, log=lambda s: None)

@@ -99,6 +99,7 @@ def test_forward_flops_counts_dense_products():
     assert net.forward_flops() == 2 * (30 * 16 + 16 * 12 + 12 * 8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", ["overlay", "concat"])
 def test_training_reduces_the_local_losses(label):
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ training; a lost worker is a clear error, not a hang. Workers are real processes
 
 import json
 import multiprocessing
+import os
 import time
 
 import pytest
@@ -79,6 +80,7 @@ def run_parallel(cfg: Config, plan: ParallelPlan, tmp_path) -> dict:
     return torch.load(out)
 
 
+@pytest.mark.slow
 def test_pipeline_reproduces_single_process_training_exactly(tmp_path):
     """Each layer sees the same inputs in the same order as in one process, so the weights are identical."""
     cfg = toy_config()
@@ -89,6 +91,7 @@ def test_pipeline_reproduces_single_process_training_exactly(tmp_path):
         assert torch.equal(result["state"][name], value), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "workers", "stages", "batch", "peer"),
     [("data", 2, None, 40, 0.0), ("both", 4, 2, 25, 0.0), ("data", 2, None, 25, 0.5)],
@@ -113,10 +116,11 @@ def build_untrained(cfg: Config) -> dict:
     return build(cfg).state_dict()
 
 
-@pytest.mark.parametrize(("how", "within"), [("die", 10.0), ("stall", 15.0)])
-def test_a_lost_worker_stops_the_others_with_a_clear_error(tmp_path, how, within):
-    """Rank 1 dies (or stops answering) mid-training: rank 0 gets an error naming what it was doing,
-    promptly for a death, after the 5 s timeout for a stall, instead of waiting forever."""
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["die", "stall"])
+def test_a_lost_worker_stops_the_others_with_a_clear_error(tmp_path, how):
+    """Rank 1 dies (or stops answering) mid-training: rank 0 gets an error naming what it was doing (after
+    the 5 s timeout for a stall) instead of waiting forever. How long it takes: benchmarks/lost_worker.py."""
     cfg, plan = toy_config(epochs=50), ParallelPlan.create("pipeline", 2)
     out = tmp_path / "rank0.txt"
     ctx = multiprocessing.get_context("spawn")
@@ -127,28 +131,31 @@ def test_a_lost_worker_stops_the_others_with_a_clear_error(tmp_path, how, within
     procs[0].join(60)
     for p in procs:
         p.kill()
-    seconds, message = out.read_text().split("\n", 1)
+    _, message = out.read_text().split("\n", 1)  # the seconds it took, then the error
     assert "rank 0 (stage 0, replica 0) lost contact with the other ranks while" in message
-    assert float(seconds) < within
 
 
-def test_launcher_names_the_worker_that_failed():
-    start = time.perf_counter()
+@pytest.mark.slow
+def test_launcher_names_the_worker_that_failed_and_stops_the_others(tmp_path):
+    pid_file = tmp_path / "rank0.pid"
     with pytest.raises(FFLabError, match=r"worker 1 of 2 stopped \(exit code 7\)"):
-        run_local_workers(exit_on_rank_one, 2, timeout=10)
-    assert time.perf_counter() - start < 30
+        run_local_workers(exit_on_rank_one, 2, (str(pid_file),), timeout=10)
+    with pytest.raises(ProcessLookupError):  # rank 0 was stopped and reaped, not left sleeping
+        os.kill(int(pid_file.read_text()), 0)
 
 
-def exit_on_rank_one() -> None:
-    import os
-
+def exit_on_rank_one(pid_file: str) -> None:
     import torch.distributed as dist
 
-    if dist.get_rank() == 1:
-        os._exit(7)
-    time.sleep(60)  # still running when rank 1 dies: the launcher must stop it
+    if dist.get_rank() == 0:
+        fflab.io.write_text_atomic(pid_file, str(os.getpid()))
+        time.sleep(60)  # still running when rank 1 dies: the launcher must stop it
+    while not os.path.exists(pid_file):  # rank 1 exits once rank 0 is known to be running
+        time.sleep(0.05)
+    os._exit(7)
 
 
+@pytest.mark.slow
 def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
     """`fflab train --parallel pipeline --workers 2` on the digits demo: same accuracy and weights as a
     one-process run on one thread, plus the plan and each worker's busy share in the summary."""
@@ -168,6 +175,7 @@ def test_cli_pipeline_run_matches_the_single_process_run(tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "workers", "peer"), [("pipeline", "2", "0"), ("both", "4", "0.03")])
 def test_bfloat16_parallel_runs_learn_as_the_single_process_run_does(tmp_path, mode, workers, peer):
     """bfloat16 activity crosses between stages (as float32) and peer normalisation's activities between
@@ -184,6 +192,7 @@ def test_bfloat16_parallel_runs_learn_as_the_single_process_run_does(tmp_path, m
     assert abs(par["test_accuracy"] - single["test_accuracy"]) <= 0.03
 
 
+@pytest.mark.slow
 def test_every_worker_of_an_auto_precision_run_computes_in_the_lead_workers_choice(tmp_path):
     """Rank 0 times bfloat16 slower and rank 1 faster: both compute in float32, and config.toml says so."""
     cfg = load_config("configs/digits-ff.toml", ["train.epochs=1", "train.device=cpu", "train.precision=auto"])
@@ -209,6 +218,7 @@ def test_cli_refuses_parallel_options_without_a_mode(tmp_path, capsys):
     assert "add --parallel MODE" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "scores"), [("data", "first_layer"), ("pipeline", "refreshed"), ("both", "refreshed")]
 )
@@ -224,6 +234,7 @@ def test_cli_runs_with_hard_negatives_finish_and_write_their_summary(tmp_path, m
     assert summary["test_accuracy"] > 0.5 and summary["parallel"]["mode"] == mode
 
 
+@pytest.mark.slow
 def test_a_batch_too_small_for_the_replicas_is_refused(tmp_path, capfd):
     # 1,437 digits in batches of 1,435 leave a last batch of 2 rows for 3 replicas (a last batch of one row
     # would join the batch before it).

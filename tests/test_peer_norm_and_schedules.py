@@ -74,6 +74,7 @@ def test_lr_schedules():
     assert lr_factor("none", 0.9) == 1.0
 
 
+@pytest.mark.slow
 def test_greedy_schedule_trains_one_layer_at_a_time():
     x, y = toy_data(300)
     torch.manual_seed(0)

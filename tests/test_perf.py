@@ -138,6 +138,7 @@ def test_auto_precision_context_computes_in_the_settled_precision(monkeypatch):
 DIGITS_RUN = ["data.name=digits", "train.epochs=1", "model.hidden=[16]", "train.monitor_size=0", "train.device=cpu"]
 
 
+@pytest.mark.slow
 def test_an_auto_run_records_the_precision_it_chose_and_eval_reuses_it(monkeypatch, tmp_path):
     fake_rates(monkeypatch, 20.0)
     lines = []

@@ -1,5 +1,6 @@
 """Linear readout on frozen FF layers, and the backprop baseline of the same layers."""
 
+import pytest
 import torch
 from toydata import toy_data
 
@@ -12,6 +13,7 @@ from fflab.training.readout import train_readout
 from fflab.training.trainer import BackpropTrainer, FFTrainer, make_trainer
 
 
+@pytest.mark.slow
 def test_readout_learns_without_touching_the_ff_layers():
     x, y = toy_data()
     torch.manual_seed(0)

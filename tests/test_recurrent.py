@@ -186,6 +186,7 @@ def test_inverted_variant_and_negative_top_down_sign():
     assert torch.allclose(net.label_scores(x), -raw, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("wiring", "update"), [("sum", "window"), ("metalayer", "step")])
 def test_recurrent_training_learns_toy_data_with_dynamic_hard_negatives(wiring, update):
     x, y = toy_data(400, 20, 4)
@@ -307,6 +308,7 @@ def test_spiking_recurrent_layer_integrates_leaks_fires_and_resets_by_hand():
 
 # Goodness accuracy measured when written: 78.8% per-step score (layer 0 alone 94.2%), 100% with the window mean and
 # the sharp alpha of configs/mnist-spiking-recurrent.toml; readout 100% in both; chance is 25%.
+@pytest.mark.slow
 @pytest.mark.parametrize("score, alpha, slope, bar", [("steps", 4.0, 0.3, 0.7), ("window_mean", 40.0, 1.0, 0.95)])
 def test_spiking_recurrent_training_learns_toy_data(score, alpha, slope, bar):
     x, y = toy_data(400, 20, 4)
@@ -395,6 +397,7 @@ def test_spiking_recurrent_layers_take_local_fields_too():
     assert net.label_scores(torch.rand(3, 1, 8, 8)).shape == (3, 4, 2)
 
 
+@pytest.mark.slow
 def test_local_recurrent_training_learns_images_and_keeps_its_wiring():
     # 4 classes: which quadrant of an 8x8 image is bright, under noise
     gen = torch.Generator().manual_seed(0)

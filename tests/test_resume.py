@@ -86,6 +86,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_resumed_run_equals_the_uninterrupted_run(tmp_path, case):
     name, *overrides = CASES[case]
@@ -108,6 +109,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path, case):
     assert_same_run(whole, run)
 
 
+@pytest.mark.slow
 def test_resume_from_the_command_line_and_its_errors(tmp_path, capsys):
     run = tmp_path / "run"
     train = ["train", config_path("digits-ff"), "--out", str(run), "--no-progress", "--set", "train.epochs=3"]
@@ -127,6 +129,7 @@ def test_resume_from_the_command_line_and_its_errors(tmp_path, capsys):
     assert "is not a run directory: it has no config.toml" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_state_saved_for_other_weight_shapes_is_refused_by_name(tmp_path):
     """E.g. a locally connected run saved before fflab tiled its weights: torch would load the optimiser's
     state of the dense layout without complaint and fail inside the next step."""
@@ -170,6 +173,7 @@ def test_a_damaged_training_state_is_named(tmp_path):
         load_training_state(run)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
     import fflab.training.run as run_module
 
@@ -191,6 +195,7 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path, capsys, monkeypatch
     assert main(["resume", str(run), "--no-progress"]) == 0
 
 
+@pytest.mark.slow
 def test_a_metrics_line_torn_by_the_stop_is_dropped_and_its_epoch_runs_again(tmp_path):
     """Each epoch's line is written before its state is saved, so a torn last line belongs to an unsaved epoch."""
     run = tmp_path / "run"
@@ -213,6 +218,7 @@ def test_a_metrics_line_torn_by_the_stop_is_dropped_and_its_epoch_runs_again(tmp
         train_run(cfg, torn_inside, resume=True, log=lambda s: None, **QUIET)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(fcntl is None, reason="no advisory locks on this platform")
 def test_a_run_directory_another_process_works_in_is_refused_untouched(tmp_path, capsys):
     """Two processes in one run directory would interleave their metrics and overwrite each other's state."""

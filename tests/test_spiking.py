@@ -143,6 +143,7 @@ def test_spiking_ff_local_losses_reach_only_their_own_layer():
     assert own.abs().sum() > 0  # but it does train its own weights through the surrogate
 
 
+@pytest.mark.slow
 def test_spiking_ff_digits_run_learns(tmp_path):
     from fflab.training.run import train_run
 

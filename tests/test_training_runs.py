@@ -1,7 +1,6 @@
 """Real training runs: the offline digits default through the CLI, and a short MNIST run."""
 
 import json
-import os
 import time
 
 import numpy as np
@@ -24,6 +23,7 @@ def config(name, *overrides):
     return shipped_config(name, overrides)
 
 
+@pytest.mark.slow
 def test_digits_cli_train_then_eval(tmp_path, capsys):
     run = tmp_path / "run"
     cfg_path = config_path("digits-ff")
@@ -56,6 +56,7 @@ def test_digits_cli_train_then_eval(tmp_path, capsys):
     assert evaluated["test_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_bfloat16_run_learns_as_float32_does_and_eval_reproduces_its_score(tmp_path, capsys):
     runs = {}
     for precision in ("float32", "bfloat16"):
@@ -71,6 +72,7 @@ def test_bfloat16_run_learns_as_float32_does_and_eval_reproduces_its_score(tmp_p
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == runs["bfloat16"]["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(tmp_path):
     cfg = config("digits-ff", "train.epochs=3", "train.monitor_size=0", "train.device=cpu")
     a = train_run(cfg, tmp_path / "a", progress=False, log=lambda s: None)
@@ -79,6 +81,7 @@ def test_same_seed_same_run(tmp_path):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
     run = tmp_path / "run"
     args = [
@@ -103,7 +106,8 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+@pytest.mark.slow
+@pytest.mark.real_data("mnist")
 def test_short_mnist_run_clears_accuracy_bar(tmp_path):
     cfg = config(
         "mnist-ff",
@@ -118,6 +122,7 @@ def test_short_mnist_run_clears_accuracy_bar(tmp_path):
     assert summary["test_accuracy"] >= 0.90
 
 
+@pytest.mark.slow
 def test_unsupervised_digits_run_with_hybrid_negatives_and_readout(tmp_path):
     cfg = config(
         "digits-ff",
@@ -136,6 +141,7 @@ def test_unsupervised_digits_run_with_hybrid_negatives_and_readout(tmp_path):
     assert "test_accuracy" not in json.loads((tmp_path / "unsup" / "metrics.jsonl").read_text().splitlines()[0])
 
 
+@pytest.mark.slow
 def test_backprop_digits_run_and_reload(tmp_path, capsys):
     run = tmp_path / "bp"
     cfg = config("digits-ff", "model.kind=backprop", "train.epochs=10")
@@ -146,12 +152,14 @@ def test_backprop_digits_run_and_reload(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == summary["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_greedy_digits_run(tmp_path):
     cfg = config("digits-ff", "train.schedule=greedy", "train.epochs=8")
     summary = train_run(cfg, tmp_path / "greedy", progress=False, log=lambda s: None)
     assert summary["epochs"] == 16 and summary["test_accuracy"] >= 0.85
 
 
+@pytest.mark.slow
 def test_recurrent_digits_run_writes_time_plots_and_reloads(tmp_path, capsys):
     run = tmp_path / "rec"
     cfg = config(
@@ -177,6 +185,7 @@ def test_recurrent_digits_run_writes_time_plots_and_reloads(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == summary["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_validation_run_holds_out_the_last_training_samples_in_place_of_the_test_set(tmp_path):
     full = load_for_config(config("digits-ff"), None, progress=False)
     cfg = config("digits-ff", "data.validation=300", "train.epochs=8")
@@ -237,6 +246,7 @@ def test_a_last_batch_of_one_row_joins_the_batch_before_it():
         config("digits-ff", "model.label=none", "train.negatives=hybrid", "eval.predict=readout", "train.batch_size=1")
 
 
+@pytest.mark.slow
 def test_hybrid_negatives_train_when_the_rows_leave_one_over(tmp_path):
     """1409 digits in batches of 32 leave one row, which cannot be mixed with another into a hybrid."""
     cfg = config(
