@@ -380,3 +380,48 @@ def test_symmetric_goodness_probability_and_loss_agree_with_the_notebook():
     torch.testing.assert_close(layer.probability(post[-1:]), notebook)
     target = torch.tensor([1.0, 0.0, 1.0, 0.0])
     torch.testing.assert_close(layer.loss(post[-1:], target), F.binary_cross_entropy(notebook, target))
+
+
+def test_a_resumed_online_run_equals_the_uninterrupted_one(tmp_path):
+    """The eligibility trace (a buffer of the layer) and the carried membrane (the trainer's state) survive."""
+    from test_resume import Stop, assert_same_run, stop_at_epoch
+
+    cfg = load_config(
+        config_path("reference/hebbian-ffa-online"),
+        ["data.name=digits", "model.hidden=[20]", "train.epochs=3", "data.train_subset=60", "train.monitor_size=30"],
+    )
+    whole, run = tmp_path / "whole", tmp_path / "stopped"
+    train_run(cfg, whole, log=lambda s: None, progress=False)
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=stop_at_epoch(3), progress=False)
+    train_run(cfg, run, log=lambda s: None, progress=False, resume=True)
+    assert_same_run(whole, run)
+
+
+@pytest.mark.parametrize(
+    ("hebbian", "message"),
+    [
+        ({"plasticity": "online"}, r"goodness_at = 'last'"),
+        ({"plasticity": "online", "goodness_at": "last", "update": "optimizer"}, r"update = 'rule'"),
+        ({"carry_membrane": True}, r"carry_membrane: LIF units carry their membrane under online plasticity only"),
+        ({"symmetric_rule": "notebook"}, r"hebbian.symmetric_rule: only the symmetric third factor reads this"),
+        ({"learn_from": 3}, r"hebbian.learn_from: only online plasticity reads this"),
+        ({"plasticity": "online", "goodness_at": "last", "learn_from": 24}, r"learn_from = 24: a presentation has"),
+    ],
+)
+def test_settings_of_the_notebooks_mechanisms_are_checked(hebbian, message):
+    from fflab.config import config_from_dict
+    from fflab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"model": {"kind": "hebbian"}, "hebbian": hebbian, "eval": {"predict": "goodness"}})
+
+
+def test_the_optimizer_update_reads_train_optimizer_and_the_rule_refuses_it():
+    from fflab.config import config_from_dict
+    from fflab.errors import ConfigError
+
+    base = {"model": {"kind": "hebbian"}, "eval": {"predict": "goodness"}, "train": {"optimizer": "sgd"}}
+    assert config_from_dict({**base, "hebbian": {"update": "optimizer"}}).train.optimizer == "sgd"
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        config_from_dict(base)

@@ -10,8 +10,8 @@ a Hebbian outer product of postsynaptic activity h and presynaptic activity x, g
 factor m = target - P that is one scalar per sample. A spiking layer uses the same rule with
 postsynaptic and presynaptic *traces* in place of h and x, summed over time steps (an eligibility
 trace), and needs no gradient at all. The symmetric form splits the units into a positive and a
-negative half and uses P = G_pos / (G_pos + G_neg); the positive half learns with factor
-(target - P), the negative half with -(target - P) (each half scaled by its own gain, below).
+negative half and uses P = G_pos / (G_pos + G_neg) (with an eps, below); the positive half learns with
+factor (target - P), the negative half with -(target - P), each scaled by its own gain.
 
 For LIF units the plain product leaves out how a unit's firing responds to its input, and it drifts
 away from the FF loss's gradient as training goes on (benchmarks/hebbian_direction.py measures it).
@@ -168,7 +168,7 @@ class HebbianFFLayer(nn.Module):
             state[1] = out = torch.relu(current)
             return out, out
         beta, threshold, reset = self._lif_constants
-        mem = current if state[0] is None else torch.add(current, state[0], alpha=beta)
+        mem = current.clone() if state[0] is None else torch.add(current, state[0], alpha=beta)
         fired = mem > threshold
         out = fired.to(mem.dtype)
         state[0] = mem.masked_fill_(fired, 0.0) if reset == "zero" else mem.sub_(out, alpha=threshold)

@@ -527,6 +527,15 @@ class HebbianTrainer(Trainer):
         scores = lambda: self.model.label_scores(x, gen).sum(2)  # noqa: E731 (drawn only for hard negatives)
         return wrong_labels(s.negatives, y, self.model.num_classes, gen, scores, s.hard_temperature)
 
+    def state_dict(self) -> dict:
+        """The shared state, plus the membranes LIF layers carry from one training sample to the next."""
+        return {**super().state_dict(), "carried": [layer.carried for layer in self.model.layers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for layer, carried in zip(self.model.layers, state.get("carried", [None] * self.n_slots), strict=True):
+            layer.carried = carried
+
     def apply(self, i: int, direction: torch.Tensor) -> None:
         """Layer i's update through its optimiser: the gradient is minus the update (eligibility trace first)."""
         weight = self.model.layers[i].weight
