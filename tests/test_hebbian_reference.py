@@ -38,6 +38,18 @@ class NotebookLITrace:  # LI_Trace
         self.out_trace = torch.zeros_like(self.out_trace)
 
 
+class NotebookReLUTrace:  # ReLU_Trace
+    def __init__(self, batch_size, num_neurons, factor=10):
+        self.out_trace = torch.zeros(batch_size, num_neurons)
+        self.factor = factor
+
+    def update_trace(self, spike):
+        self.out_trace = self.out_trace + spike / self.factor
+
+    def reset_trace(self):
+        self.out_trace = torch.zeros_like(self.out_trace)
+
+
 class NotebookStandardProbability:  # Standard_Probability
     def __init__(self, num_inputs, num_neurons, theta=1, scale_factor=6, use_et=True, nu=0.1, tau=0.01):
         self.scale_factor, self.theta, self.use_et, self.nu, self.tau = scale_factor, theta, use_et, nu, tau
@@ -181,6 +193,37 @@ def test_online_presets_learn_sample_by_sample_as_the_notebook_does(preset):
     assert layer.carried is not None and (layer.carried != 0).any()  # the membrane carried to the next sample
     gain = 2 * (h.scale if preset == "hebbian-ffa-sigmoid" else 1)  # fflab's E is the notebook's times the gain
     torch.testing.assert_close(layer.eligibility, gain * probability.elasticity_trace.t(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", ["config_1", "config_2"])
+def test_the_notebooks_batched_runs_are_the_presets_with_a_few_settings(config):
+    """config_1 (P_sym, ReLU_Trace(factor=10), nu=1, batch 50): the count trace is 10 times the notebook's, so
+    G is 100 times, and sym_eps = 1 and lr = 5 give the same P and the same update. config_2 (sigmoid,
+    LI_Trace, nu=10, batch 50): lr = 10 / 12. A batch of 3 here, two batches, the membrane carried per slot."""
+    torch.manual_seed(0)
+    if config == "config_1":
+        sets = {"spiking.trace": "count", "hebbian.sym_eps": 1.0, "train.lr": 5.0, "train.batch_size": 50}
+        model, cfg = reference_model("hebbian-ffa-online", 8, 6, **{"hebbian.code_bits": 4}, **sets)
+        probability, out_trace = NotebookSymmetricProbability(12, 6, nu=1, tau=0.1), NotebookReLUTrace(3, 6)
+    else:
+        sets = {"train.lr": 10 / 12, "train.batch_size": 50}
+        model, cfg = reference_model("hebbian-ffa-sigmoid", 8, 6, **{"hebbian.code_bits": 4}, **sets)
+        probability, out_trace = NotebookStandardProbability(12, 6, nu=10, tau=0.1), NotebookLITrace(3, 6)
+    layer = model.layers[0]
+    layer.weight.mul_(0.6)
+    twin = NotebookLIFLayer(3, 12, 6, topk=6)
+    twin.weights, twin.out_trace, twin.probabilities = layer.weight.t().clone(), out_trace, probability
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        x, labels, target = torch.rand(3, 8), torch.tensor([0, 1, 2]), torch.tensor([1.0, 0.0, 1.0])
+        state = gen.get_state()
+        result = model.learn(x, labels, target, cfg.train.lr, gen)
+        gen.set_state(state)
+        train = model.input_train(x, labels, gen)
+        probs = notebook_train_sample(twin, train.permute(1, 2, 0), 1 - target.long())
+        torch.testing.assert_close(result[0].goodness, probs, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer.weight, twin.weights.t(), rtol=1e-4, atol=1e-5)
+    assert 0 < twin.spikes_seen
 
 
 def test_symmetric_update_of_a_4_unit_layer_is_the_notebooks_expression():
