@@ -25,10 +25,16 @@ SCORES = ("steps", "window_mean")
 ENCODERS = ("direct", "rate", "latency")
 NEURON_RESETS = ("subtract", "zero")
 SURROGATES = ("fast_sigmoid", "atan", "straight_through")
-TRACES = ("count", "leaky", "hard_leaky")
+TRACES = ("count", "leaky", "hard_leaky", "average")
 NEURONS = ("lif", "relu")
 THIRD_FACTORS = ("sigmoid", "symmetric")
+SYMMETRIC_RULES = ("gradient", "notebook")  # the symmetric factor's gains: the FF loss gradient's, or Hebbian_FFA's
 POST_GATES = ("none", "surrogate")
+HEBBIAN_INITS = ("he", "normal", "uniform")
+PLASTICITY = ("presentation", "online")  # a Hebbian update after each presentation, or at its every late step
+PRESENTATIONS = ("both", "either")  # each image shown with its label and a wrong one, or once with either
+HEBBIAN_SCORES = ("mean", "last")  # goodness of each step's trace averaged, or of the last presentation step's
+HEBBIAN_UPDATES = ("rule", "optimizer")  # W += lr dW, or -dW handed to train.optimizer as the gradient
 # Supervision
 LABEL_MODES = ("overlay", "concat", "channels", "pattern", "none")
 NEGATIVE_MODES = ("random", "hard", "hardest", "hybrid", "none")

@@ -512,18 +512,32 @@ class RecurrentTrainer(Trainer):
 
 
 class HebbianTrainer(Trainer):
-    """Neo-Hebbian FF: every layer applies its own three-factor rule; no optimiser, no gradient.
+    """Neo-Hebbian FF: every layer applies its own three-factor rule; no gradient.
 
     Negatives are the same images with wrong labels, uniformly random or hard. batch_size = 1 is the
-    online mode; larger batches average the update over the batch.
+    online mode; larger batches average the update over the batch. `present = "either"` shows each image once,
+    with its label or, with probability 1/2, a wrong one (Hebbian_FFA), in place of both. With `optimizer`, each
+    layer's update goes to its own train.optimizer as minus the gradient, in place of W += lr dW.
     """
 
-    def __init__(self, model: HebbianFFNetwork, settings: TrainSettings, *, progress: bool = True) -> None:
+    def __init__(
+        self,
+        model: HebbianFFNetwork,
+        settings: TrainSettings,
+        *,
+        progress: bool = True,
+        present: str = "both",
+        optimizer: bool = False,
+    ) -> None:
+        self.use_optimizer = optimizer
         super().__init__(model, settings, progress=progress)
         self.n_slots = len(model.layers)
+        self.present = present
 
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
-        return []
+        if not self.use_optimizer:
+            return []
+        return [make_optimizer([layer.weight], self.settings) for layer in self.model.layers]
 
     def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Uniformly random wrong labels, or hard ones ranked by the layers' summed P for every label
@@ -532,14 +546,38 @@ class HebbianTrainer(Trainer):
         scores = lambda: self.model.label_scores(x, gen).sum(2)  # noqa: E731 (drawn only for hard negatives)
         return wrong_labels(s.negatives, y, self.model.num_classes, gen, scores, s.hard_temperature)
 
+    def state_dict(self) -> dict:
+        """The shared state, plus the membranes LIF layers carry from one training sample to the next."""
+        return {**super().state_dict(), "carried": [layer.carried for layer in self.model.layers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for layer, carried in zip(self.model.layers, state.get("carried", [None] * self.n_slots), strict=True):
+            layer.carried = carried
+
+    def apply(self, i: int, direction: torch.Tensor) -> None:
+        """Layer i's update through its optimiser: the gradient is minus the update (eligibility trace first)."""
+        weight = self.model.layers[i].weight
+        weight.grad = -self.model.layers[i].through_eligibility(direction)
+        self.optimizers[i].step()
+        weight.grad = None
+
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
-        return self.model.local_updates(x, y, self.wrong_labels(x, y), self.lr, self.generator)
+        apply = self.apply if self.use_optimizer else None
+        if self.present == "both":
+            return self.model.local_updates(x, y, self.wrong_labels(x, y), self.lr, self.generator, apply)
+        wrong = self.wrong_labels(x, y)
+        negative = torch.rand(len(x), generator=self.generator) < 0.5
+        target = (~negative).to(x.dtype)
+        results = self.model.learn(x, torch.where(negative, wrong, y), target, self.lr, self.generator, apply)
+        # positives and negatives are mixed in the batch: no goodness per kind for the epoch's statistics
+        return [LocalResult(r.loss, None) for r in results]
 
     def flops_per_sample(self) -> int:
-        """Input products of the positive and negative runs, plus the update's outer products (as large),
-        plus one run per label when hard negatives are scored."""
+        """Input products of the positive and negative runs (one of them, presenting either), plus the update's
+        outer products (as large), plus one run per label when hard negatives are scored."""
         scoring = self.model.num_classes if self.settings.negatives != "random" else 0
-        return (4 + scoring) * self.model.forward_flops()
+        return ((4 if self.present == "both" else 2) + scoring) * self.model.forward_flops()
 
 
 def make_trainer(model, cfg, *, progress: bool = True, image_shape: Sequence[int] | None = None) -> Trainer:
