@@ -225,10 +225,15 @@ def published_text(row: dict) -> str:
     return f"{row['published']} [{row['source']}]"
 
 
+def config_name(row: dict) -> str:
+    """The row's config as `fflab train` names it: its file under configs/, without .toml."""
+    return row.get("config_file", row["config"]).removeprefix("configs/").removesuffix(".toml")
+
+
 def config_cell(row: dict) -> str:
     method = row.get("method", "goodness")
     label = f", {row['label']}" if "label" in row else ""
-    return f"`{row['config']}`{label} (by {method})"
+    return f"`{config_name(row)}`{label} (by {method})"
 
 
 def load_published(path: Path = PUBLISHED) -> dict:
@@ -280,7 +285,8 @@ def command(row: dict) -> str:
     """The command that reruns a row's runs (add the seed), as benchmarks/train.py takes it."""
     variant = row.get("variants", [[]])[0]  # [] where the config as shipped is the row (the others it absorbed)
     sets = "".join(f" --set '{o}'" if any(c in o for c in "[] ") else f" --set {o}" for o in variant)
-    return f".venv/bin/python benchmarks/train.py configs/{row['config']}.toml{sets}"
+    path = row.get("config_file", f"configs/{row['config']}.toml")  # configs/reference/ presets name theirs
+    return f".venv/bin/python benchmarks/train.py {path}{sets}"
 
 
 def readme_block(published: dict, csv_rows: list[dict]) -> str:
@@ -294,7 +300,7 @@ def readme_block(published: dict, csv_rows: list[dict]) -> str:
         accuracy = accuracy_text(s, bold=False).split(" (")[0] + ("" if method == "goodness" else f" by {method}")
         published_cell = row.get("published", "–")
         lines.append(
-            f"| `{row['config']}`{label} | {accuracy} | {runs_text(s)} | {published_cell} | {target_text(row, s)} |"
+            f"| `{config_name(row)}`{label} | {accuracy} | {runs_text(s)} | {published_cell} | {target_text(row, s)} |"
         )
     lines += ["", "Per-seed figures, sources and the commands: [BENCHMARKS.md](BENCHMARKS.md)."]
     return "\n".join(lines)

@@ -96,7 +96,7 @@ def test_settings_lists_every_key_with_what_it_accepts_and_reads_back(capsys):
             assert key in shown, f"{key} missing from `fflab settings`"
             assert "  # " in shown[key], f"{key} has no doc, choices or bounds for `fflab settings`"
     assert shown["train.epochs"] == "3  # >= 1; passes over the training set"
-    assert shown["train.optimizer"] == '"adamw"  # one of adam, adamw, sgd'
+    assert shown["train.optimizer"] == '"adamw"  # one of adam, adamw, sgd, rmsprop'
     assert shown["model.dropout"].startswith("0.0  # 0.0 to 0.9; conv/local layers")
 
 

@@ -30,6 +30,7 @@ from fflab.vocab import (
     INITS,
     INPUT_NORMS,
     LABEL_MODES,
+    LAYER_ORDERS,
     LOSSES,
     LR_SCHEDULES,
     NEGATIVE_MODES,
@@ -40,6 +41,7 @@ from fflab.vocab import (
     POOLS,
     PRECISION_SETTINGS,
     PREDICT_METHODS,
+    READOUT_OPTIMIZERS,
     SCHEDULES,
     SCOPES,
     SURROGATES,
@@ -61,6 +63,10 @@ class DataSettings:
         doc="hold out the last N training samples (after train_subset); the run monitors and reports them "
         "in place of the test set, which it never reads (0: train on all, report the test set)",
     )
+    mean: float = described(
+        0.0, "images: every value x becomes (x - mean) / std, as torchvision's Normalize((mean,), (std,)) makes it"
+    )
+    std: float = bounded(1.0, 1e-12, doc="images: see data.mean (MNIST's usual pair: 0.1307 and 0.3081)")
     # Sequence data derived from MNIST (name = "seq-mnist" or "moving-mnist"):
     seq_mode: str = choice("rows", ["rows", "chunks"], doc="seq-mnist: row by row, or chunks of chunk_size pixels")
     chunk_size: int = bounded(28, 1, doc="seq-mnist chunks: pixels per step")
@@ -122,6 +128,11 @@ class ModelSettings:
     )
     label: str = choice("overlay", LABEL_MODES)
     label_value: float = bounded(1.0, 0.0, doc="value of the written label (pattern: the grating's amplitude)")
+    label_at_input_max: bool = described(
+        False,
+        "overlay and concat: write the label at the largest value of the batch being labelled (x.max(), as "
+        "mpezeshki's and Nicola97's overlay does) instead of model.label_value",
+    )
     predict_layers: list[int] = described([], "0-based (ff, spiking); empty: all but the first")
 
 
@@ -150,11 +161,28 @@ class TrainSettings:
     lr_decay: str = choice("none", LR_SCHEDULES, doc="learning-rate schedule")
     momentum: float = bounded(0.9, 0.0, 1.0, doc="sgd momentum")
     weight_decay: float = bounded(0.0, 0.0, doc="decoupled for adamw; added to the gradient for adam and sgd")
-    negatives: str = choice("random", NEGATIVE_MODES)
+    negatives: str = choice(
+        "random",
+        NEGATIVE_MODES,
+        doc="permuted_with_repeats: the batch's labels in a random order, so about 1 in C negatives carries its "
+        "image's own label (a bug of mpezeshki's and Nicola97's code, kept to reproduce them; never a default)",
+    )
+    fixed_negatives: bool = described(
+        False,
+        "ff, spiking: draw each training image's negative label once, before the first epoch, and keep it for "
+        "every epoch and layer (mpezeshki's x_neg); random or permuted_with_repeats negatives",
+    )
     hard_scores: str = choice("first_layer", HARD_SCORE_SOURCES, doc="what ranks wrong labels")
     refresh_every: int = bounded(1, 1, doc="epochs between refreshes of the 'refreshed' score bank")
     hybrid_blur_steps: int = bounded(6, 1, doc="blurs of the random bit image that makes a hybrid mask")
     schedule: str = choice("simultaneous", SCHEDULES, doc="all layers per batch, or one at a time")
+    layer_order: str = choice(
+        "together",
+        LAYER_ORDERS,
+        doc="ff, spiking: together: every layer's loss from one forward pass, then every layer steps; in_turn: each "
+        "layer steps before the layer above sees its output, recomputed with the new weights (CheneyX2000's loop)",
+    )
+    shuffle: bool = described(True, "a fresh random order of the training set every epoch (false: its stored order)")
     layer_epochs: list[int] = described(
         [],
         "simultaneous schedule: layer k learns during the first layer_epochs[k] epochs only, then stays frozen "
@@ -193,10 +221,26 @@ class ReadoutSettings:
 
     enabled: bool = described(False, "train the readout")
     layers: list[int] = described([], "0-based; empty: all but the first (recurrent: all)")
-    epochs: int = bounded(10, 1, doc="passes of the readout over the frozen network's training-set features")
+    online: bool = described(
+        False,
+        "ff, spiking: also learn one step on every training batch, alongside the layers, from a neutral-label pass "
+        "(loeweX's jointly trained classifier); a readout ranking hard negatives, and a recurrent network's, always do",
+    )
+    epochs: int = bounded(
+        10,
+        0,
+        doc="passes of the readout over the frozen network's training-set features (0: none, keep what it "
+        "learned online)",
+    )
     batch_size: int = bounded(100, 1, doc="images per readout update")
-    lr: float = bounded(1e-3, 0.0, doc="the readout's Adam learning rate")
-    weight_decay: float = bounded(0.0, 0.0, doc="the readout's L2 penalty, added to its Adam gradient")
+    optimizer: str = choice("adam", READOUT_OPTIMIZERS, doc="the readout's optimiser, online and after training")
+    momentum: float = bounded(0.9, 0.0, 1.0, doc="sgd momentum of the readout")
+    lr: float = bounded(1e-3, 0.0, doc="the readout's learning rate")
+    lr_decay: str = choice(
+        "none", LR_SCHEDULES, doc="schedule of the online readout's learning rate over training (train.lr_decay's)"
+    )
+    weight_decay: float = bounded(0.0, 0.0, doc="the readout's L2 penalty, added to its gradient")
+    bias: bool = described(True, "the readout's linear map has a bias")
     standardize: bool = described(False, "scale each feature to zero mean, unit variance over the training set first")
 
 
@@ -390,6 +434,7 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
             "goes with train.negatives = 'none', model.label = 'none' and model.kind = 'ff'; got "
             f"loss = {m.loss!r}, negatives = {t.negatives!r}, label = {m.label!r}, kind = {m.kind!r}"
         )
+    _validate_training_options(cfg, family)
     family.validate(cfg)
     if cfg.eval.predict in ("readout", "goodness+readout") and not cfg.readout.enabled and family.learns_locally:
         raise ConfigError(f"eval.predict = {cfg.eval.predict!r} needs readout.enabled = true")
@@ -401,6 +446,36 @@ def validate(cfg: Config, *, stored: bool = False) -> Config:
     if not stored:
         _reject_ignored_settings(cfg, family)
     return cfg
+
+
+def _validate_training_options(cfg: Config, family) -> None:
+    """Checks of the label value, negatives, layer order and online readout options."""
+    m, t, r = cfg.model, cfg.train, cfg.readout
+    if m.label_at_input_max and m.label not in ("overlay", "concat"):
+        raise ConfigError(
+            f"model.label_at_input_max writes the label at the batch's largest value: it needs model.label = "
+            f"'overlay' or 'concat', got {m.label!r}"
+        )
+    if t.fixed_negatives and t.negatives not in ("random", "permuted_with_repeats"):
+        raise ConfigError(
+            "train.fixed_negatives draws each image's negative label once: it needs train.negatives = 'random' or "
+            f"'permuted_with_repeats' (hard negatives follow the model as it learns), got {t.negatives!r}"
+        )
+    online = (
+        r.online or family.readout_always_online or (t.negatives in ("hard", "hardest") and t.hard_scores == "readout")
+    )
+    if r.enabled and r.epochs == 0 and (not online or r.standardize):
+        raise ConfigError(
+            "readout.epochs = 0 keeps the readout as it learned during training: it needs readout.online = true (or "
+            "a readout that ranks hard negatives, or a recurrent network's) and readout.standardize = false"
+        )
+    if r.lr_decay != "none" and not (r.enabled and online):
+        raise ConfigError(
+            "readout.lr_decay schedules a readout that learns during training: it needs readout.enabled and "
+            "readout.online (or a readout that ranks hard negatives, or a recurrent network's)"
+        )
+    if r.online and not r.enabled:
+        raise ConfigError("readout.online needs readout.enabled = true")
 
 
 def check_device_setting(device: str, family, data_name: str) -> None:
@@ -460,6 +535,17 @@ def _reject_ignored_settings(cfg: Config, family) -> None:
             f"{t.optimizer!r} keeps its own moment estimates; train.momentum is SGD's",
         ),
         (
+            cfg.readout.optimizer != "sgd",
+            ["readout.momentum"],
+            "readout.momentum is the readout's SGD momentum",
+        ),
+        (
+            family.learns_locally and not family.layer_schedules,
+            ["train.fixed_negatives", "train.layer_order", "readout.online"],
+            f"these shape the feed-forward trainer (kinds ff and spiking); model.kind {m.kind!r} "
+            + ("always trains its readout online" if family.readout_always_online else "never reads them"),
+        ),
+        (
             m.architecture == "dense",
             [
                 "model.kernel",
@@ -490,6 +576,11 @@ def _reject_ignored_settings(cfg: Config, family) -> None:
             ["data.path"],
             f"{d.name} is built from the MNIST files in the data directory (--data-dir or $FFLAB_DATA)",
         ),
+        (
+            get_spec(d.name).kind == "derived",
+            ["data.mean", "data.std"],
+            f"data.mean and data.std rescale images; {d.name} holds sequences",
+        ),
     ]
     defaults = Config()
     for applies, keys, why in rules:
@@ -515,9 +606,9 @@ def _validate_spatial(cfg: Config, family) -> None:
             f"model.architecture = {m.architecture!r}: model.kind {m.kind!r} builds "
             f"{' or '.join(repr(a) for a in family.architectures)} layers"
         )
-    if not spatial and (m.label in ("channels", "pattern") or m.input_norm in ("none", "group")):
+    if not spatial and (m.label in ("channels", "pattern") or m.input_norm == "group"):
         raise ConfigError(
-            "model.label = 'channels' or 'pattern' and model.input_norm = 'none' or 'group' are for images in "
+            "model.label = 'channels' or 'pattern' and model.input_norm = 'group' are for images in "
             "feed-forward nets: set model.architecture to 'conv' or 'local' with model.kind 'ff' or 'backprop'"
         )
     if m.dropout and not spatial:

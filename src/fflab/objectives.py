@@ -95,6 +95,24 @@ def symba_loss(
     return F.softplus(-alpha * positive_sign(objective) * (g_pos - g_neg)).mean()
 
 
+def unbounded_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, objective: str = "standard") -> torch.Tensor:
+    """Goodness ascent on positive and descent on negative data, with no threshold and no bound:
+    sign * (mean(g_neg) - mean(g_pos)). CheneyX2000's NumPy layer moves W by +- lr * dG/dW per sample
+    (W += lr * 2 x (a (1 - a^2)) for a positive tanh layer, -= for a negative one), which is SGD on this loss."""
+    return positive_sign(objective) * (g_neg.mean() - g_pos.mean())
+
+
+def squared_distance_loss(
+    h_pos: torch.Tensor, h_neg: torch.Tensor, theta: float, objective: str = "standard"
+) -> torch.Tensor:
+    """sign * (mean((h_pos - theta)^2) - mean((h_neg - theta)^2)) over every unit of every row: the loss of
+    Nicola97's spiking metalayer (`torch.mean((g_pos - self.threshold)**2) - torch.mean((g_neg - ...)**2)`, whose
+    g_pos is the layer's spike output itself, not a goodness). Below theta it raises positive activity and lowers
+    negative activity, without bound."""
+    sign = positive_sign(objective)
+    return sign * ((h_pos - theta).pow(2).mean() - (h_neg - theta).pow(2).mean())
+
+
 def probability_positive(goodness: torch.Tensor, theta: float, objective: str = "standard") -> torch.Tensor:
     """The FF probability that a sample is positive data."""
     return torch.sigmoid(ff_logits(goodness, theta, objective))

@@ -46,6 +46,10 @@ class LabelEmbedding:
     Label c occupies `width` consecutive positions from label_offset + c * width: one position
     (overlay, concat) or a whole H*W plane (channels). The pattern mode instead adds `value` times
     a grating to every pixel. Channels and pattern need the `image_shape` (C, H, W).
+
+    With `at_input_max` (overlay, concat), the label is written not at `value` but at the largest value of the
+    batch being labelled, `x.max()`, as mpezeshki's pytorch_forward_forward (and Nicola97's recurrent code) does:
+    on standardised MNIST that is (1 - 0.1307) / 0.3081 = 2.82.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class LabelEmbedding:
         input_dim: int,
         value: float = 1.0,
         image_shape: tuple[int, ...] | None = None,
+        at_input_max: bool = False,
     ) -> None:
         if mode not in LABEL_MODES:
             raise ValueError(f"unknown label mode {mode!r}; expected one of {list(LABEL_MODES)}")
@@ -63,10 +68,13 @@ class LabelEmbedding:
         spatial = image_shape is not None and len(image_shape) == 3
         if mode in ("channels", "pattern") and not spatial:
             raise ValueError(f"label mode {mode!r} needs images (C, H, W), got input shape {image_shape}")
+        if at_input_max and mode not in ("overlay", "concat"):
+            raise ValueError(f"a label at the input's maximum is for overlay and concat labels, not {mode!r}")
         self.mode = mode
         self.num_classes = num_classes
         self.data_dim = input_dim
         self.value = value
+        self.at_input_max = at_input_max
         self.width = image_shape[1] * image_shape[2] if mode == "channels" else 1
         self.patterns = label_gratings(num_classes, image_shape).flatten(1) if mode == "pattern" else None
 
@@ -96,6 +104,11 @@ class LabelEmbedding:
         """Index of the first input position of label 0; label c starts at offset + c * width."""
         return 0 if self.mode == "overlay" else self.data_dim
 
+    def value_for(self, x: torch.Tensor) -> float | torch.Tensor:
+        """The value written for a label into the batch `x`: `value`, or x.max() (a 0-d tensor) with
+        `at_input_max`."""
+        return x.max() if self.at_input_max else self.value
+
     def _patterns_on(self, device: torch.device) -> torch.Tensor:
         """The class gratings, moved (once) to the device of the inputs."""
         if self.patterns.device != device:
@@ -121,7 +134,7 @@ class LabelEmbedding:
             return x.flatten(1) + self.value * self._patterns_on(x.device)[labels]
         out = self.blank(x)
         positions = self.label_offset + labels.unsqueeze(1) * self.width + torch.arange(self.width, device=out.device)
-        out[torch.arange(out.shape[0], device=out.device).unsqueeze(1), positions] = self.value
+        out[torch.arange(out.shape[0], device=out.device).unsqueeze(1), positions] = self.value_for(x)
         return out
 
     def neutral(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +145,7 @@ class LabelEmbedding:
         if not self.has_label:
             return out
         span = self.num_classes * self.width
-        out[:, self.label_offset : self.label_offset + span] = self.value / self.num_classes
+        out[:, self.label_offset : self.label_offset + span] = self.value_for(x) / self.num_classes
         return out
 
 
@@ -156,6 +169,13 @@ def random_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch
     """
     offset = torch.randint(1, num_classes, labels.shape, generator=generator).to(labels.device)
     return (labels + offset) % num_classes
+
+
+def permuted_labels(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The batch's labels in a random order (mpezeshki's `y[torch.randperm(x.size(0))]`, and Nicola97's): NOT
+    always wrong. About one row in C gets its own label back, and that "negative" is a positive; this reproduces
+    a bug of that code and is never a default (train.negatives = "permuted_with_repeats")."""
+    return labels[torch.randperm(len(labels), generator=generator).to(labels.device)]
 
 
 def hard_wrong_labels(
@@ -188,9 +208,12 @@ def wrong_labels(
 ) -> torch.Tensor:
     """Each sample's negative label, never its true one: "random" (uniform over the wrong labels), "hard"
     (sampled by softmax(score / temperature) over them) or "hardest" (the best-scoring one). The hard modes rank
-    by `scores` [N, C], or by what a callable returns (called only when they need it)."""
+    by `scores` [N, C], or by what a callable returns (called only when they need it). The one exception,
+    "permuted_with_repeats", reproduces a bug: the batch's labels permuted, the true one now and then."""
     if negatives == "random":
         return random_wrong_labels(labels, num_classes, generator)
+    if negatives == "permuted_with_repeats":
+        return permuted_labels(labels, generator)
     if callable(scores):
         scores = scores()
     if scores is None:
@@ -203,11 +226,12 @@ class SupervisedPairs:
 
     negatives: "random" (uniform over wrong labels), "hard" (sampled in proportion to the
     model's belief in each wrong label) or "hardest" (the most believed wrong label). The hard
-    modes need `scores` [N, C] ranking the labels, which the trainer supplies.
+    modes need `scores` [N, C] ranking the labels, which the trainer supplies. "permuted_with_repeats" (the
+    batch's labels permuted, sometimes the true one) reproduces mpezeshki's code.
     """
 
     def __init__(self, embedding: LabelEmbedding, negatives: str = "random", temperature: float = 1.0) -> None:
-        if negatives not in ("random", "hard", "hardest"):
+        if negatives not in ("random", "hard", "hardest", "permuted_with_repeats"):
             raise ValueError(f"negatives {negatives!r} are not label-based; expected random, hard or hardest")
         if not embedding.has_label:
             raise ValueError("label-based negatives need a label embedding (overlay or concat)")
@@ -218,13 +242,26 @@ class SupervisedPairs:
     @property
     def needs_scores(self) -> bool:
         """Whether `make` needs the model's label scores (hard negatives)."""
-        return self.negatives != "random"
+        return self.negatives in ("hard", "hardest")
+
+    def wrong_labels(
+        self, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The negative labels `make` would draw for labels `y`."""
+        return wrong_labels(self.negatives, y, self.embedding.num_classes, generator, scores, self.temperature)
 
     def make(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, scores: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        scores: torch.Tensor | None = None,
+        wrong: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """[2N, D]: the N positive rows, then the N negative rows (same images, wrong labels)."""
-        wrong = wrong_labels(self.negatives, y, self.embedding.num_classes, generator, scores, self.temperature)
+        """[2N, D]: the N positive rows, then the N negative rows (same images, wrong labels; `wrong` gives them,
+        drawn earlier, or they are drawn now)."""
+        if wrong is None:
+            wrong = self.wrong_labels(y, generator, scores)
         return torch.cat([self.embedding.embed(x, y), self.embedding.embed(x, wrong)])
 
 

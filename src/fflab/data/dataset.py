@@ -46,7 +46,8 @@ def check_classes(y: torch.Tensor, num_classes: int, what: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A whole data set as tensors: x float32 [N, C, H, W] in [0, 1], y int64 [N] in [0, num_classes).
+    """A whole data set as tensors: x float32 [N, C, H, W] in [0, 1] as loaded (a run's data.mean and data.std may
+    shift and scale it), y int64 [N] in [0, num_classes).
 
     Made from anything (a loader or your own arrays), it checks this: a NaN or infinite input or a label
     outside the classes is a DataError naming the split, the sample and the value.

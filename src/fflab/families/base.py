@@ -36,6 +36,7 @@ class Family:
     learns_locally: ClassVar[bool] = True  # trained on the FF loss and negatives (not end to end)
     competitive: ClassVar[bool] = False  # takes the channel-wise competitive loss
     online_readout: ClassVar[bool] = True  # a readout can learn alongside, ranking hard negatives
+    readout_always_online: ClassVar[bool] = False  # its readout learns alongside the layers whatever the settings
     layer_schedules: ClassVar[bool] = False  # train.schedule "greedy" and train.layer_epochs windows
     prediction_methods: ClassVar[tuple[str, ...]] = ("goodness", "readout")  # what eval.predict may name
     moved_keys: ClassVar[dict[str, str]] = {}

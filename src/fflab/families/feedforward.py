@@ -79,12 +79,12 @@ class FFFamily(Family):
         from fflab.supervision import LabelEmbedding
 
         m = cfg.model
-        embedding = LabelEmbedding(m.label, num_classes, input_dim, m.label_value, input_shape)
+        embedding = LabelEmbedding(m.label, num_classes, input_dim, m.label_value, input_shape, m.label_at_input_max)
         layers = self.layers(cfg, embedding, input_shape, num_classes)
         head = None
         if cfg.readout.enabled:
             chosen = cfg.readout.layers or all_but_first(len(layers))
-            head = readout_head(layers, chosen, num_classes, cfg.readout.standardize)
+            head = readout_head(layers, chosen, num_classes, cfg.readout.standardize, cfg.readout.bias)
         return FFNetwork(layers, embedding, m.predict_layers, head)
 
     def layers(self, cfg: Config, embedding, input_shape, num_classes: int) -> list:
@@ -123,6 +123,10 @@ class FFFamily(Family):
             raise FFLabError("the greedy schedule trains one layer at a time, so there is nothing to run in parallel")
         if t.layer_epochs:
             raise FFLabError("train.layer_epochs (per-layer training windows) runs in one process only")
+        if t.layer_order != "together" or t.fixed_negatives or cfg.readout.online:
+            raise FFLabError(
+                "train.layer_order = 'in_turn', train.fixed_negatives and readout.online run in one process only"
+            )
         if plan.stages > len(m.hidden):
             raise FFLabError(
                 f"{plan.stages} pipeline stages need at least as many layers; the model has {len(m.hidden)}"
@@ -194,14 +198,20 @@ def spiking_cost(model, outputs, synops: float, macs: float) -> dict:
 def goodness_rules(cfg: Config) -> list[IgnoredRule]:
     """Settings the goodness losses do not read, for the families trained on them (ff, spiking, recurrent)."""
     loss = cfg.model.loss
-    if loss == "softplus":
-        return [
+    rules: list[IgnoredRule] = []
+    if loss in ("softplus", "unbounded", "squared_distance"):
+        rules.append(
+            (["model.alpha"], f"alpha sharpens the symba loss and scales the competitive one; {loss!r} has none")
+        )
+    if loss not in ("softplus", "squared_distance"):
+        rules.append(
             (
-                ["model.alpha"],
-                "alpha sharpens the symba loss and scales the competitive one; the softplus loss has none",
+                ["model.theta"],
+                f"the threshold belongs to the softplus loss (and the squared-distance one); {loss!r} compares "
+                "goodness without one",
             )
-        ]
-    return [(["model.theta"], f"the threshold belongs to the softplus loss; {loss!r} compares goodness without one")]
+        )
+    return rules
 
 
 register_family(FFFamily)

@@ -5,7 +5,7 @@ the label clamped at the top (kind "recurrent"); with LIF populations whose memb
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fflab.errors import ConfigError, FFLabError
@@ -13,7 +13,16 @@ from fflab.families import get_family, register_family
 from fflab.families.base import Family, IgnoredRule
 from fflab.families.feedforward import goodness_rules, spiking_cost
 from fflab.schema import bounded, choice, described
-from fflab.vocab import SCORES, SOURCE_INITS, UPDATES, WIRINGS
+from fflab.vocab import (
+    BIAS_INITS,
+    LABEL_PLACES,
+    PREDICT_ORDERS,
+    SCORES,
+    SOURCE_INITS,
+    SOURCE_NORMS,
+    UPDATES,
+    WIRINGS,
+)
 
 if TYPE_CHECKING:
     from fflab.config import Config
@@ -28,8 +37,13 @@ class RecurrentSettings:
     window: list[int] = described([3, 5], "first and last counted step, 1-based")
     hidden_steps: int = bounded(0, 0, doc="steps run with a neutral label and no damping")
     clock: bool = described(False, "append a one-hot code of the time step to each input frame")
-    wiring: str = choice("sum", WIRINGS, doc="sum: one matrix per source, summed; metalayer: mixed units")
-    mix: list[float] = described([0.7, 0.3], "metalayer: (up + down) and self weights")
+    wiring: str = choice(
+        "sum",
+        WIRINGS,
+        doc="sum: one matrix per source, summed; metalayer: mixed units; populations (spiking-recurrent): one LIF "
+        "population per source, their spikes mixed (Nicola97's spiking metalayer)",
+    )
+    mix: list[float] = described([0.7, 0.3], "metalayer, populations: (up + down) and self weights")
     top_down_sign: float = described(1.0, "sign of the top-down input (negative in the inverted variant)")
     lateral: bool = described(
         True, "each layer also sees its own previous activity (false: only the layers below and above)"
@@ -40,11 +54,59 @@ class RecurrentSettings:
         doc="goodness of each counted step's activity, averaged (Hinton); or of the activity averaged over the "
         "window (a firing rate, for spiking layers whose single steps are binary)",
     )
-    source_init: list[str] = described(["kaiming", "kaiming", "orthogonal"], "up, down, lateral")
-    update: str = choice("window", UPDATES, doc="one update per sample (from the window), or one per counted step")
+    source_init: list[str] = described(
+        ["kaiming", "kaiming", "orthogonal"],
+        "up, down, lateral, and optionally the top layer's weights from the label (default: as down)",
+    )
+    bias_init: str = choice(
+        "zeros",
+        BIAS_INITS,
+        doc="torch: a bias per source, U(+-1/sqrt(source width)) as nn.Linear makes it (the sum wiring then keeps "
+        "three, the top-down one signed by top_down_sign: and-rewsmith's three nn.Linear)",
+    )
+    update: str = choice(
+        "window", UPDATES, doc="one update per sample (from the window), or one per step of the learning window"
+    )
+    learn_window: list[int] = described(
+        [], "first and last step whose losses train the layers, 1-based (empty: the counted window)"
+    )
+    updates_per_step: int = bounded(
+        1,
+        1,
+        doc="update = 'step': optimiser steps at each learning step on its inputs, held fixed; populations "
+        "integrate their membranes from rest over them (Nicola97's spiking MetaLayer.train runs 100)",
+    )
+    recompute_after_update: bool = described(
+        False,
+        "update = 'step': pass on the activity recomputed from the same inputs with the weights the step just "
+        "changed (Nicola97's MetaLayer.train returns self.forward(x) after opt.step())",
+    )
+    label_at: str = choice(
+        "top",
+        LABEL_PLACES,
+        doc="top: clamped as the top layer's top-down input (Hinton's Fig. 3); input: written into the input by "
+        "model.label (overlay or concat), the top layer having no top-down source (Nicola97's)",
+    )
+    source_norm: str = choice(
+        "rms", SOURCE_NORMS, doc="scaling of every source: unit RMS, unit length x / (|x| + 1e-4) (Nicola97), none"
+    )
+    raw_input: bool = described(
+        False, "feed the input frame and the label (1/C while hidden) unscaled, whatever source_norm (and-rewsmith)"
+    )
+    predict_order: str = choice(
+        "synchronous",
+        PREDICT_ORDERS,
+        doc="in_turn: prediction updates each layer from the new activity of the one below, while training updates "
+        "all from the previous step (Nicola97's predict: a mismatch kept only to reproduce it)",
+    )
+    window_weights: list[float] = described(
+        [], "prediction: each counted step's weight in a label's score (empty: equal, the window's mean)"
+    )
 
 
-MOVED_KEYS = {f"model.{f.name}": f"recurrent.{f.name}" for f in fields(RecurrentSettings) if f.name != "update"}
+# The keys the [model] table held before the [recurrent] table existed.
+_OLD_MODEL_KEYS = ("steps", "damping", "window", "hidden_steps", "clock", "wiring", "mix", "top_down_sign", "lateral")
+MOVED_KEYS = {f"model.{name}": f"recurrent.{name}" for name in (*_OLD_MODEL_KEYS, "score", "source_init")}
 MOVED_KEYS["train.update"] = "recurrent.update"
 
 
@@ -55,6 +117,7 @@ class RecurrentFamily(Family):
     moved_keys = MOVED_KEYS
     architectures = ("dense", "local")
     prediction_methods = ("goodness", "readout", "goodness+readout")
+    readout_always_online = True
 
     def validate(self, cfg: Config) -> None:
         m, t, r = cfg.model, cfg.train, self.options(cfg)
@@ -80,16 +143,20 @@ class RecurrentFamily(Family):
                 "'window' (one update per sample), not 'step'"
             )
         bad = [s for s in r.source_init if s not in SOURCE_INITS]
-        if len(r.source_init) != 3 or bad:
+        if len(r.source_init) not in (3, 4) or bad:
             raise ConfigError(
-                f"recurrent.source_init: expected three of {list(SOURCE_INITS)} (bottom-up, top-down, "
-                f"lateral), got {r.source_init}"
+                f"recurrent.source_init: expected three (or four) of {list(SOURCE_INITS)} (bottom-up, top-down, "
+                f"lateral and, optionally, the top layer's from the label), got {r.source_init}"
             )
-        if t.negatives not in ("random", "hard", "hardest") or (t.negatives != "random" and t.hard_scores != "readout"):
+        if len(r.source_init) == 4 and r.label_at != "top":
+            raise ConfigError("recurrent.source_init: a fourth entry initialises weights from a label at the top")
+        negatives = ("random", "permuted_with_repeats", "hard", "hardest")
+        if t.negatives not in negatives or (t.negatives in ("hard", "hardest") and t.hard_scores != "readout"):
             raise ConfigError(
-                "train.negatives: recurrent networks take 'random' wrong labels, or 'hard'/'hardest' "
-                "ones with train.hard_scores = 'readout' (the online linear classifier)"
+                "train.negatives: recurrent networks take 'random' wrong labels (or 'permuted_with_repeats'), or "
+                "'hard'/'hardest' ones with train.hard_scores = 'readout' (the online linear classifier)"
             )
+        validate_learning_options(cfg, r)
         if m.architecture == "local":
             validate_local_maps(cfg)
 
@@ -133,26 +200,37 @@ class RecurrentFamily(Family):
         from fflab.layers.recurrent import RecurrentLayer
         from fflab.models.recurrent import RecurrentFFNetwork
         from fflab.models.stacks import learner_options, local_source_masks, readout_head
+        from fflab.supervision import LabelEmbedding
 
         m, r = cfg.model, self.options(cfg)
         widths, maps, masks = m.hidden, [None] * len(m.hidden), [None] * len(m.hidden)
         if m.architecture == "local":
             maps, masks = local_source_masks(m.hidden, input_shape, m.kernel, r.lateral)
             widths = [math.prod(shape) for shape in maps]
+        embedding = None
+        if r.label_at == "input":
+            embedding = LabelEmbedding(m.label, num_classes, input_dim, m.label_value, None, m.label_at_input_max)
+        top_width = 0 if embedding is not None else num_classes
+        first_width = embedding.input_dim if embedding is not None else input_dim + (r.steps if r.clock else 0)
+        last = len(widths) - 1
+        inits = tuple(r.source_init[:3])
+        top_inits = (inits[0], r.source_init[3], inits[2]) if len(r.source_init) == 4 else inits
         layers = [
             RecurrentLayer(
-                input_dim + (r.steps if r.clock else 0) if i == 0 else widths[i - 1],
-                widths[i + 1] if i + 1 < len(widths) else num_classes,
+                first_width if i == 0 else widths[i - 1],
+                widths[i + 1] if i < last else top_width,
                 width,
                 masks=masks[i],
                 map_shape=maps[i],
                 wiring=r.wiring,
                 activation=m.activation,
-                inits=tuple(r.source_init),
+                inits=top_inits if i == last else inits,
                 top_down_sign=r.top_down_sign,
                 lateral=r.lateral,
                 mix=tuple(r.mix),
                 spiking=self.spiking_neurons(cfg),
+                bias_init=r.bias_init,
+                beta=cfg.spiking.beta,
                 **options,
             )
             for i, (width, options) in enumerate(zip(widths, learner_options(m), strict=True))
@@ -160,7 +238,7 @@ class RecurrentFamily(Family):
         head = None
         if cfg.readout.enabled:
             chosen = cfg.readout.layers or list(range(len(layers)))
-            head = readout_head(layers, chosen, num_classes, cfg.readout.standardize)
+            head = readout_head(layers, chosen, num_classes, cfg.readout.standardize, cfg.readout.bias)
         return RecurrentFFNetwork(
             layers,
             input_dim,
@@ -172,6 +250,14 @@ class RecurrentFamily(Family):
             clock=r.clock,
             score=r.score,
             readout=head,
+            embedding=embedding,
+            source_norm=r.source_norm,
+            raw_input=r.raw_input,
+            learn_window=tuple(r.learn_window) if r.learn_window else None,
+            updates_per_step=r.updates_per_step,
+            recompute_after_update=r.recompute_after_update,
+            predict_order=r.predict_order,
+            window_weights=r.window_weights,
         )
 
     def make_trainer(self, model, cfg: Config, *, progress: bool = True, image_shape=None):
@@ -213,12 +299,15 @@ class SpikingRecurrentFamily(RecurrentFamily):
         from fflab.config import SpikingSettings, setting_keys
 
         kept = ("spiking.threshold", "spiking.surrogate", "spiking.slope")
+        if self.options(cfg).wiring == "populations":
+            kept = (*kept, "spiking.beta")
         return [
             *super().ignored_settings(cfg),
             (
                 [k for k in setting_keys(SpikingSettings, "spiking") if k not in kept],
-                "spiking recurrent layers take only spiking.threshold, surrogate and slope: their membrane leak is "
-                "recurrent.damping, they reset by subtraction and run recurrent.steps on the analog input",
+                "spiking recurrent layers take only spiking.threshold, surrogate and slope (and beta, the membrane "
+                "decay of the 'populations' wiring): their membrane leak is recurrent.damping, they reset by "
+                "subtraction and run recurrent.steps on the analog input",
             ),
         ]
 
@@ -246,6 +335,45 @@ class SpikingRecurrentFamily(RecurrentFamily):
             if i == last:
                 macs += steps * model.num_classes * layer.width
         return spiking_cost(model, outputs, synops, macs)
+
+
+def validate_learning_options(cfg: Config, r: RecurrentSettings) -> None:
+    """Checks of the options the public recurrent FF codes need (configs/reference/)."""
+    m = cfg.model
+    if r.learn_window and (
+        len(r.learn_window) != 2 or not r.hidden_steps < r.learn_window[0] <= r.learn_window[1] <= r.steps
+    ):
+        raise ConfigError(
+            f"recurrent.learn_window: expected [first, last] with hidden_steps ({r.hidden_steps}) < first <= last "
+            f"<= steps ({r.steps}), or empty; got {r.learn_window}"
+        )
+    if r.update != "step" and (r.updates_per_step != 1 or r.recompute_after_update):
+        raise ConfigError(
+            "recurrent.updates_per_step and recurrent.recompute_after_update shape per-step learning: they need "
+            "recurrent.update = 'step'"
+        )
+    window = r.window[1] - r.window[0] + 1 if len(r.window) == 2 else 0
+    if r.window_weights and (len(r.window_weights) != window or r.score != "steps"):
+        raise ConfigError(
+            f"recurrent.window_weights: one weight per counted step ({window}), with recurrent.score = 'steps'; "
+            f"got {r.window_weights}"
+        )
+    spiking = get_family(m.kind).spiking_neurons(cfg) is not None
+    if r.wiring == "populations" and (not spiking or r.damping != 0 or r.score != "steps"):
+        raise ConfigError(
+            "recurrent.wiring = 'populations' is made of LIF populations that rest at every step: it needs "
+            "model.kind = 'spiking-recurrent', recurrent.damping = 0 and recurrent.score = 'steps'"
+        )
+    if r.label_at == "input" and (m.label not in ("overlay", "concat") or r.clock or m.architecture != "dense"):
+        raise ConfigError(
+            "recurrent.label_at = 'input' writes the label into a dense network's input: it needs model.label = "
+            "'overlay' or 'concat', no recurrent.clock and model.architecture = 'dense'"
+        )
+    if m.architecture == "local" and (r.source_norm != "rms" or r.raw_input or r.bias_init != "zeros"):
+        raise ConfigError(
+            "recurrent.source_norm, raw_input and bias_init are for dense recurrent networks; leave them at their "
+            "defaults with model.architecture = 'local'"
+        )
 
 
 def validate_local_maps(cfg: Config) -> None:

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fflab.objectives import goodness_fn, positive_sign, softplus_loss, symba_loss
+from fflab.objectives import (
+    goodness_fn,
+    positive_sign,
+    softplus_loss,
+    squared_distance_loss,
+    symba_loss,
+    unbounded_loss,
+)
 from fflab.vocab import LOSSES
 
 
@@ -140,6 +147,10 @@ class FFLearner(nn.Module):
         g_pos, g_neg = units[:n_pos], units[n_pos:]
         if self.loss_name == "symba":
             loss = symba_loss(g_pos, g_neg, self.alpha, self.objective)
+        elif self.loss_name == "unbounded":
+            loss = unbounded_loss(g_pos, g_neg, self.objective)
+        elif self.loss_name == "squared_distance":
+            loss = squared_distance_loss(h[:n_pos], h[n_pos:], self.theta, self.objective)
         else:
             loss = softplus_loss(g_pos, g_neg, self.theta, self.objective)
         if self.peer_weight > 0 and self.training:
@@ -149,8 +160,9 @@ class FFLearner(nn.Module):
     @property
     def logit_scale(self) -> float:
         """What turns a goodness difference into the log-odds the loss trains: alpha for SymBa and the
-        competitive loss (sigmoid(alpha (G+ - G-))), 1 for the threshold loss (sigmoid(G - theta))."""
-        return 1.0 if self.loss_name == "softplus" else self.alpha
+        competitive loss (sigmoid(alpha (G+ - G-))), 1 for the threshold loss (sigmoid(G - theta)) and the unbounded
+        and squared-distance losses, which define no probability."""
+        return self.alpha if self.loss_name in ("symba", "competitive") else 1.0
 
     def latent(self, h: torch.Tensor) -> torch.Tensor:
         """The activity as one vector per sample [N, D] (spiking layers: firing rates)."""

@@ -157,6 +157,10 @@ def _init_weight(weight: torch.Tensor, init: str, activation: str, fan_in: int, 
         nn.init.normal_(weight, 0.0, gain / math.sqrt(fan_in))
     elif init == "xavier":
         nn.init.normal_(weight, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    elif init == "he_normal":
+        nn.init.normal_(weight, 0.0, math.sqrt(2.0 / fan_in))
+    elif init == "normal_fan_out":
+        nn.init.normal_(weight, 0.0, 1.0 / math.sqrt(fan_out))
 
 
 class FFConv2d(SpatialFFLearner):

@@ -11,17 +11,31 @@ from torch import nn
 from fflab.layers.base import FFLearner, require_choice
 from fflab.vocab import INITS, INPUT_NORMS
 
+
+def relu_straight_through(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0) in the forward pass, with gradient 1 everywhere, as if no unit were silent: loeweX/Forward-Forward's
+    ReLU_full_grad (whose backward returns grad_output unchanged)."""
+    return x + (torch.relu(x) - x).detach()
+
+
 ACTIVATIONS = {
     "relu": torch.relu,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "gelu": F.gelu,
     "silu": F.silu,
-    "leaky_relu": F.leaky_relu,
+    "leaky_relu": F.leaky_relu,  # negative slope 0.01, as torch's default (and and-rewsmith's F.leaky_relu)
+    "relu_straight_through": relu_straight_through,
 }
 
 # Gain names torch.nn.init understands, per activation (for Kaiming and Xavier scaling).
-INIT_GAIN = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+INIT_GAIN = {
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "relu_straight_through": "relu",
+}
 
 
 def normalize_direction(x: torch.Tensor, mode: str = "length", eps: float = 1e-8) -> torch.Tensor:
@@ -29,9 +43,12 @@ def normalize_direction(x: torch.Tensor, mode: str = "length", eps: float = 1e-8
 
     length: scale to unit Euclidean length (Hinton 2022);
     rms:    the same direction scaled to length sqrt(D), i.e. unit root-mean-square per unit,
-            so that standard initialisations see inputs of unit scale.
+            so that standard initialisations see inputs of unit scale;
+    none:   the input as it is (CheneyX2000's layers: the goodness below is then visible above).
     The goodness of the layer below is thereby hidden from the layer above.
     """
+    if mode == "none":
+        return x
     inv = torch.rsqrt(x.pow(2).sum(1, keepdim=True) + eps)
     if mode == "rms":
         inv = inv * math.sqrt(x.shape[1])
@@ -66,10 +83,15 @@ class FFDense(FFLearner):
 
     def _init(self, init: str) -> None:
         gain_name = INIT_GAIN.get(self.activation, "linear")
+        weight = self.linear.weight
         if init == "kaiming":
-            nn.init.kaiming_normal_(self.linear.weight, nonlinearity=gain_name)
+            nn.init.kaiming_normal_(weight, nonlinearity=gain_name)
         elif init == "xavier":
-            nn.init.xavier_uniform_(self.linear.weight, gain=nn.init.calculate_gain(gain_name))
+            nn.init.xavier_uniform_(weight, gain=nn.init.calculate_gain(gain_name))
+        elif init == "he_normal":  # CheneyX2000's np.random.randn(in, out) * sqrt(2 / in), for any activation
+            nn.init.normal_(weight, 0.0, math.sqrt(2.0 / weight.shape[1]))
+        elif init == "normal_fan_out":  # loeweX's normal_(std=1 / sqrt(weight.shape[0]))
+            nn.init.normal_(weight, 0.0, 1.0 / math.sqrt(weight.shape[0]))
         if init != "torch" and self.linear.bias is not None:
             nn.init.zeros_(self.linear.bias)
 
@@ -90,8 +112,11 @@ class FFDense(FFLearner):
         the shared product blank @ W.T, so every candidate costs one column addition instead
         of a full matrix product. Equal to forward() on each embedded input.
         """
-        sq_len = blank.pow(2).sum(1, keepdim=True) + label_value**2
-        inv = torch.rsqrt(sq_len + 1e-8)
+        if self.input_norm == "none":
+            inv = blank.new_ones(blank.shape[0], 1)
+        else:
+            sq_len = blank.pow(2).sum(1, keepdim=True) + label_value**2
+            inv = torch.rsqrt(sq_len + 1e-8)
         if self.input_norm == "rms":
             inv = inv * math.sqrt(blank.shape[1])
         w = self.linear.weight

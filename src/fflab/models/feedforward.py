@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -131,6 +131,32 @@ class FFNetwork(nn.Module):
                     h = layer(h)
         return results
 
+    def local_losses_in_turn(
+        self,
+        x: torch.Tensor,
+        n_pos: int,
+        update: Callable[[int, LocalResult], None],
+        layers: Sequence[int] | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> list[LocalResult]:
+        """Like `local_losses`, but each trained learner takes its step (`update(i, result)`) before the learner
+        above sees its output, which is then recomputed with the new weights: CheneyX2000's loop, which trains
+        layer k on a sample and only then feeds the sample's positive and negative rows on through it."""
+        active = set(range(len(self.layers)) if layers is None else layers)
+        results = []
+        h = x
+        for i, layer in enumerate(self.layers[: max(active) + 1]):
+            if i in active:
+                out = layer(h.detach())
+                loss, g = layer.local_loss(out, n_pos, labels)
+                result = LocalResult(loss, g.detach())
+                update(i, result)
+                results.append(LocalResult(loss.detach(), result.goodness))
+            if i < max(active):
+                with torch.no_grad():
+                    h = layer(h)
+        return results
+
     @torch.no_grad()
     def label_scores(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Positive-signed goodness of the first `depth` layers (default all) for every label: [N, C, depth].
@@ -153,7 +179,7 @@ class FFNetwork(nn.Module):
         first = self.layers[0]
         blank = emb.blank(x)
         if isinstance(first, FFDense) and emb.shares_first_layer:
-            h = first.forward_label_candidates(blank, emb.label_offset, c, emb.value).reshape(n * c, -1)
+            h = first.forward_label_candidates(blank, emb.label_offset, c, emb.value_for(x)).reshape(n * c, -1)
         else:
             labels = torch.arange(c, device=x.device).repeat(n)
             h = first(emb.embed(x.flatten(1).repeat_interleave(c, 0), labels))

@@ -16,12 +16,15 @@ class LinearReadout(nn.Module):
     recurrent network) otherwise leave Adam a badly conditioned problem.
     """
 
-    def __init__(self, in_features: int, num_classes: int, layers: list[int], standardize: bool = False) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, layers: list[int], standardize: bool = False, bias: bool = True
+    ) -> None:
         super().__init__()
         self.layers = list(layers)
-        self.linear = nn.Linear(in_features, num_classes)
+        self.linear = nn.Linear(in_features, num_classes, bias=bias)
         nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        if bias:
+            nn.init.zeros_(self.linear.bias)
         self.standardize = standardize
         if standardize:  # identity until fitted
             self.register_buffer("mean", torch.zeros(in_features))
@@ -36,7 +39,8 @@ class LinearReadout(nn.Module):
         self.mean.copy_(features.mean(0))
         self.inv_std.copy_(torch.where(std > 1e-6, 1.0 / std.clamp_min(1e-6), torch.zeros_like(std)))
         self.linear.weight.zero_()
-        self.linear.bias.zero_()
+        if self.linear.bias is not None:
+            self.linear.bias.zero_()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.standardize:

@@ -11,6 +11,13 @@ then the true label (positive data) or a wrong one (negative data) is clamped. G
 in a window of steps (the paper: steps 3 to 5 of 8). Learning stays local: every input to a layer
 at step t is a detached activity from step t - 1, so a layer's loss reaches only its own weights,
 and no gradient runs back through time.
+
+Options the public recurrent FF codes need (configs/reference/): the label written into the input instead of
+clamped at the top (`embedding`, Nicola97), sources scaled to unit length or not at all (`source_norm`), the
+input and label unscaled (`raw_input`, and-rewsmith), learning at other steps than prediction counts
+(`learn_window`), several optimiser steps per learning step (`updates_per_step`), the activity passed on
+recomputed after a step (`recompute_after_update`), prediction updating the layers in turn (`predict_order`)
+and weighting its steps (`window_weights`).
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ import torch
 from torch import nn
 
 from fflab.batching import in_batches
-from fflab.layers.recurrent import RecurrentLayer, rms_normalize
+from fflab.layers.recurrent import RecurrentLayer, normalize_source, rms_normalize
 from fflab.models.feedforward import LocalResult
 from fflab.models.prediction import Predictions
 from fflab.models.readout import LinearReadout
-from fflab.vocab import SCORES
+from fflab.supervision import LabelEmbedding
+from fflab.vocab import PREDICT_ORDERS, SCORES, SOURCE_NORMS
 
 
 @dataclass
@@ -55,21 +63,45 @@ class RecurrentFFNetwork(nn.Module):
         clock: bool = False,
         score: str = "steps",
         readout: LinearReadout | None = None,
+        embedding: LabelEmbedding | None = None,
+        source_norm: str = "rms",
+        raw_input: bool = False,
+        learn_window: tuple[int, int] | None = None,
+        updates_per_step: int = 1,
+        recompute_after_update: bool = False,
+        predict_order: str = "synchronous",
+        window_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        learn_window = tuple(learn_window or window)
         if not 1 <= window[0] <= window[1] <= steps:
             raise ValueError(f"window {window} must satisfy 1 <= first <= last <= steps ({steps})")
         if hidden_steps >= window[0]:
             raise ValueError(
                 f"the label must be visible in the counted window: hidden_steps {hidden_steps} < {window[0]}"
             )
+        if not hidden_steps < learn_window[0] <= learn_window[1] <= steps:
+            raise ValueError(f"learn window {learn_window}: hidden_steps ({hidden_steps}) < first <= last <= {steps}")
+        if source_norm not in SOURCE_NORMS:
+            raise ValueError(f"unknown source norm {source_norm!r}; expected one of {list(SOURCE_NORMS)}")
+        if predict_order not in PREDICT_ORDERS:
+            raise ValueError(f"unknown prediction order {predict_order!r}; expected one of {list(PREDICT_ORDERS)}")
+        if window_weights and len(window_weights) != window[1] - window[0] + 1:
+            raise ValueError(f"window_weights: one weight per counted step {tuple(window)}, got {window_weights}")
         self.layers = nn.ModuleList(layers)
         self.input_dim, self.num_classes = input_dim, num_classes
         self.steps, self.damping, self.window, self.hidden_steps = steps, damping, tuple(window), hidden_steps
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; expected one of {list(SCORES)}")
+        if window_weights and score != "steps":
+            raise ValueError("window_weights weigh each counted step's goodness: they need score 'steps'")
         self.clock, self.score = clock, score
         self.readout = readout
+        self.embedding = embedding  # the label written into the input (None: clamped above the top layer)
+        self.source_norm, self.raw_input = source_norm, raw_input
+        self.learn_window, self.updates_per_step = learn_window, updates_per_step
+        self.recompute_after_update, self.predict_order = recompute_after_update, predict_order
+        self.window_weights = list(window_weights) if window_weights else None
 
     # --- the dynamics -------------------------------------------------------------------------
     def frame(self, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -89,13 +121,36 @@ class RecurrentFFNetwork(nn.Module):
             frame = torch.cat([frame, tick], 1)
         return frame
 
+    def normalize(self, v: torch.Tensor) -> torch.Tensor:
+        """A source scaled as `source_norm` says (unit RMS by default)."""
+        return rms_normalize(v) if self.source_norm == "rms" else normalize_source(v, self.source_norm)
+
     def label_input(self, labels: torch.Tensor | None, rows: int, t: int, device) -> torch.Tensor:
-        """Normalised top-down input of the top layer at step t: neutral while hidden (or if no labels)."""
+        """Normalised top-down input of the top layer at step t: neutral while hidden (or if no labels); unscaled
+        with `raw_input` (a one-hot, 1/C everywhere when neutral); nothing (width 0) when the label enters with
+        the input."""
+        if self.embedding is not None:
+            return torch.zeros(rows, 0, device=device)
         if labels is None or t <= self.hidden_steps:
-            return torch.ones(rows, self.num_classes, device=device)  # rms_normalize(uniform 1/C)
+            if self.source_norm == "rms" and not self.raw_input:
+                return torch.ones(rows, self.num_classes, device=device)  # rms_normalize(uniform 1/C)
+            uniform = torch.full((rows, self.num_classes), 1.0 / self.num_classes, device=device)
+            return uniform if self.raw_input else self.normalize(uniform)
         one_hot = torch.zeros(rows, self.num_classes, device=device)
         one_hot[torch.arange(rows, device=device), labels] = 1.0
-        return rms_normalize(one_hot)
+        return one_hot if self.raw_input else self.normalize(one_hot)
+
+    def input_frame(self, x: torch.Tensor, labels: torch.Tensor | None, t: int, repeats: int = 1) -> torch.Tensor:
+        """The first layer's bottom-up input at step t, scaled (unless `raw_input`), each row of `x` repeated
+        `repeats` times; with an `embedding`, the rows' labels written in (neutral while hidden)."""
+        frame = self.frame(x, t)
+        if self.embedding is not None:
+            frame = frame.repeat_interleave(repeats, 0) if repeats > 1 else frame
+            hidden = labels is None or t <= self.hidden_steps
+            frame = self.embedding.neutral(frame) if hidden else self.embedding.embed(frame, labels)
+            return frame if self.raw_input else self.normalize(frame)
+        u = frame if self.raw_input else self.normalize(frame)
+        return u.repeat_interleave(repeats, 0) if repeats > 1 else u
 
     def initial_state(self, rows: int, device) -> list[torch.Tensor]:
         return [torch.zeros(rows, layer.width, device=device) for layer in self.layers]
@@ -108,23 +163,34 @@ class RecurrentFFNetwork(nn.Module):
         t: int,
         static_up: torch.Tensor | None = None,
         repeats: int = 1,
+        in_turn: bool = False,
+        mems: list | None = None,
+        repeat: int = 1,
     ) -> list[torch.Tensor]:
         """One synchronous update of every layer from the (detached) previous state; each row of `x` feeds
-        `repeats` consecutive state rows."""
-        prev = [rms_normalize(layer.emit(h.detach())) for layer, h in zip(self.layers, state, strict=True)]
+        `repeats` consecutive state rows. `in_turn`: each layer takes the new activity of the layer below (the
+        order of Nicola97's predict). `mems` (one entry per layer, filled in here) carries a "populations"
+        layer's membranes from one of a step's `updates_per_step` iterations to the next (`repeat`, 1-based)."""
+        prev = [self.normalize(layer.emit(h.detach())) for layer, h in zip(self.layers, state, strict=True)]
         rows = prev[0].shape[0]
         u_frame = None
         if static_up is None:
-            u_frame = rms_normalize(self.frame(x, t))
-            if repeats > 1:
-                u_frame = u_frame.repeat_interleave(repeats, 0)
+            u_frame = self.input_frame(x, labels, t, repeats)
         top = self.label_input(labels, rows, t, prev[0].device)
         new = []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            u_up = u_frame if i == 0 else prev[i - 1]
+            if i == 0:
+                u_up = u_frame
+            else:
+                u_up = self.normalize(self.layers[i - 1].emit(new[i - 1].detach())) if in_turn else prev[i - 1]
             u_down = top if i == last else prev[i + 1]
-            computed = layer(u_up, u_down, prev[i], up_term=static_up if i == 0 else None)
+            up_term = static_up if i == 0 else None
+            if mems is not None and layer.wiring == "populations":
+                signed = layer.top_down_sign * u_down
+                computed, mems[i] = layer.populations(u_up, signed, prev[i], up_term, mems[i], repeat)
+            else:
+                computed = layer(u_up, u_down, prev[i], up_term=up_term)
             if t > self.hidden_steps and self.damping > 0:
                 computed = self.damping * layer.settle(state[i].detach()) + (1 - self.damping) * computed
             new.append(computed)
@@ -132,10 +198,11 @@ class RecurrentFFNetwork(nn.Module):
 
     def static_up(self, x: torch.Tensor) -> torch.Tensor | None:
         """First-layer bottom-up term of a static input, the same at every step (None for sequences, or
-        with a clock, whose input changes every step)."""
-        if x.dim() == 3 or self.clock:
+        with a clock, whose input changes every step, or with the label in the input)."""
+        if x.dim() == 3 or self.clock or self.embedding is not None:
             return None
-        return self.layers[0].bottom_up(rms_normalize(x.flatten(1)))
+        frame = x.flatten(1)
+        return self.layers[0].bottom_up(frame if self.raw_input else self.normalize(frame))
 
     def run(
         self,
@@ -148,6 +215,7 @@ class RecurrentFFNetwork(nn.Module):
         state: list[torch.Tensor] | None = None,
         start: int = 1,
         repeats: int = 1,
+        in_turn: bool = False,
     ) -> list[torch.Tensor]:
         """Run steps start..until (default: the window's end) and return the final state.
 
@@ -155,13 +223,13 @@ class RecurrentFFNetwork(nn.Module):
         spiking layers the spikes, while the returned state holds membrane potentials).
         `static_up` is a precomputed first-layer bottom-up term for a static input. With `repeats` > 1 every
         row of `x` drives that many consecutive state rows (one per candidate label), so a sequence batch
-        is never copied whole for each label: only the current frame is repeated.
+        is never copied whole for each label: only the current frame is repeated. `in_turn`: see `advance`.
         """
         until = self.window[1] if until is None else until
         rows = x.shape[0] * repeats
         state = state if state is not None else self.initial_state(rows, x.device)
         for t in range(start, until + 1):
-            state = self.advance(state, x, labels, t, static_up, repeats)
+            state = self.advance(state, x, labels, t, static_up, repeats, in_turn)
             if on_step is not None:
                 on_step(t, [layer.emit(h) for layer, h in zip(self.layers, state, strict=True)])
         return state
@@ -174,22 +242,24 @@ class RecurrentFFNetwork(nn.Module):
         neg_labels: torch.Tensor,
         update: Callable[[list[LocalResult]], None] | None = None,
     ) -> list[LocalResult]:
-        """Each layer's own loss over the counted window: rows are x with its positive labels, then x
-        with its negative labels.
+        """Each layer's own loss over the learning window (`learn_window`, by default the counted window): rows
+        are x with its positive labels, then x with its negative labels.
 
         Without `update`, there is one update per sample: losses are averaged over the window (or, with
         score "window_mean", taken once of the window-averaged activity), and the first layer's
         bottom-up term of a static input is computed once for both halves. With it,
-        `update(results)` is called at every counted step (one update per time step) and that term
-        is recomputed each step, because the weights change in between.
+        `update(results)` is called at every step of the window (one update per time step; see
+        `_learn_by_steps`) and that term is recomputed each step, because the weights change in between.
         """
         if update is not None and self.score == "window_mean":
             raise ValueError("score 'window_mean' scores the whole window at once: per-step updates do not apply")
         n = x.shape[0]
         rows = torch.cat([x, x])
         labels = torch.cat([pos_labels, neg_labels])
-        up = self.static_up(x) if update is None else None
-        first, last = self.window
+        if update is not None:
+            return self._learn_by_steps(rows, labels, n, update)
+        up = self.static_up(x)
+        first, last = self.learn_window
         losses: list[list[torch.Tensor]] = [[] for _ in self.layers]
         goods: list[list[torch.Tensor]] = [[] for _ in self.layers]
         sums: list[torch.Tensor | int] = [0] * len(self.layers)
@@ -202,13 +272,12 @@ class RecurrentFFNetwork(nn.Module):
                     sums[i] = sums[i] + h
                 return
             results = [LocalResult(*layer.local_loss(h, n)) for layer, h in zip(self.layers, state, strict=True)]
-            if update is not None:
-                update(results)
             for i, r in enumerate(results):
-                losses[i].append(r.loss if update is None else r.loss.detach())
+                losses[i].append(r.loss)
                 goods[i].append(r.goodness.detach())
 
-        self.run(rows, labels, on_step=on_step, static_up=None if up is None else torch.cat([up, up]))
+        up = None if up is None else torch.cat([up, up])
+        self.run(rows, labels, until=last, on_step=on_step, static_up=up)
         if self.score == "window_mean":
             count = last - first + 1
             return [LocalResult(*layer.local_loss(h / count, n)) for layer, h in zip(self.layers, sums, strict=True)]
@@ -216,21 +285,57 @@ class RecurrentFFNetwork(nn.Module):
             LocalResult(torch.stack(ls).mean(), torch.stack(gs).mean(0)) for ls, gs in zip(losses, goods, strict=True)
         ]
 
+    def _learn_by_steps(
+        self, rows: torch.Tensor, labels: torch.Tensor, n: int, update: Callable[[list[LocalResult]], None]
+    ) -> list[LocalResult]:
+        """One update per step of the learning window: at each, every layer computes its new activity from the
+        previous step's, takes its loss, and `update(results)` steps the optimisers; `updates_per_step` times on
+        the same inputs, a "populations" layer's membranes integrating over those iterations. The step then
+        passes on the activity of its last iteration, or with `recompute_after_update` that activity computed
+        again with the updated weights. Returns each layer's loss and goodness averaged over its updates."""
+        first, last = self.learn_window
+        losses: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        goods: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        state = self.initial_state(rows.shape[0], rows.device)
+        for t in range(1, last + 1):
+            if t < first:
+                state = self.advance(state, rows, labels, t)
+                continue
+            mems: list = [None] * len(self.layers)
+            for k in range(1, self.updates_per_step + 1):
+                new = self.advance(state, rows, labels, t, mems=mems, repeat=k)
+                emitted = [layer.emit(h) for layer, h in zip(self.layers, new, strict=True)]
+                results = [LocalResult(*layer.local_loss(h, n)) for layer, h in zip(self.layers, emitted, strict=True)]
+                update(results)
+                for i, r in enumerate(results):
+                    losses[i].append(r.loss.detach())
+                    goods[i].append(r.goodness.detach())
+            if self.recompute_after_update:
+                with torch.no_grad():
+                    new = self.advance(state, rows, labels, t)
+            state = new
+        return [
+            LocalResult(torch.stack(ls).mean(), torch.stack(gs).mean(0)) for ls, gs in zip(losses, goods, strict=True)
+        ]
+
     # --- prediction -----------------------------------------------------------------------------
     @torch.no_grad()
     def label_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Positive-signed goodness over the window (see `score`), per candidate label and layer: [N, C, L].
+        """Positive-signed goodness over the window (see `score`; `window_weights` weigh its steps, else their
+        mean), per candidate label and layer: [N, C, L].
 
         The label-hidden steps do not depend on the label, so they run once; then all C candidates
         run as one batch of N * C rows.
         """
         n, c = x.shape[0], self.num_classes
         up = self.static_up(x)
-        state = self.run(x, None, until=self.hidden_steps, static_up=up)
+        in_turn = self.predict_order == "in_turn"
+        state = self.run(x, None, until=self.hidden_steps, static_up=up, in_turn=in_turn)
         state = [h.repeat_interleave(c, 0) for h in state]
         labels = torch.arange(c, device=x.device).repeat(n)
         first, last = self.window
         count = last - first + 1
+        weights = self.window_weights or [1.0 / count] * count
         total = torch.zeros(len(self.layers), n * c, device=x.device)
         sums: list[torch.Tensor | int] = [0] * len(self.layers)
 
@@ -240,11 +345,14 @@ class RecurrentFFNetwork(nn.Module):
             for i, (layer, h) in enumerate(zip(self.layers, s, strict=True)):
                 if self.score == "window_mean":
                     sums[i] = sums[i] + h
-                else:
+                elif self.window_weights is None:
                     total[i] += layer.positive_score(layer.goodness(h)) / count
+                else:
+                    total[i] += weights[t - first] * layer.positive_score(layer.goodness(h))
 
         up = None if up is None else up.repeat_interleave(c, 0)
-        self.run(x, labels, on_step=on_step, static_up=up, state=state, start=self.hidden_steps + 1, repeats=c)
+        start = self.hidden_steps + 1
+        self.run(x, labels, on_step=on_step, static_up=up, state=state, start=start, repeats=c, in_turn=in_turn)
         if self.score == "window_mean":
             for i, layer in enumerate(self.layers):
                 total[i] = layer.positive_score(layer.goodness(sums[i] / count))

@@ -148,9 +148,11 @@ def spiking_stack(settings: ModelSettings, input_dim: int, spiking: SpikingSetti
     ]
 
 
-def readout_head(layers, chosen: list[int], num_classes: int, standardize: bool = False) -> LinearReadout:
+def readout_head(
+    layers, chosen: list[int], num_classes: int, standardize: bool = False, bias: bool = True
+) -> LinearReadout:
     """A zero linear readout on the activities of `layers[i]` for i in `chosen` (the layers' out_features wide)."""
-    return LinearReadout(sum(layers[i].out_features for i in chosen), num_classes, chosen, standardize)
+    return LinearReadout(sum(layers[i].out_features for i in chosen), num_classes, chosen, standardize, bias)
 
 
 def local_source_masks(

@@ -27,7 +27,8 @@ def held_out_scores(split: str, result: dict) -> dict:
 
 
 def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Dataset | SequenceDataset:
-    """The configured data set (images, or sequences derived from MNIST), cut to the configured subset sizes.
+    """The configured data set (images, or sequences derived from MNIST), cut to the configured subset sizes and,
+    for images, shifted and scaled by data.mean and data.std.
 
     With data.validation = N the last N training samples take the test split's place, so nothing
     downstream can read the test set.
@@ -59,10 +60,9 @@ def load_for_config(cfg: Config, data_dir: str | None, progress: bool) -> Datase
         held_x, held_y, start, stop = ds.train_x, ds.train_y, n_fit, n_train
     else:
         held_x, held_y, start, stop = ds.test_x, ds.test_y, 0, d.test_subset or len(ds.test_x)
+    train_x, test_x = rows(ds.train_x, 0, n_fit), rows(held_x, start, stop)
+    if d.mean != 0.0 or d.std != 1.0:  # images only (the config refuses these settings for sequence data)
+        train_x, test_x = (train_x - d.mean) / d.std, (test_x - d.mean) / d.std
     return dataclasses.replace(
-        ds,
-        train_x=rows(ds.train_x, 0, n_fit),
-        train_y=ds.train_y[:n_fit],
-        test_x=rows(held_x, start, stop),
-        test_y=held_y[start:stop],
+        ds, train_x=train_x, train_y=ds.train_y[:n_fit], test_x=test_x, test_y=held_y[start:stop]
     )

@@ -40,6 +40,8 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
         optimizer = torch.optim.SGD(
             params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay, fused=True
         )
+    elif settings.optimizer == "rmsprop":  # torch's defaults (alpha 0.99, eps 1e-8, no momentum); no fused form
+        optimizer = torch.optim.RMSprop(params, lr=settings.lr, weight_decay=settings.weight_decay)
     else:
         cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
         optimizer = cls(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
@@ -62,11 +64,16 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return list(zip(starts, [*starts[1:], n], strict=True))
 
 
-def lr_factor(schedule: str, progress: float) -> float:
-    """Multiplier of the base learning rate at `progress` in [0, 1) of training.
+def lr_factor(schedule: str, progress: float, epochs: int = 1) -> float:
+    """Multiplier of the base learning rate at `progress` in [0, 1) of training, `epochs` long.
 
-    hinton: constant for the first half, then linear decay to zero (Hinton 2022).
+    hinton: constant for the first half, then linear decay to zero (Hinton 2022);
+    cooldown_per_epoch: constant up to epoch E // 2, then 2 (1 + E - e) / E in epoch e (0-based, E epochs), a
+    step down each epoch to 4 / E in the last (loeweX's get_linear_cooldown_lr).
     """
+    if schedule == "cooldown_per_epoch":
+        epoch = min(int(progress * epochs + 1e-9), epochs - 1)
+        return 2.0 * (1 + epochs - epoch) / epochs if epoch > epochs // 2 else 1.0
     if schedule == "linear":
         return 1.0 - progress
     if schedule == "cosine":
@@ -175,10 +182,12 @@ class Trainer(abc.ABC):
             self.online_readout.optimizer.load_state_dict(state["readout_optimizer"])
 
     def _set_lr(self, progress: float) -> float:
-        lr = self.lr = self.settings.lr * lr_factor(self.settings.lr_decay, progress)
+        lr = self.lr = self.settings.lr * lr_factor(self.settings.lr_decay, progress, self.settings.epochs)
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
+        if self.online_readout is not None:
+            self.online_readout.set_lr(progress, self.settings.epochs)
         return lr
 
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int, total_epochs: int | None = None) -> EpochStats:
@@ -189,7 +198,7 @@ class Trainer(abc.ABC):
         bounds = batch_bounds(n, self.settings.batch_size)
         steps_per_epoch = len(bounds)
         phase_total = steps_per_epoch * self.settings.epochs
-        order = torch.randperm(n, generator=self.generator)
+        order = torch.randperm(n, generator=self.generator) if self.settings.shuffle else torch.arange(n)
         sums = torch.zeros(3, self.n_slots, dtype=torch.float64)
         trained = [False] * self.n_slots
         bar = tqdm(
@@ -277,6 +286,9 @@ class FFTrainer(Trainer):
     schedule "simultaneous": every learner is updated on every mini-batch (default);
     schedule "greedy": learner 0 is trained for all epochs, then learner 1 on the frozen learner 0,
     and so on (the minimal public implementation's way).
+    layer_order "together": every trained layer's loss comes from one forward pass, then each steps (default);
+    "in_turn": each layer steps before the layer above sees its output, recomputed with its new weights.
+    fixed_negatives: each training image's negative label is drawn once (`fixed_wrong`) and kept.
     """
 
     def __init__(
@@ -295,8 +307,10 @@ class FFTrainer(Trainer):
         self.pairs = make_pair_source(model.embedding, tuple(image_shape or ()), settings)
         self.active: list[int] | None = None  # layers trained now; None: all
         self.score_bank: torch.Tensor | None = None  # [N, C] label scores of the training set
-        if self.pairs.needs_scores and settings.hard_scores == "readout":
-            self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
+        self.fixed_wrong: torch.Tensor | None = None  # [N] each training image's negative label (fixed_negatives)
+        online = readout is not None and readout.enabled and readout.online
+        if online or (self.pairs.needs_scores and settings.hard_scores == "readout"):
+            self.online_readout = OnlineReadout(model, readout, settings.lr)
 
     def label_scores_for(
         self, x: torch.Tensor, idx: torch.Tensor | None, y: torch.Tensor | None = None
@@ -326,32 +340,50 @@ class FFTrainer(Trainer):
         return in_batches(self.model.hard_negative_scorer("prediction"), x)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "score_bank": self.score_bank}
+        return {**super().state_dict(), "score_bank": self.score_bank, "fixed_wrong": self.fixed_wrong}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.score_bank = state["score_bank"]
+        self.fixed_wrong = state.get("fixed_wrong")  # absent from states saved before fixed negatives existed
 
     def start_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """Freeze the layers whose training window (`layer_epochs`) has closed; refresh the bank of
-        model-generated label scores every `refresh_every` epochs."""
+        model-generated label scores every `refresh_every` epochs; draw the fixed negatives once."""
         if self.settings.layer_epochs:
             self.active = [k for k, last in enumerate(self.settings.layer_epochs) if epoch <= last]
         if self.refresh_due(epoch):
             self.score_bank = self.score_bank_for(x)
+        if self.settings.fixed_negatives and self.fixed_wrong is None:
+            self.fixed_wrong = self.pairs.wrong_labels(y, self.generator)
 
     def make_pairs(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, idx=None
     ) -> torch.Tensor:
-        """Positive rows then negative rows for (x, y), made as training makes them."""
+        """Positive rows then negative rows for (x, y), made as training makes them (a training batch, given
+        its rows `idx`, takes its fixed negatives where they are drawn)."""
+        if self.fixed_wrong is not None and idx is not None:
+            return self.pairs.make(x, y, generator or self.generator, wrong=self.fixed_wrong[idx.to(y.device)])
         return self.pairs.make(x, y, generator or self.generator, self.label_scores_for(x, idx, y))
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> list[LocalResult | None]:
         """One local update of the active learners on the batch (x, y)."""
+        if self.online_readout is not None and not self.pairs.needs_scores:  # learns alongside (readout.online)
+            self.online_readout.step(x, y)
         both = self.make_pairs(x, y, idx=idx)
+        if self.settings.layer_order == "in_turn":
+            results = self.model.local_losses_in_turn(both, len(x), self.update_layer, self.active, y)
+            return self.by_slot(results)
         results = self.model.local_losses(both, n_pos=len(x), layers=self.active, labels=y)
         self.update(results)
         return self.by_slot(results)
+
+    def update_layer(self, i: int, result: LocalResult) -> None:
+        """One optimiser step of layer i on its own loss (layer_order "in_turn")."""
+        opt = self.optimizers[i]
+        opt.zero_grad(set_to_none=True)
+        result.loss.backward()
+        opt.step()
 
     @property
     def trained_layers(self) -> list[int]:
@@ -411,6 +443,8 @@ class FFTrainer(Trainer):
             sum(2 * rows * dense[k] if k in trained else rows * dense[k] for k in range(max(trained) + 1))
             for trained in phases
         ) / len(phases)
+        if self.settings.layer_order == "in_turn":  # each trained layer's output is recomputed after its step
+            flops += sum(sum(rows * dense[k] for k in trained) for trained in phases) / len(phases)
         if self.online_readout is not None:  # a neutral-label pass, and the readout's forward and gradient
             readout = self.model.readout
             flops += sum(dense[: max(readout.layers) + 1]) + 2 * 2 * readout.linear.in_features * self.model.num_classes
@@ -465,7 +499,7 @@ class RecurrentTrainer(Trainer):
         self.n_slots = len(model.layers)
         self.static_input = True
         if model.readout is not None:
-            self.online_readout = OnlineReadout(model, readout.lr if readout is not None else settings.lr)
+            self.online_readout = OnlineReadout(model, readout, settings.lr)
 
     def wrong_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train the readout one step on this batch, then draw each sample's negative label."""
