@@ -223,7 +223,7 @@ def test_group_input_norm_standardises_each_class_group_of_channels_or_the_whole
     image = seen[3].reshape(3, -1)
     torch.testing.assert_close(image.mean(1), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(image.var(1, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
-    with pytest.raises(ConfigError, match="input_norm = 'none' or 'group' are for images"):
+    with pytest.raises(ConfigError, match="input_norm = 'group' are for images"):
         config_from_dict({"model": {"input_norm": "group"}})
 
 
