@@ -211,13 +211,11 @@ def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_anywhere(tmp_p
 
 
 @pytest.fixture
-def offline_mnist(tmp_path, monkeypatch) -> Path:
+def offline_mnist(tmp_path, monkeypatch, real_data) -> Path:
     """A data directory holding (a link to) the shared MNIST; no other copy reachable, no network."""
-    if not os.environ.get("FFLAB_DATA"):
-        pytest.skip("FFLAB_DATA is not set")
     data = tmp_path / "data"
     data.mkdir()
-    (data / "mnist").symlink_to(Path(os.environ["FFLAB_DATA"]).resolve() / "mnist")
+    (data / "mnist").symlink_to(real_data("mnist") / "mnist")
     monkeypatch.delenv("FFLAB_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))  # the default data directory: empty
     monkeypatch.setenv("FFLAB_MIRROR", "http://127.0.0.1:9/")  # a download would fail: nothing listens there

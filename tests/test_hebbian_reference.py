@@ -8,7 +8,6 @@ must end with the same weights.
 """
 
 import math
-import os
 
 import pytest
 import torch
@@ -393,7 +392,7 @@ SHORT_RUNS = [
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+@pytest.mark.real_data("mnist")
 @pytest.mark.parametrize("preset, images, bar", SHORT_RUNS)
 def test_reference_preset_trains_on_a_few_thousand_images(preset, images, bar, tmp_path):
     cfg = load_config(

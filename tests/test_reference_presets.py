@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 
 import pytest
 import torch
@@ -687,7 +686,7 @@ SHORT = {
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FFLAB_DATA"), reason="FFLAB_DATA not set (CI points it at ../shared/datasets)")
+@pytest.mark.real_data("mnist")
 @pytest.mark.parametrize("name", PRESETS)
 def test_short_run_of_each_preset(tmp_path, name):
     common = ["data.test_subset=200", "train.monitor_size=200", "train.threads=1", "eval.train_accuracy=false"]

@@ -1,7 +1,6 @@
 """The speed scripts (time to accuracy, peers, the GPU check's dry run), run end to end on small digits runs."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -80,12 +79,6 @@ def test_time_to_accuracy_leaves_the_monitor_to_itself():
     assert refused.returncode == 2 and "the monitor is set by this script" in refused.stderr
 
 
-def mnist_dir():
-    value = os.environ.get("FFLAB_DATA")
-    if not value or not (Path(value) / "mnist").is_dir():
-        pytest.skip("FFLAB_DATA is not set to a folder holding mnist/ (CI: ../shared/datasets)")
-
-
 TINY_PEERS = ["--hidden", "32,32", "--train-subset", "300", "--test-subset", "200", "--epochs", "2", "--no-peaks"]
 
 
@@ -105,8 +98,8 @@ def test_peers_refuses_unknown_sides_and_bad_sizes(capsys):
         assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.real_data("mnist")
 def test_peers_fflab_sides_run_the_same_network_batch_and_data(tmp_path):
-    mnist_dir()
     sides = ["--sides", "fflab-same,fflab-recipe", "--target", "0.2", "--quiet"]
     done = script("benchmarks/peers.py", *TINY_PEERS, *sides, "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -123,8 +116,8 @@ def test_peers_fflab_sides_run_the_same_network_batch_and_data(tmp_path):
     assert "| fflab-same | " in done.stdout and "| fflab-recipe | " in done.stdout
 
 
+@pytest.mark.real_data("mnist")
 def test_peers_puts_fflab_beside_fflib_as_ratios(tmp_path):
-    mnist_dir()
     pytest.importorskip("fflib", reason="the peer library: pip install --no-deps fflib==0.3.0")
     done = script(
         "benchmarks/peers.py", *TINY_PEERS, "--sides", "fflib,fflab-same", "--quiet", "--results", str(tmp_path)
