@@ -424,6 +424,7 @@ def test_symmetric_goodness_probability_and_loss_agree_with_the_notebook():
     torch.testing.assert_close(layer.loss(post[-1:], target), F.binary_cross_entropy(notebook, target))
 
 
+@pytest.mark.slow
 def test_a_resumed_online_run_equals_the_uninterrupted_one(tmp_path):
     """The eligibility trace (a buffer of the layer) and the carried membrane (the trainer's state) survive."""
     from test_resume import Stop, assert_same_run, stop_at_epoch
