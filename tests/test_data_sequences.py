@@ -342,9 +342,10 @@ def test_a_recurrent_run_refuses_sequences_longer_than_its_steps(
     base: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Frame t is read at step t and the run stops at the window's end: later frames would be lost unread."""
+    import fflab.training.data as data
     import fflab.training.run as run
 
-    monkeypatch.setattr(run, "load_sequence_dataset", lambda name, **options: sequential_mnist(base))
+    monkeypatch.setattr(data, "load_sequence_dataset", lambda name, **options: sequential_mnist(base))
     cfg = config_from_dict({"data": {"name": "seq-mnist"}, "model": {"kind": "recurrent", "hidden": [8]}})
     with pytest.raises(
         FFLabError, match=r"28 frames, but training and prediction stop at step 5, so frames 6-28 would never count"
