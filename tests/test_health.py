@@ -152,7 +152,7 @@ HEBBIAN = ["data.name=digits", "train.epochs=2", "train.threads=1", "train.monit
 )
 def test_a_hebbian_layer_whose_weights_blow_up_stops_the_run(tmp_path, capsys, neuron, lr, expected):
     run = tmp_path / "run"
-    sets = [arg for s in (*HEBBIAN, f"spiking.neuron={neuron}", f"train.lr={lr}") for arg in ("--set", s)]
+    sets = [arg for s in (*HEBBIAN, f"hebbian.neuron={neuron}", f"train.lr={lr}") for arg in ("--set", s)]
     assert main(["train", config_path("mnist-hebbian"), "--out", str(run), "--no-progress", *sets]) == 2
     line = one_line_error(capsys.readouterr().err)
     assert re.search(rf"training diverged in epoch 1: {expected}", line), line
