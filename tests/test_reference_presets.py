@@ -279,24 +279,23 @@ def test_cheneyx_unbounded_loss_and_he_init():
 # --- and-rewsmith/RecurrentForwardForward -------------------------------------------------------------------------
 
 
-def test_rewsmith_batch_matches_the_original_hidden_layers():
+@pytest.mark.parametrize("bias_init", ["none", "torch"])
+def test_rewsmith_batch_matches_the_original_hidden_layers(bias_init):
     """Two batches of the preset (3 small layers) equal the original's: 3 undamped neutral steps, then 10 damped
-    label steps with an RMSprop step of each layer at each, leaky ReLU of W_f in + b_f - (W_b above + b_b) + W_l
-    self + b_l, neighbours at unit RMS, image and label raw."""
+    label steps with an RMSprop step of each layer at each, leaky ReLU of W_f in - W_b above + W_l self, neighbours
+    at unit RMS, image and label raw; without biases as at 8fefe97 (F.linear(x, W)), or with one per source as
+    since 7e4621a (F.linear(x, W, b), the top-down one negated with its term)."""
     widths = [12, 10, 8]
-    cfg, model, trainer = built("rewsmith-recurrent", "model.hidden=[12,10,8]")
+    cfg, model, trainer = built("rewsmith-recurrent", "model.hidden=[12,10,8]", f"recurrent.bias_init={bias_init}")
     params = []
     for layer in model.layers:
         up, down, _ = layer.dims
         w = layer.linear.weight.detach()
-        p = {
-            "Wf": w[:, :up],
-            "Wb": w[:, up : up + down],
-            "Wl": w[:, up + down :],
-            "bf": layer.linear.bias.detach(),
-            "bb": layer.bias_down.detach(),
-            "bl": layer.bias_lat.detach(),
-        }
+        p = {"Wf": w[:, :up], "Wb": w[:, up : up + down], "Wl": w[:, up + down :]}
+        if bias_init == "torch":
+            p.update(bf=layer.linear.bias.detach(), bb=layer.bias_down.detach(), bl=layer.bias_lat.detach())
+        else:
+            assert layer.linear.bias is None
         params.append({k: v.clone().requires_grad_(True) for k, v in p.items()})
     opts = [torch.optim.RMSprop(list(p.values()), lr=cfg.train.lr, momentum=0.0) for p in params]
 
@@ -305,9 +304,9 @@ def test_rewsmith_batch_matches_the_original_hidden_layers():
 
     def forward(i, prev, data, labels, damp):  # HiddenLayer.forward
         p, last = params[i], len(widths) - 1
-        act = F.linear(data if i == 0 else std(prev[i - 1]), p["Wf"], p["bf"])
-        act = act - F.linear(labels if i == last else std(prev[i + 1]), p["Wb"], p["bb"])
-        new = F.leaky_relu(act + F.linear(std(prev[i]), p["Wl"], p["bl"]))
+        act = F.linear(data if i == 0 else std(prev[i - 1]), p["Wf"], p.get("bf"))
+        act = act - F.linear(labels if i == last else std(prev[i + 1]), p["Wb"], p.get("bb"))
+        new = F.leaky_relu(act + F.linear(std(prev[i]), p["Wl"], p.get("bl")))
         return (1 - 0.7) * prev[i] + 0.7 * new if damp else new
 
     def original_batch(x, y, wrong):
@@ -343,8 +342,9 @@ def test_rewsmith_batch_matches_the_original_hidden_layers():
         assert torch.allclose(w[:, :up], p["Wf"], atol=1e-5)
         assert torch.allclose(w[:, up : up + down], p["Wb"], atol=1e-5)
         assert torch.allclose(w[:, up + down :], p["Wl"], atol=1e-5)
-        for mine, theirs in ((layer.linear.bias, p["bf"]), (layer.bias_down, p["bb"]), (layer.bias_lat, p["bl"])):
-            assert torch.allclose(mine, theirs, atol=1e-5)
+        if bias_init == "torch":
+            for mine, theirs in ((layer.linear.bias, p["bf"]), (layer.bias_down, p["bb"]), (layer.bias_lat, p["bl"])):
+                assert torch.allclose(mine, theirs, atol=1e-5)
 
 
 def test_rewsmith_initialisation_and_prediction_window():
@@ -357,7 +357,11 @@ def test_rewsmith_initialisation_and_prediction_window():
     assert label_block.std().item() == pytest.approx(3 * math.sqrt(2 / 10), rel=0.1)  # amplified_initialization
     lateral = first.linear.weight[:, up + 200 :]
     assert torch.allclose(lateral @ lateral.T, 2 * torch.eye(300), atol=1e-3)  # orthogonal, gain sqrt(2)
+    assert first.linear.bias is None  # F.linear(x, W) at 8fefe97
+    _, with_biases, _ = built("rewsmith-recurrent", "model.hidden=[300,200,100]", "recurrent.bias_init=torch")
+    first = with_biases.layers[0]  # nn.Linear's own biases, one per source, since 7e4621a
     assert first.linear.bias.abs().max() <= 1 / math.sqrt(784) and first.bias_down.abs().max() <= 1 / math.sqrt(200)
+    assert 0 < first.bias_lat.abs().max() <= 1 / math.sqrt(300)
     # iterations // 2 -+ iterations // 10 of 10, 0-based, after 3 preinitialisation steps: steps 8-10
     assert model.window == (8, 10) and model.learn_window == (4, 13) and model.hidden_steps == 3
 

@@ -35,7 +35,8 @@ SOURCE_INITS = (
     "uniform_0.05",  # U(-0.05, 0.05)
     "orthogonal_sqrt2",  # orthogonal with gain sqrt(2), whatever the activation
 )
-BIAS_INITS = ("zeros", "torch")  # torch: one bias per source, U(+-1 / sqrt(source width)), as nn.Linear makes it
+# torch: one bias per source, U(+-1 / sqrt(source width)), as nn.Linear makes it; none: no bias at all
+BIAS_INITS = ("zeros", "torch", "none")
 SOURCE_NORMS = ("rms", "length", "none")  # length: x / (|x| + 1e-4), as pezeshki's and Nicola97's layers
 LABEL_PLACES = ("top", "input")  # recurrent: the label clamped above the top layer, or written into the input
 PREDICT_ORDERS = ("synchronous", "in_turn")

@@ -62,7 +62,7 @@ class RecurrentSettings:
         "zeros",
         BIAS_INITS,
         doc="torch: a bias per source, U(+-1/sqrt(source width)) as nn.Linear makes it (the sum wiring then keeps "
-        "three, the top-down one signed by top_down_sign: and-rewsmith's three nn.Linear)",
+        "three, the top-down one signed by top_down_sign: and-rewsmith's three nn.Linear); none: no bias",
     )
     update: str = choice(
         "window", UPDATES, doc="one update per sample (from the window), or one per step of the learning window"

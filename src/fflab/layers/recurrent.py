@@ -111,7 +111,7 @@ class RecurrentLayer(FFLearner):
 
     `bias_init` "torch" gives every source a bias of its own, U(+-1 / sqrt(source width)) as nn.Linear makes
     it; the sum wiring then adds b_up + s * b_down + b_lat (and-rewsmith's three nn.Linear, the top-down one
-    negated with its input).
+    negated with its input); "none" gives the layer no bias (and-rewsmith's F.linear calls until June 2024).
     """
 
     def __init__(
@@ -142,8 +142,8 @@ class RecurrentLayer(FFLearner):
             raise ValueError(f"unknown bias init {bias_init!r}; expected one of {list(BIAS_INITS)}")
         if wiring == "populations" and spiking is None:
             raise ValueError("the 'populations' wiring is made of LIF populations: it needs spiking settings")
-        if bias_init == "torch" and masks is not None and any(m is not None for m in masks):
-            raise ValueError("bias_init 'torch' is for dense sources")
+        if bias_init != "zeros" and masks is not None and any(m is not None for m in masks):
+            raise ValueError(f"bias_init {bias_init!r} is for dense sources")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         self.wiring, self.activation = wiring, activation
@@ -166,6 +166,8 @@ class RecurrentLayer(FFLearner):
         if wiring == "sum":
             linear = nn.Linear(sum(self.dims), width)
             nn.init.zeros_(linear.bias)
+            if bias_init == "none":
+                linear.bias = None
             for block, scheme, fan in zip(self._blocks(linear.weight), inits, fans, strict=True):
                 if block.numel():
                     init_block(block, scheme, activation, *fan)
@@ -195,6 +197,8 @@ class RecurrentLayer(FFLearner):
                 init_block(unit.weight, scheme, activation, *fan)
                 with torch.no_grad():
                     unit.bias.copy_(torch_bias(width, d) if bias_init == "torch" else torch.zeros(width))
+                if bias_init == "none":
+                    unit.bias = None
             self.units = nn.ModuleList(
                 unit if mask is None else TiledLocalLinear.from_linear(unit, mask, map_shape)
                 for unit, mask in zip(units, masks, strict=True)
@@ -245,6 +249,8 @@ class RecurrentLayer(FFLearner):
     def _sum_bias(self) -> torch.Tensor:
         """The sum wiring's bias: one, or b_up + s * b_down + b_lat with one bias per source."""
         bias = self.linear.bias
+        if bias is None:
+            return 0.0
         if self.source_biases and self.bias_down is not None:
             bias = bias + self.top_down_sign * self.bias_down
         if self.source_biases and self.bias_lat is not None:
