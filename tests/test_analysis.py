@@ -61,7 +61,7 @@ def test_silent_latents_count_as_wrong_in_knn():
 @pytest.mark.slow
 def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, capsys):
     def run(name, *overrides):
-        cfg = shipped_config("digits-ff", ["train.epochs=2", *overrides])
+        cfg = shipped_config("digits-ff", ["train.epochs=1", *overrides])
         train_run(cfg, tmp_path / name, progress=False, log=lambda s: None)
         return str(tmp_path / name)
 
@@ -106,7 +106,7 @@ def train_and_analyze(tmp_path, config: str, overrides: list[str], name: str) ->
 @pytest.mark.slow
 def test_analyze_counts_spikes_of_a_surrogate_trained_spiking_run(tmp_path):
     overrides = ["model.kind=spiking", "spiking.encoder=direct", "spiking.steps=4", "spiking.slope=0.3"]
-    run = train_and_analyze(tmp_path, "digits-ff", [*overrides, "train.epochs=2"], "spk")
+    run = train_and_analyze(tmp_path, "digits-ff", [*overrides, "train.epochs=1"], "spk")
     assert run["spiking"] and run["spikes_per_sample"] > 0
     # The first layer takes analog pixels (direct code): it costs MACs; the second layer costs synaptic ops.
     assert run["analog_macs_per_sample"] == 74 * 256 and run["synops_per_sample"] > 0

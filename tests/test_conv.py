@@ -439,7 +439,8 @@ def test_short_conv_run_on_digits_clears_accuracy_bar(tmp_path, kind):
 @pytest.mark.slow
 @pytest.mark.real_data("mnist")
 def test_short_label_pattern_conv_run_on_mnist_clears_accuracy_bar(tmp_path):
-    """Conv FF with a label written into the image and wrong-label negatives (measured: 72.5%)."""
+    """Conv FF with a label written into the image and wrong-label negatives (measured: 70.5%; 72.5% after
+    3 epochs)."""
     cfg = config_from_dict(
         {
             "data": {"name": "mnist", "train_subset": 10000, "test_subset": 1000},
@@ -452,7 +453,7 @@ def test_short_label_pattern_conv_run_on_mnist_clears_accuracy_bar(tmp_path):
                 "label_value": 0.3,
                 "loss": "symba",
             },
-            "train": {"epochs": 3, "lr": 0.01, "negatives": "random", "monitor_size": 0},
+            "train": {"epochs": 2, "lr": 0.01, "negatives": "random", "monitor_size": 0},
             "eval": {"train_accuracy": False},
         }
     )

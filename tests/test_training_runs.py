@@ -166,7 +166,7 @@ def test_recurrent_digits_run_writes_time_plots_and_reloads(tmp_path, capsys):
         "digits-ff",
         "model.kind=recurrent",
         "model.hidden=[128,128]",
-        "train.epochs=10",
+        "train.epochs=5",
         "train.negatives=hard",
         "train.hard_scores=readout",
         "readout.enabled=true",
@@ -176,7 +176,8 @@ def test_recurrent_digits_run_writes_time_plots_and_reloads(tmp_path, capsys):
     summary = train_run(cfg, run, progress=False, log=logged.append)
     assert summary["model"] == "recurrent"
     assert sum(line.startswith("readout epoch") for line in logged) == cfg.readout.epochs  # refit after FF training
-    # Measured: goodness 83.1%, readout 92.5% after 10 epochs (online readout, then refit on frozen features).
+    # Measured: goodness 83.1%, readout 93.1% after 5 epochs (online readout, then refit on frozen features);
+    # 83.1% and 92.5% after 10.
     assert summary["test_accuracy_by_method"]["goodness"] >= 0.75
     assert summary["test_accuracy_by_method"]["readout"] >= 0.85
     plots = {p.name for p in (run / "plots").iterdir()}
