@@ -181,6 +181,7 @@ def test_networks_that_cannot_be_exported_say_why(tmp_path, capsys, config, over
     assert not (run / f"model.{fmt}").exists()
 
 
+@pytest.mark.slow
 def test_latency_benchmark_records_onnx_against_fflab(tmp_path):
     needs_onnx()
     import subprocess

@@ -244,6 +244,7 @@ def test_a_run_started_with_a_data_dir_resumes_and_evaluates_without_it_offline(
 # ---- SIGTERM -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_stops_like_ctrl_c_and_resume_continues_exactly(tmp_path, capsys):
     settings = [*QUICK, "train.batch_size=8", "model.hidden=[16,16]"]  # 180 steps an epoch
     whole = tmp_path / "whole"

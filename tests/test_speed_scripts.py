@@ -14,6 +14,7 @@ def script(path, *args, timeout=300):
     return subprocess.run([sys.executable, REPO / path, *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_counts_training_seconds_up_to_the_first_epoch_at_the_target(tmp_path):
     small = ["--set", "model.hidden=[64]", "--set", "train.threads=1"]
     done = script(
@@ -98,6 +99,7 @@ def test_peers_refuses_unknown_sides_and_bad_sizes(capsys):
         assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.real_data("mnist")
 def test_peers_fflab_sides_run_the_same_network_batch_and_data(tmp_path):
     sides = ["--sides", "fflab-same,fflab-recipe", "--target", "0.2", "--quiet"]
@@ -132,6 +134,7 @@ def test_peers_puts_fflab_beside_fflib_as_ratios(tmp_path):
     assert re.search(r"^\| fflib \| [\d,]+ \| 1\.00x \|", done.stdout, re.M), done.stdout
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_records_each_step_and_a_summary(tmp_path):
     done = script(
         "scripts/gpu_check.py", "--dry-run", "--steps", "env,time-to-accuracy", "--out", str(tmp_path), timeout=200
