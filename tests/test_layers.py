@@ -34,6 +34,22 @@ def test_label_candidates_equal_forward_on_each_embedded_input(mode, norm, activ
         assert torch.allclose(fast[:, c], slow, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("goodness", ["mean_squares", "sum_squares"])
+@pytest.mark.parametrize(("norm", "activation"), [("rms", "relu"), ("length", "tanh"), ("none", "relu")])
+def test_label_candidate_goodness_is_the_goodness_of_each_candidates_activity(goodness, norm, activation):
+    """The one-label-at-a-time path (hard-negative scoring) gives exactly the numbers of the batched one."""
+    torch.manual_seed(0)
+    emb = LabelEmbedding("overlay", 10, 64, value=1.5)
+    layer = FFDense(emb.input_dim, 32, input_norm=norm, activation=activation, goodness=goodness)
+    x = torch.rand(6, 64)
+    blank = emb.blank(x)
+    per_label = layer.label_candidate_goodness(blank, emb.label_offset, 10, emb.value)
+    batched = layer.forward_label_candidates(blank, emb.label_offset, 10, emb.value)
+    assert per_label.shape == (6, 10)
+    assert torch.equal(per_label, layer.goodness(batched.reshape(60, 32)).view(6, 10))
+
+
 # The functions each activation name must mean, written out independently of the layer's own table.
 NAMED_ACTIVATIONS = {
     "relu": lambda z: z.clamp(min=0),

@@ -102,15 +102,16 @@ class FFDense(FFLearner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._act(self.linear(normalize_direction(x.flatten(1), self.input_norm)))
 
-    def forward_label_candidates(
+    def _candidate_parts(
         self, blank: torch.Tensor, label_offset: int, num_classes: int, label_value: float
-    ) -> torch.Tensor:
-        """Activity for every candidate label at once: [N, C, out_features].
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What every candidate label's pre-activation is made of: `shared` [N, H] (the product of the blank
+        inputs, bias included), the inputs' normalising factors `inv` [N, 1] and the label columns [C, H].
+        Candidate c's pre-activation is shared + inv * label_cols[c].
 
-        `blank` holds the inputs with zeros at the C label positions. Writing label c adds
-        `label_value` at position offset + c, which changes neither the input's length nor
-        the shared product blank @ W.T, so every candidate costs one column addition instead
-        of a full matrix product. Equal to forward() on each embedded input.
+        `blank` holds the inputs with zeros at the C label positions. Writing label c adds `label_value` at
+        position offset + c, which changes neither the input's length nor the shared product blank @ W.T, so
+        every candidate costs one column addition instead of a full matrix product.
         """
         if self.input_norm == "none":
             inv = blank.new_ones(blank.shape[0], 1)
@@ -120,11 +121,34 @@ class FFDense(FFLearner):
         if self.input_norm == "rms":
             inv = inv * math.sqrt(blank.shape[1])
         w = self.linear.weight
-        shared = F.linear(blank * inv, w, self.linear.bias)  # [N, H], bias included
-        label_cols = label_value * w[:, label_offset : label_offset + num_classes].t()  # [C, H]
-        # One pass over the [N, C, H] result (it is C times larger than anything else here).
-        pre = torch.addcmul(shared.unsqueeze(1), inv.unsqueeze(2), label_cols.unsqueeze(0))
+        shared = F.linear(blank * inv, w, self.linear.bias)
+        label_cols = label_value * w[:, label_offset : label_offset + num_classes].t()
+        return shared, inv, label_cols
+
+    def _activate_(self, pre: torch.Tensor) -> torch.Tensor:
+        """The activation of a fresh pre-activation tensor, in place where it can be."""
         return torch.relu_(pre) if self.activation == "relu" else self._act(pre)
+
+    def forward_label_candidates(
+        self, blank: torch.Tensor, label_offset: int, num_classes: int, label_value: float
+    ) -> torch.Tensor:
+        """Activity for every candidate label at once: [N, C, out_features], equal to forward() on each
+        embedded input (see `_candidate_parts`)."""
+        shared, inv, label_cols = self._candidate_parts(blank, label_offset, num_classes, label_value)
+        # One pass over the [N, C, H] result (it is C times larger than anything else here).
+        return self._activate_(torch.addcmul(shared.unsqueeze(1), inv.unsqueeze(2), label_cols.unsqueeze(0)))
+
+    def label_candidate_goodness(
+        self, blank: torch.Tensor, label_offset: int, num_classes: int, label_value: float
+    ) -> torch.Tensor:
+        """goodness(forward_label_candidates(...)) [N, C], one candidate label at a time: each label's [N, H]
+        activity stays in the CPU's cache, where the [N, C, H] tensor of all of them does not (3.5x faster for
+        a 1,000-unit layer at batch 100, and the same numbers: each row's goodness sums the same values)."""
+        shared, inv, label_cols = self._candidate_parts(blank, label_offset, num_classes, label_value)
+        return torch.stack(
+            [self.goodness(self._activate_(torch.addcmul(shared, inv, label_cols[c]))) for c in range(num_classes)],
+            dim=1,
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -179,6 +179,9 @@ class FFNetwork(nn.Module):
         first = self.layers[0]
         blank = emb.blank(x)
         if isinstance(first, FFDense) and emb.shares_first_layer:
+            if depth == 1:  # the goodness alone, without the [N, C, H] activity of every candidate
+                goodness = first.label_candidate_goodness(blank, emb.label_offset, c, emb.value_for(x))
+                return first.positive_score(goodness).view(n, c, 1)
             h = first.forward_label_candidates(blank, emb.label_offset, c, emb.value_for(x)).reshape(n * c, -1)
         else:
             labels = torch.arange(c, device=x.device).repeat(n)
