@@ -34,7 +34,6 @@ def test_label_candidates_equal_forward_on_each_embedded_input(mode, norm, activ
         assert torch.allclose(fast[:, c], slow, atol=1e-5)
 
 
-
 @pytest.mark.parametrize("goodness", ["mean_squares", "sum_squares"])
 @pytest.mark.parametrize(("norm", "activation"), [("rms", "relu"), ("length", "tanh"), ("none", "relu")])
 def test_label_candidate_goodness_is_the_goodness_of_each_candidates_activity(goodness, norm, activation):
