@@ -16,13 +16,16 @@ import torch
 import torch.nn.functional as F
 from repo import REPO
 
+from fflab.checkpoint import load_checkpoint
 from fflab.config import config_from_dict, load_config
+from fflab.data import load_dataset
 from fflab.errors import ConfigError
 from fflab.families import family_of
 from fflab.families.asge import patch_counts
 from fflab.layers.asge import SpatialGoodnessConv2d, patch_goodness
 from fflab.layers.conv import channel_layer_norm, rms_pool2d
 from fflab.models import build_model
+from fflab.training.evaluate import evaluate
 from fflab.training.run import train_run
 from fflab.training.trainer import make_trainer
 
@@ -220,3 +223,7 @@ def test_a_short_run_on_a_few_hundred_digits_learns(tmp_path):
     )
     summary = train_run(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     assert summary["test_accuracy"] > 0.6, summary
+    model, _, _ = load_checkpoint(tmp_path / "run")  # the fixed maps come back with the weights
+    ds = load_dataset("digits")
+    result = evaluate(model, ds.test_x[:300], ds.test_y[:300], primary="goodness")
+    assert model.kind == "asge" and result["accuracy"] == pytest.approx(summary["test_accuracy"])
