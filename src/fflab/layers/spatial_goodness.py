@@ -1,5 +1,6 @@
-"""The ASGE learner: a convolutional FF learner that scores classes by adaptive spatial goodness encoding (Gong,
-Staszewski & Xu, "Adaptive Spatial Goodness Encoding", arXiv 2509.12394).
+"""The spatial-goodness learner: a convolutional FF learner that scores classes by spatial goodness patches, as the
+paper on adaptive spatial goodness encoding describes it (ASGE; Gong, Staszewski & Xu, arXiv 2509.12394; read from
+its text, its code could not be read here).
 
 Each channel's map is cut into P x P patches; each patch's goodness is the mean square of the activity in it, so a
 learner of C channels has a goodness vector g of C * P^2 values instead of one number (or one per channel group).
@@ -38,7 +39,7 @@ class SpatialGoodnessConv2d(FFConv2d):
         super().__init__(in_shape, out_channels, **options)
         if self.loss_name != "competitive":
             raise ValueError(
-                f"an ASGE learner scores classes, so it takes the competitive loss; got {self.loss_name!r}"
+                f"a spatial-goodness learner scores classes, so it takes the competitive loss; got {self.loss_name!r}"
             )
         _, h, w = self.out_shape
         if not 1 <= patches <= min(h, w):

@@ -1,6 +1,6 @@
-"""ASGE (model.kind = "asge", fflab.layers.asge): its spatial goodness encoding and loss against the paper's formula
-on a hand example, RMS pooling and the channel layer norm, locality, the patch rule, configs/reference/asge-cifar10.toml
-as built, and a short run that learns.
+"""Spatial-goodness learners (model.kind = "spatial-goodness", fflab.layers.spatial_goodness), after ASGE's paper:
+the goodness encoding and loss against the paper's formula on a hand example, RMS pooling and the channel layer norm,
+locality, the patch rule, configs/cifar10-spatial-goodness.toml as built, and a short run that learns.
 
 The original's code (github.com/KAI-Laboratory/ASGE) could not be read here, so the rule is transcribed from the
 paper's text (arXiv 2509.12394): g[c, i, j] = the squares of channel c's activity in patch (i, j) of a P x P grid,
@@ -21,15 +21,15 @@ from fflab.config import config_from_dict, load_config
 from fflab.data import load_dataset
 from fflab.errors import ConfigError
 from fflab.families import family_of
-from fflab.families.asge import patch_counts
-from fflab.layers.asge import SpatialGoodnessConv2d, patch_goodness
+from fflab.families.spatial_goodness import patch_counts
 from fflab.layers.conv import channel_layer_norm, rms_pool2d
+from fflab.layers.spatial_goodness import SpatialGoodnessConv2d, patch_goodness
 from fflab.models import build_model
 from fflab.training.evaluate import evaluate
 from fflab.training.run import train_run
 from fflab.training.trainer import make_trainer
 
-PRESET = REPO / "configs" / "reference" / "asge-cifar10.toml"
+PRESET = REPO / "configs" / "cifar10-spatial-goodness.toml"
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +41,11 @@ def one_thread():
 
 
 def small_config(model: dict | None = None, table: dict | None = None, **sections):
-    """Three ASGE learners of widths that are no multiple of the 4 classes, RMS-pooled, for 1x8x8 images."""
+    """Three spatial-goodness learners of widths that are no multiple of the 4 classes, RMS-pooled, for 1x8x8 images."""
     return config_from_dict(
         {
             "model": {
-                "kind": "asge",
+                "kind": "spatial-goodness",
                 "architecture": "conv",
                 "hidden": [6, 9, 12],
                 "pool": [2, 1, 2],
@@ -56,7 +56,7 @@ def small_config(model: dict | None = None, table: dict | None = None, **section
                 "label": "none",
                 **(model or {}),
             },
-            "asge": table or {},
+            "spatial_goodness": table or {},
             "train": {"negatives": "none", "batch_size": 16, "lr": 0.01, **sections.pop("train", {})},
             **sections,
         }
@@ -170,17 +170,17 @@ def test_learners_after_the_first_take_channel_normalised_input():
         ({"loss": "softplus"}, {}, r"model.loss"),
         ({"label": "channels"}, {}, r"model.label"),
         ({}, {"negatives": "random"}, r"negatives"),
-        ({"goodness": "sum_squares"}, {}, r"model.goodness: an ASGE learner"),
+        ({"goodness": "sum_squares"}, {}, r"model.goodness: a spatial-goodness learner"),
         ({"input_norm": "group"}, {}, r"model.input_norm"),
     ],
 )
-def test_settings_that_are_not_asge_are_refused_by_name(model, train, message):
+def test_settings_these_learners_do_not_take_are_refused_by_name(model, train, message):
     with pytest.raises(ConfigError, match=message):
         small_config(model, train=train)
 
 
 def test_patches_beyond_the_map_or_of_the_wrong_count_are_refused():
-    with pytest.raises(ConfigError, match=r"asge.patches: expected one positive count per learner \(3\)"):
+    with pytest.raises(ConfigError, match=r"spatial_goodness.patches: expected one positive count per learner \(3\)"):
         small_config(table={"patches": [1, 1]})
     with pytest.raises(ConfigError, match=r"model layer 0 .*patches must be in 1..4"):
         build_model(small_config(table={"patches": [5, 1, 1]}), 64, 4, input_shape=(1, 8, 8))
@@ -190,7 +190,7 @@ def test_the_preset_builds_the_papers_vgg_blocks():
     cfg = load_config(PRESET)
     torch.manual_seed(0)
     model = build_model(cfg, 3 * 32 * 32, 10, input_shape=(3, 32, 32))
-    assert model.kind == "asge" and family_of(model).name == "asge"
+    assert model.kind == "spatial-goodness" and family_of(model).name == "spatial-goodness"
     shapes = [(layer.in_shape, layer.out_shape) for layer in model.layers]
     assert shapes == [
         ((3, 32, 32), (64, 16, 16)),
@@ -208,7 +208,7 @@ def test_the_preset_builds_the_papers_vgg_blocks():
     assert sum(p.numel() for p in model.parameters()) == 9_220_480  # VGG-11's convolutions, weights and biases
     assert model.predict_layers == list(range(8))
     header = PRESET.read_text().split("\n[", 1)[0]
-    for needle in ("KAI-Laboratory/ASGE", "2509.12394", "90.62%", "not fflab's recipe", "ASSUMED", "NO commit"):
+    for needle in ("KAI-Laboratory/ASGE", "2509.12394", "90.62%", "NOT a reproduction", "ASSUMED", "NO commit"):
         assert needle in header, needle
 
 
@@ -226,4 +226,4 @@ def test_a_short_run_on_a_few_hundred_digits_learns(tmp_path):
     model, _, _ = load_checkpoint(tmp_path / "run")  # the fixed maps come back with the weights
     ds = load_dataset("digits")
     result = evaluate(model, ds.test_x[:300], ds.test_y[:300], primary="goodness")
-    assert model.kind == "asge" and result["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert model.kind == "spatial-goodness" and result["accuracy"] == pytest.approx(summary["test_accuracy"])

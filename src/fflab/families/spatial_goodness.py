@@ -1,17 +1,20 @@
-"""ASGE (kind "asge"): a chain of convolutional learners that score classes by adaptive spatial goodness encoding
-(Gong, Staszewski & Xu, arXiv 2509.12394; code github.com/KAI-Laboratory/ASGE).
+"""Spatial goodness (kind "spatial-goodness"): a chain of convolutional learners that score classes by spatial goodness
+patches, built from the description of adaptive spatial goodness encoding (ASGE; Gong, Staszewski & Xu, arXiv
+2509.12394). ASGE's code (github.com/KAI-Laboratory/ASGE) could not be read here, so this is fflab's reading of the
+paper's text, not a reproduction of the original (docs/notes/2026-12-asge.md lists what was read and assumed).
 
-A learner (fflab.layers.asge.SpatialGoodnessConv2d) is conv -> ReLU -> pooling (RMS pooling in the paper) on its
-detached input; its goodness vector holds the mean square of each channel's activity in each of P x P patches, a
-fixed random affine map turns it into class scores, and its loss is the cross-entropy of those scores (fflab's
-competitive loss). Unlike channel-wise competitive FF, no channel belongs to a class, so the widths need not be
-multiples of the class count. Each learner after the first takes its input layer-normalised over channels at each
+A learner (fflab.layers.spatial_goodness.SpatialGoodnessConv2d) is conv -> ReLU -> pooling (RMS pooling in the
+paper) on its detached input; its goodness vector holds the mean square of each channel's activity in each of P x P
+patches, a fixed random affine map turns it into class scores, and its loss is the cross-entropy of those scores
+(fflab's competitive loss). Unlike channel-wise competitive FF, no channel belongs to a class, so the widths need not
+be multiples of the class count. Each learner after the first takes its input layer-normalised over channels at each
 position (the paper's block ends in a LayerNorm). The patches shrink as the channels grow: P_l = floor(alpha C_L /
 C_l), C_L the last learner's channels, at least 1 and at most the side of the learner's output map.
 
 The wiring is feed-forward FF's (FFNetwork with competitive learners: no label in the input, no negatives, the
 class scores of `model.predict_layers` summed to predict), so the family only builds the learners; its settings are
-the [asge] table. `configs/reference/asge-cifar10.toml` is the paper's recipe as far as it could be read here.
+the [spatial_goodness] table. `configs/cifar10-spatial-goodness.toml` is the paper's mechanism on CIFAR-10, with
+fflab's guesses where the text is silent.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class ASGESettings:
-    """The [asge] table."""
+class SpatialGoodnessSettings:
+    """The [spatial_goodness] table."""
 
     patch_alpha: float = bounded(
         1.0,
@@ -57,10 +60,10 @@ def patch_counts(widths: list[int], sides: list[int], alpha: float, given: list[
 
 
 @register_family
-class ASGEFamily(FFFamily):
-    name = "asge"
-    summary = "conv learners scoring classes by spatial goodness patches and a fixed random map (ASGE)"
-    settings = ASGESettings
+class SpatialGoodnessFamily(FFFamily):
+    name = "spatial-goodness"
+    summary = "conv learners scoring classes by spatial goodness patches and a fixed random map (after ASGE's paper)"
+    settings = SpatialGoodnessSettings
     architectures = ("conv",)
     trains_in_parallel = False  # not checked with the layer-parallel trainers
     online_readout = False
@@ -81,17 +84,17 @@ class ASGEFamily(FFFamily):
         for key, (value, wanted) in needs.items():
             if value != wanted:
                 raise ConfigError(
-                    f"{key}: ASGE learners are convolutions that score classes from their own goodness patches, "
-                    f"with no label input, no negatives and no readout; set {key} = {wanted!r}, got {value!r}"
+                    f"{key}: spatial-goodness learners are convolutions that score classes from their own goodness "
+                    f"patches, with no label input, no negatives and no readout; set {key} = {wanted!r}, got {value!r}"
                 )
         if m.input_norm not in ("none", "channel", "rms", "length"):
             raise ConfigError(
                 f"model.input_norm (the first learner's): expected 'none', 'channel', 'rms' or 'length', got "
-                f"{m.input_norm!r} ('group' needs channels per class, which ASGE has not)"
+                f"{m.input_norm!r} ('group' needs channels per class, which these learners have not)"
             )
         if o.patches and (len(o.patches) != len(m.hidden) or min(o.patches) < 1):
             raise ConfigError(
-                f"asge.patches: expected one positive count per learner ({len(m.hidden)}), got {o.patches}"
+                f"spatial_goodness.patches: expected one positive count per learner ({len(m.hidden)}), got {o.patches}"
             )
 
     def ignored_settings(self, cfg: Config) -> list[IgnoredRule]:
@@ -99,7 +102,8 @@ class ASGEFamily(FFFamily):
             *goodness_rules(cfg),
             (
                 ["model.goodness", "model.goodness_scope"],
-                "an ASGE learner's goodness is the mean square of each patch ([asge] patch_alpha, patches)",
+                "a spatial-goodness learner's goodness is the mean square of each patch "
+                "([spatial_goodness] patch_alpha, patches)",
             ),
         ]
 
@@ -109,13 +113,13 @@ class ASGEFamily(FFFamily):
         return model
 
     def layers(self, cfg: Config, embedding, input_shape, num_classes: int) -> list:
-        from fflab.layers.asge import SpatialGoodnessConv2d
         from fflab.layers.conv import field_geometry
+        from fflab.layers.spatial_goodness import SpatialGoodnessConv2d
         from fflab.models.stacks import learner_options, per_layer
 
         m, o = cfg.model, self.options(cfg)
         if input_shape is None or len(input_shape) != 3:
-            raise ConfigError(f"model.kind = 'asge' needs images (C, H, W), got {input_shape}")
+            raise ConfigError(f"model.kind = 'spatial-goodness' needs images (C, H, W), got {input_shape}")
         n = len(m.hidden)
         kernels, strides, pools = per_layer(m.kernel, n), per_layer(m.stride, n), m.pool or [1] * n
         sides, shape = [], tuple(input_shape)
