@@ -9,7 +9,8 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu", "leaky_relu", "relu_st
 # he_normal: N(0, 2 / fan_in) whatever the activation; normal_fan_out: N(0, 1 / fan_out) (loeweX's)
 INITS = ("kaiming", "xavier", "torch", "he_normal", "normal_fan_out")
 INPUT_NORMS = ("length", "rms", "none")
-CONV_INPUT_NORMS = ("length", "rms", "group", "none")
+# channel: each position's channels standardised (layer norm over C, no learned scale; ASGE's block LayerNorm)
+CONV_INPUT_NORMS = ("length", "rms", "group", "channel", "none")
 GOODNESS = ("sum_squares", "mean_squares", "mean_activity")
 OBJECTIVES = ("standard", "inverted")
 # unbounded: mean(G-) - mean(G+), goodness ascent and descent with no threshold (CheneyX2000's rule);
@@ -17,7 +18,8 @@ OBJECTIVES = ("standard", "inverted")
 LOSSES = ("softplus", "symba", "competitive", "unbounded", "squared_distance")
 # Convolutional and locally connected layers
 SCOPES = ("sample", "position", "channel")
-POOLS = ("max", "avg")
+# rms: the root of each window's mean square, which keeps a patch's mean-square energy (ASGE's RMS pooling)
+POOLS = ("max", "avg", "rms")
 PADDINGS = ("same", "valid")
 # Recurrent networks
 # populations (spiking): one LIF population per source, whose spikes are mixed (Nicola97's spiking metalayer)

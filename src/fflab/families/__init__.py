@@ -61,7 +61,7 @@ def family_of(model) -> Family:
 
 
 # fflab's own families, registered in the order `fflab settings` lists them.
-for _module in ("feedforward", "recurrent", "backprop", "hebbian", "residual"):
+for _module in ("feedforward", "recurrent", "backprop", "hebbian", "residual", "spatial_goodness"):
     import_module(f"fflab.families.{_module}")
 
 __all__ = ["Family", "family_names", "family_of", "get_family", "register_family"]

@@ -41,6 +41,20 @@ def field_geometry(size: int, kernel: int, stride: int, padding: str) -> tuple[i
     return (size - kernel) // stride + 1, 0
 
 
+def rms_pool2d(h: torch.Tensor, size: int) -> torch.Tensor:
+    """Root-mean-square pooling: sqrt of the mean of h^2 over each size x size window. A patch of the pooled map
+    has the same mean square as the patch of the map it came from, so goodness taken after it equals goodness taken
+    before (ASGE's pooling). A silent window gives 0 with a zero gradient (not sqrt's infinite one at 0)."""
+    energy = F.avg_pool2d(h.square(), size)
+    return energy.clamp_min(1e-12).sqrt() * (energy > 0)
+
+
+def channel_layer_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each sample's channels at each position standardised to mean 0 and variance 1 ([N, C, H, W]; layer norm over
+    C without a learned scale or shift)."""
+    return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], eps=eps).permute(0, 3, 1, 2)
+
+
 class SpatialFFLearner(FFLearner, abc.ABC):
     """What convolutional and locally connected learners share; subclasses define `pre_activation`."""
 
@@ -84,7 +98,8 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         self.stride = stride
         self.padding = padding
         self.pool = pool
-        self._pool = F.max_pool2d if pool_mode == "max" else F.avg_pool2d
+        self.pool_mode = pool_mode
+        self._pool = {"max": F.max_pool2d, "avg": F.avg_pool2d, "rms": rms_pool2d}[pool_mode]
         self.dropout = float(dropout)
         self.scope = scope
         self.activation = activation
@@ -117,6 +132,8 @@ class SpatialFFLearner(FFLearner, abc.ABC):
         x = x.reshape(n, *self.in_shape)
         if self.input_norm == "group":  # DeeperForward: each sample standardised per class group of channels
             x = F.group_norm(x, self.norm_groups)
+        elif self.input_norm == "channel":  # ASGE: each position's channels standardised (layer norm over C)
+            x = channel_layer_norm(x)
         elif self.input_norm != "none":
             x = normalize_direction(x.reshape(n, -1), self.input_norm).view_as(x)
         h = self._act(self.pre_activation(x))
@@ -142,7 +159,7 @@ class SpatialFFLearner(FFLearner, abc.ABC):
     def extra_repr(self) -> str:
         return (
             f"in_shape={self.in_shape}, out_channels={self.out_channels}, kernel={self.kernel}, "
-            f"stride={self.stride}, padding={self.padding}, pool={self.pool} ({self._pool.__name__}), "
+            f"stride={self.stride}, padding={self.padding}, pool={self.pool} ({self.pool_mode}), "
             f"dropout={self.dropout}, input_norm={self.input_norm}, "
             f"scope={self.scope}, goodness={self.goodness_name}, loss={self.loss_name}"
         )

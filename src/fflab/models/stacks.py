@@ -21,10 +21,12 @@ def per_layer(value, n: int) -> list:
     return value if len(value) == n else value * n
 
 
-def learner_options(settings: ModelSettings, num_classes: int = 0) -> list[dict]:
-    """Each layer's goodness, threshold and objective options (the learner part of a layer's settings)."""
+def learner_options(settings: ModelSettings, num_classes: int = 0, channel_groups: bool = True) -> list[dict]:
+    """Each layer's goodness, threshold and objective options (the learner part of a layer's settings).
+    `channel_groups`: the competitive loss scores each class by its own group of units (False: by other means, so
+    the widths need not split into one group per class)."""
     n = len(settings.hidden)
-    if settings.loss == "competitive":
+    if settings.loss == "competitive" and channel_groups:
         bad = [w for w in settings.hidden if w % num_classes]
         if bad:
             raise ConfigError(
