@@ -68,6 +68,31 @@ def test_train_benchmark_writes_a_record_and_a_table_row(tmp_path):
     assert row in done.stdout, done.stdout
 
 
+def test_train_benchmark_records_a_finished_run_directory_only_with_the_settings_it_ran(tmp_path):
+    overrides = ["train.epochs=2", "train.threads=1", "train.monitor_size=0"]
+    summary = digits_run(tmp_path / "run", "train.epochs=2", "train.threads=1")
+    results = tmp_path / "results"
+    sets = [a for o in overrides for a in ("--set", o)]
+    done = script("train", config_path("digits-ff"), *sets, "--from-run", str(tmp_path / "run"), "--results", results)
+    assert done.returncode == 0, done.stderr
+    (written,) = results.iterdir()
+    record = json.loads(written.read_text())
+    assert record["overrides"] == overrides and record["metrics"]["test_accuracy"] == summary["test_accuracy"]
+    assert record["run"]["train_seconds"] == summary["train_seconds"] and record["run"]["epochs"] == 2
+    assert "recorded at" in record["run"]["recorded_from"] and record["run"]["share_of_peak"] > 0
+
+    # other settings than the run's: nothing is written, and the message names the setting
+    wrong = script(
+        "train", config_path("digits-ff"), *sets[:-2], "--from-run", str(tmp_path / "run"), "--results", results
+    )
+    assert wrong.returncode != 0 and "train.monitor_size" in wrong.stderr, wrong.stderr
+    assert len(list(results.iterdir())) == 1
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    stopped = script("train", config_path("digits-ff"), "--from-run", str(unfinished), "--results", results)
+    assert stopped.returncode != 0 and "no summary.json" in stopped.stderr
+
+
 def test_train_benchmark_marks_a_validation_runs_accuracy(tmp_path):
     overrides = ["--set", "train.epochs=2", "--set", "train.threads=1", "--set", "data.validation=300"]
     done = script("train", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
