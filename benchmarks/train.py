@@ -15,9 +15,9 @@ once it is done, `--from-run DIR` writes its record (one config, the same --set 
     python benchmarks/train.py configs/reference/hebbian-ffa-online.toml --set train.threads=1 --from-run DIR
 
 The run's config.toml must be what CONFIG with those overrides resolves to, or nothing is written. Such a record
-takes its figures from the run's summary.json and its date from the run's start; the matmul peak is measured when
-it is recorded, and its commit is the one it was recorded at (the run directory does not name the one it trained
-at), which its "run" says.
+takes its figures from the run's summary.json and its date from the run's start; it has no matmul peak (one measured
+later would not describe the machine as the run found it), and its commit is the one it was recorded at (the run
+directory does not name the one it trained at), which its "run" says.
 """
 
 from __future__ import annotations
@@ -88,13 +88,11 @@ def record_from_run(config: str, overrides: list[str], run_dir: Path) -> dict:
     if differs:
         sys.exit(f"{run_dir} was not trained from {config} with these overrides:\n  " + "\n  ".join(differs))
     summary = json.loads(summary_path.read_text())
-    set_threads(summary["threads"])
-    peak = matmul_peak_gflops(device=summary["device"], precision=summary["precision"])
     started = datetime.datetime.fromtimestamp((run_dir / "config.toml").stat().st_mtime, datetime.UTC)
-    bench = {
+    bench = {  # no peak: one measured now would not be the machine's state while the run trained
         "bench_wall_seconds": round(summary["wall_seconds"], 1),
-        "matmul_peak_gflop_per_second": round(peak, 1),
-        "share_of_peak": round(summary["train_gflop_per_second"] / peak, 3),
+        "matmul_peak_gflop_per_second": None,
+        "share_of_peak": None,
         "recorded_from": "a run directory trained by fflab train / resume: the commit is the one it was recorded at",
     }
     return make_record(config, overrides, load_config(config, overrides).train.seed, summary, bench, started)
@@ -102,12 +100,14 @@ def record_from_run(config: str, overrides: list[str], run_dir: Path) -> dict:
 
 def markdown_row(record: dict) -> str:
     m, r = record["metrics"], record["run"]
+    peak = r["matmul_peak_gflop_per_second"]
+    peak = "–" if peak is None else f"{peak:.0f} ({r['share_of_peak']:.0%})"
     held_out = "test" if "test_accuracy" in m else "validation"  # data.validation runs never read the test set
     accuracy = f"{m[f'{held_out}_accuracy']:.2%}" + (" (validation)" if held_out == "validation" else "")
     return (
         f"| {record['config']} | {r['dataset']} | {accuracy} | {r['epochs']} | "
         f"{r['bench_wall_seconds']:.0f} s ({r['train_seconds']:.0f} s train) | {r['samples_per_second']:,.0f} | "
-        f"{r['train_gflop_per_second']:.0f} / {r['matmul_peak_gflop_per_second']:.0f} ({r['share_of_peak']:.0%}) |"
+        f"{r['train_gflop_per_second']:.0f} / {peak} |"
     )
 
 
