@@ -85,10 +85,25 @@ def test_onnx_of_a_digits_run_predicts_the_test_set_as_fflab_does(tmp_path, caps
             (1, 12, 12),
         ),
         ("cifar10-local", ["model.hidden=[3, 3]", "model.kernel=5"], (3, 12, 12)),
+        (
+            "cifar10-frontier",
+            [
+                "model.hidden=[10, 10, 10, 20, 20]",
+                "model.stride=[1, 1, 1, 2, 1]",
+                "model.predict_layers=[1, 2, 3, 4]",
+                'residual_ff.joins=["add", "concat"]',
+            ],
+            (3, 12, 12),
+        ),
+        (
+            "cifar10-spatial-goodness",
+            ["model.hidden=[10, 20]", "model.pool=[2, 1]", "model.predict_layers=[0, 1]"],
+            (3, 12, 12),
+        ),
     ],
-    ids=["conv-ff", "conv-backprop", "local-ff"],
+    ids=["conv-ff", "conv-backprop", "local-ff", "residual-ff", "spatial-goodness"],
 )
-def test_onnx_of_conv_local_and_backprop_networks_computes_fflabs_probabilities(tmp_path, config, overrides, shape):
+def test_onnx_of_image_networks_computes_fflabs_probabilities(tmp_path, config, overrides, shape):
     needs_onnx()
     run = saved_run(tmp_path / "run", config, [*overrides, "train.precision=float32"], shape)
     model = fflab.load(run)
@@ -166,8 +181,9 @@ def test_nir_input_is_what_fflabs_first_layer_sees(tmp_path):
         ("digits-ff", ["model.hidden=[20]"], "nir", r"a 'ff' network is analog: export it with --format onnx"),
         ("mnist-spiking-ff", ["model.hidden=[20]"], "onnx", r"spiking neurons .* export it with --format nir"),
         ("mnist-hebbian", ["model.hidden=[20]"], "onnx", r"export it with --format nir"),
-        ("mnist-recurrent", ["model.hidden=[20, 20]"], "onnx", r"does not write as ONNX yet"),
-        ("mnist-recurrent", ["model.hidden=[20, 20]"], "nir", r"feeds its layers both ways over time"),
+        ("mnist-recurrent", ["model.hidden=[20, 20]"], "onnx", r"feed each other both ways.*as ONNX yet"),
+        ("mnist-recurrent", ["model.hidden=[20, 20]"], "nir", r"feed each other both ways over time steps.*as NIR yet"),
+        ("mnist-spiking-recurrent", ["model.hidden=[20, 20]"], "onnx", r"'spiking-recurrent'.*as ONNX yet"),
     ],
 )
 def test_networks_that_cannot_be_exported_say_why(tmp_path, capsys, config, overrides, fmt, message):

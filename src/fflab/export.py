@@ -6,7 +6,8 @@ ONNX (`pip install 'fflab[export]'`: onnx, onnxscript, onnxruntime to check it).
 prediction method. For goodness the logits are `forward(x)` (the summed goodness of every candidate label)
 times the loss's logit scale over the number of voting layers; for a readout or the backprop head they are
 `forward(x)` itself. Class names, input shape and scaling are in the model's metadata_props. Dense,
-convolutional and locally connected FF networks and the backprop baseline export.
+convolutional and locally connected FF networks, residual FF ("residual-ff"), spatial-goodness FF and the backprop
+baseline export; each family says what it cannot export (`Family.export_refusal`).
 
 NIR (the Neuromorphic Intermediate Representation, read by snnTorch, Norse, Lava and neuromorphic chips;
 `pip install 'fflab[export]'`: nir, snntorch and nirtorch to check it). The graph is the network's synapses and
@@ -46,11 +47,11 @@ from torch import nn
 
 from fflab import __version__
 from fflab.errors import ExportError
+from fflab.families import family_of, get_family
 from fflab.inference import Model, chunk_logits, load
 
 FORMATS = ("onnx", "nir")
 DT = 1e-4  # seconds per simulation step in the NIR graph's time constants (snnTorch's and Norse's importers' step)
-ONNX_FAMILIES = ("ff", "backprop")
 NIR_FORMAT = "fflab-nir/1"
 
 
@@ -84,21 +85,6 @@ class OnnxScores(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
-def onnx_refusal(model: Model) -> str | None:
-    """Why the run cannot be written as ONNX (None: it can)."""
-    if model.kind in ONNX_FAMILIES:
-        return None
-    if model.kind in ("spiking", "hebbian", "spiking-recurrent"):
-        return (
-            f"a {model.kind!r} network computes with spiking neurons over time steps (and, for a rate code, random "
-            "input spikes), which ONNX has no operators for: export it with --format nir"
-        )
-    return (
-        f"ONNX export covers feed-forward FF networks and the backprop baseline; a {model.kind!r} network runs "
-        "dynamics over time steps that fflab does not write as ONNX yet"
-    )
-
-
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Hide the exporter's chatter (torchvision ops it skips, its progress lines); errors still raise."""
@@ -120,7 +106,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 def export_onnx(model: Model, path: str | Path) -> Path:
     """Write `model`'s network as an ONNX graph (see the module's docstring) to `path`; returns the path."""
-    why = onnx_refusal(model)
+    why = get_family(model.kind).export_refusal("onnx")
     if why:
         raise ExportError(f"{model.run_dir}: {why}")
     _require("onnx", "onnxscript")
@@ -185,9 +171,11 @@ def _spiking_layers(network: nn.Module) -> tuple[str, list[nn.Module]]:
     from fflab.layers.hebbian import HebbianFFLayer
     from fflab.layers.spiking import SpikingFFDense
 
-    layers = list(getattr(network, "layers", []))
-    kind = getattr(network, "kind", type(network).__name__)
-    if layers and all(isinstance(layer, HebbianFFLayer) for layer in layers):
+    why = family_of(network).export_refusal("nir")
+    if why:
+        raise ExportError(why)
+    layers = list(network.layers)
+    if all(isinstance(layer, HebbianFFLayer) for layer in layers):
         analog = [i for i, layer in enumerate(layers) if layer.lif is None]
         if analog:
             raise ExportError(
@@ -195,7 +183,7 @@ def _spiking_layers(network: nn.Module) -> tuple[str, list[nn.Module]]:
                 "export is for LIF networks"
             )
         family = "hebbian"
-    elif layers and all(isinstance(layer, SpikingFFDense) for layer in layers) and kind == "spiking":
+    elif all(isinstance(layer, SpikingFFDense) for layer in layers):
         if len(layers) > 1:
             raise ExportError(
                 f"this spiking FF network has {len(layers)} layers, and every layer above the first rescales its "
@@ -206,16 +194,9 @@ def _spiking_layers(network: nn.Module) -> tuple[str, list[nn.Module]]:
             )
         family = "spiking"
     else:
-        spiking = kind in ("spiking-recurrent",)
         raise ExportError(
-            f"NIR export covers spiking FF networks of LIF neurons ('spiking' with one layer, 'hebbian' with "
-            f"hebbian.neuron = 'lif'); a {kind!r} network "
-            + (
-                "feeds its layers both ways over time with the label entering at the top, which fflab does not "
-                "write as NIR yet"
-                if spiking or kind == "recurrent"
-                else "is analog: export it with --format onnx"
-            )
+            "NIR export covers networks of fflab's LIF layers (neo-Hebbian or spiking FF); this "
+            f"{network.kind!r} network has others"
         )
     subtract = [i for i, layer in enumerate(layers) if layer.lif.reset != "zero"]
     if subtract:

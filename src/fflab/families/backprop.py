@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fflab.families import register_family
-from fflab.families.base import Family
+from fflab.families.base import Family, analog_export_refusal
 
 if TYPE_CHECKING:
     from fflab.config import Config
@@ -26,6 +26,9 @@ class BackpropFamily(Family):
 
     def monitor_method(self, model) -> str | None:
         return "backprop"
+
+    def export_refusal(self, fmt: str) -> str | None:
+        return analog_export_refusal(self.name, fmt)
 
     def has_readout(self, model) -> bool:
         return False

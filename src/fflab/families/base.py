@@ -18,6 +18,21 @@ if TYPE_CHECKING:
 IgnoredRule = tuple[list[str], str]
 
 
+def analog_export_refusal(name: str, fmt: str) -> str | None:
+    """`Family.export_refusal` of a family of analog units: ONNX writes them, NIR is for spiking neurons."""
+    return None if fmt == "onnx" else f"a {name!r} network is analog: export it with --format onnx"
+
+
+def spiking_export_refusal(name: str, fmt: str) -> str | None:
+    """`Family.export_refusal` of a family of spiking neurons: NIR writes them, ONNX has no operators for them."""
+    if fmt == "nir":
+        return None
+    return (
+        f"a {name!r} network computes with spiking neurons over time steps (and, for a rate code, random input "
+        "spikes), which ONNX has no operators for: export it with --format nir"
+    )
+
+
 class Family:
     """A kind of FF network (`model.kind`). Subclass it, set `name`, and override what differs.
 
@@ -121,6 +136,11 @@ class Family:
         """(each layer's input train or None where analog, each layer's output spikes), [T, N, .]; None for
         networks that do not spike."""
         return None
+
+    def export_refusal(self, fmt: str) -> str | None:
+        """Why `fflab export --format FMT` ("onnx" or "nir") cannot write this family's networks (None: it can,
+        though the exporter may still refuse a network's particular settings)."""
+        return f"fflab does not write a {self.name!r} network as {fmt.upper()} yet"
 
     def inference_cost(self, model, trains, static_input: bool = True) -> dict:
         """Cost of one input's forward pass: multiply-accumulates, and for spiking runs spikes and synaptic ops."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fflab.errors import ConfigError
 from fflab.families import register_family
-from fflab.families.base import Family, IgnoredRule
+from fflab.families.base import Family, IgnoredRule, analog_export_refusal, spiking_export_refusal
 
 if TYPE_CHECKING:
     from fflab.config import Config
@@ -101,6 +101,9 @@ class FFFamily(Family):
     def monitor_method(self, model) -> str | None:
         return "goodness" if model.predicts_by_goodness else None
 
+    def export_refusal(self, fmt: str) -> str | None:
+        return analog_export_refusal(self.name, fmt)
+
     def write_plots(self, cfg: Config, model, trainer, ds, plots) -> None:
         """Per layer: goodness of positive vs negative data and the per-image margin."""
         import torch
@@ -165,6 +168,9 @@ class SpikingFamily(FFFamily):
         from fflab.models.stacks import spiking_stack
 
         return spiking_stack(cfg.model, embedding.input_dim, cfg.spiking)
+
+    def export_refusal(self, fmt: str) -> str | None:
+        return spiking_export_refusal(self.name, fmt)
 
     def spike_trains(self, model, x):
         outputs = [h.transpose(0, 1) for h in model.activities(model.embedding.neutral(x))]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from fflab.errors import ConfigError
 from fflab.families import register_family
-from fflab.families.base import Family, IgnoredRule
+from fflab.families.base import Family, IgnoredRule, spiking_export_refusal
 from fflab.families.feedforward import spiking_cost
 from fflab.schema import bounded, choice, described
 from fflab.vocab import (
@@ -287,6 +287,9 @@ class HebbianFamily(Family):
             return None
         trains = model.spikes(x)
         return trains[:-1], trains[1:]
+
+    def export_refusal(self, fmt: str) -> str | None:
+        return spiking_export_refusal(self.name, fmt)
 
     def inference_cost(self, model, trains, static_input: bool = True) -> dict:
         if trains is None:

@@ -119,6 +119,12 @@ class RecurrentFamily(Family):
     prediction_methods = ("goodness", "readout", "goodness+readout")
     readout_always_online = True
 
+    def export_refusal(self, fmt: str) -> str | None:
+        return (
+            f"a {self.name!r} network's layers feed each other both ways over time steps, with the label entering "
+            f"at the top, which fflab does not write as {fmt.upper()} yet"
+        )
+
     def validate(self, cfg: Config) -> None:
         m, t, r = cfg.model, cfg.train, self.options(cfg)
         if len(r.window) != 2 or not 1 <= r.window[0] <= r.window[1] <= r.steps:
