@@ -98,17 +98,23 @@ def unpickle(raw: bytes, where: str, what: str = "CIFAR-10 batch") -> object:
         ) from None
 
 
-def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Check one batch: a dict with b"data" uint8 [n, 3072] and b"labels" n ints in 0..9; return
-    (pixels uint8 [n, 3, 32, 32], labels int64 [n]). `where` names the file in errors."""
-    batch = unpickle(raw, where)
-    if not isinstance(batch, dict):
-        raise DataError(f"{where} holds a pickled {type(batch).__name__}; a CIFAR-10 batch is a dict.")
-    data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
+def entry(content: dict, key: str):
+    """A pickled dict's entry under its Python 2 byte-string key (the official files) or a str key (Python 3)."""
+    return content.get(key.encode(), content.get(key))
+
+
+def images_and_labels(
+    content: dict, where: str, *, dataset: str, holds: str, label_key: str, label: str, classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a CIFAR pickle's b"data" (uint8 [n, 3072]) and its n labels under `label_key` (0..classes-1); return
+    (pixels uint8 [n, 3, 32, 32], labels int64 [n]). Errors name the file (`where`), what it should be (`holds`,
+    e.g. "batch") and the labels (`label`, e.g. "fine label") of the `dataset`."""
+    data, labels = entry(content, "data"), entry(content, label_key)
     if data is None or labels is None:
-        keys = ", ".join(repr(k) for k in batch) or "none"
-        raise DataError(f"{where} has no b'data' and b'labels' entries (its keys: {keys}); not a CIFAR-10 batch.")
+        keys = ", ".join(repr(k) for k in content) or "none"
+        raise DataError(
+            f"{where} has no b'data' and b'{label_key}' entries (its keys: {keys}); not a {dataset} {holds}."
+        )
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW:
         found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{where}: b'data' is {found}; expected uint8 [n, {ROW}] (n images of 3x32x32).")
@@ -117,17 +123,28 @@ def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         labels = np.asarray(labels)
     except (ValueError, TypeError) as err:
-        raise DataError(f"{where}: b'labels' is not a list of integers ({err}).") from None
+        raise DataError(f"{where}: b'{label_key}' is not a list of integers ({err}).") from None
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(data):
         raise DataError(
-            f"{where}: b'labels' is {labels.dtype} {labels.shape}; expected {len(data)} integers, one per image."
+            f"{where}: b'{label_key}' is {labels.dtype} {labels.shape}; expected {len(data)} integers, one per image."
         )
-    if labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
-        index = int(np.argmax((labels < 0) | (labels >= len(CIFAR10_CLASSES))))
+    if labels.min() < 0 or labels.max() >= classes:
+        index = int(np.argmax((labels < 0) | (labels >= classes)))
         raise DataError(
-            f"{where} holds label {labels[index]} at index {index}; CIFAR-10 labels are 0..{len(CIFAR10_CLASSES) - 1}."
+            f"{where} holds {label} {labels[index]} at index {index}; {dataset} {label}s are 0..{classes - 1}."
         )
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check one batch: a dict with b"data" uint8 [n, 3072] and b"labels" n ints in 0..9; return
+    (pixels uint8 [n, 3, 32, 32], labels int64 [n]). `where` names the file in errors."""
+    batch = unpickle(raw, where)
+    if not isinstance(batch, dict):
+        raise DataError(f"{where} holds a pickled {type(batch).__name__}; a CIFAR-10 batch is a dict.")
+    return images_and_labels(
+        batch, where, dataset="CIFAR-10", holds="batch", label_key="labels", label="label", classes=len(CIFAR10_CLASSES)
+    )
 
 
 Batches = dict[str, tuple[np.ndarray, np.ndarray]]

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from fflab.data.cifar import ROW, archive_md5_note, unpickle
+from fflab.data.cifar import ROW, archive_md5_note, entry, images_and_labels, unpickle
 from fflab.data.dataset import Dataset
 from fflab.data.download import download_missing
 from fflab.data.imagefolder import uint8_dataset
@@ -38,11 +38,6 @@ NUM_CLASSES = 100
 WHAT = "CIFAR-100 file"
 
 
-def _entry(content: dict, key: str):
-    """A dict entry under its Python 2 byte-string key (the official files) or a str key (Python 3 pickles)."""
-    return content.get(key.encode(), content.get(key))
-
-
 def _load_dict(raw: bytes, where: str, holds: str) -> dict:
     content = unpickle(raw, where, WHAT)
     if not isinstance(content, dict):
@@ -54,36 +49,21 @@ def parse_split(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Check one split (train or test): b"data" uint8 [n, 3072] and b"fine_labels" n ints in 0..99; return
     (pixels uint8 [n, 3, 32, 32], fine labels int64 [n]). `where` names the file in errors."""
     content = _load_dict(raw, where, "split")
-    data, labels = _entry(content, "data"), _entry(content, "fine_labels")
-    if data is None or labels is None:
-        keys = ", ".join(repr(k) for k in content) or "none"
-        raise DataError(f"{where} has no b'data' and b'fine_labels' entries (its keys: {keys}); not a CIFAR-100 split.")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW:
-        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{where}: b'data' is {found}; expected uint8 [n, {ROW}] (n images of 3x32x32).")
-    if len(data) == 0:
-        raise DataError(f"{where} holds no images.")
-    try:
-        labels = np.asarray(labels)
-    except (ValueError, TypeError) as err:
-        raise DataError(f"{where}: b'fine_labels' is not a list of integers ({err}).") from None
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(data):
-        raise DataError(
-            f"{where}: b'fine_labels' is {labels.dtype} {labels.shape}; expected {len(data)} integers, one per image."
-        )
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        index = int(np.argmax((labels < 0) | (labels >= NUM_CLASSES)))
-        raise DataError(
-            f"{where} holds fine label {labels[index]} at index {index}; "
-            f"CIFAR-100 fine labels are 0..{NUM_CLASSES - 1}."
-        )
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+    return images_and_labels(
+        content,
+        where,
+        dataset="CIFAR-100",
+        holds="split",
+        label_key="fine_labels",
+        label="fine label",
+        classes=NUM_CLASSES,
+    )
 
 
 def parse_meta(raw: bytes, where: str) -> tuple[str, ...]:
     """The 100 fine class names of the meta file (b"fine_label_names"), in label order."""
     content = _load_dict(raw, where, "meta file")
-    names = _entry(content, "fine_label_names")
+    names = entry(content, "fine_label_names")
     if not isinstance(names, list) or len(names) != NUM_CLASSES:
         found = f"{len(names)} entries" if isinstance(names, list) else repr(type(names).__name__)
         raise DataError(f"{where}: b'fine_label_names' is {found}; expected a list of {NUM_CLASSES} class names.")
