@@ -11,11 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from fflab.errors import ConfigError
+
 if TYPE_CHECKING:
     from fflab.config import Config
 
 # A rule of `Family.ignored_settings`: (keys, why). The keys may not move from their defaults under this family.
 IgnoredRule = tuple[list[str], str]
+
+
+def require_settings(needs: dict[str, tuple[Any, Any]], why: str) -> None:
+    """ConfigError for the first setting of `needs` ({key: (value, wanted)}) not at its wanted value, saying `why`
+    the family needs it."""
+    for key, (value, wanted) in needs.items():
+        if value != wanted:
+            raise ConfigError(f"{key}: {why}; set {key} = {wanted!r}, got {value!r}")
 
 
 def analog_export_refusal(name: str, fmt: str) -> str | None:

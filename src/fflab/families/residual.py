@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from fflab.errors import ConfigError
 from fflab.families import register_family
-from fflab.families.base import IgnoredRule
+from fflab.families.base import IgnoredRule, require_settings
 from fflab.families.feedforward import FFFamily, goodness_rules
 from fflab.schema import bounded, choice, described
 
@@ -73,13 +73,12 @@ class ResidualFFFamily(FFFamily):
             "model.groups": (m.groups, []),
             "readout.enabled": (cfg.readout.enabled, False),
         }
-        for key, (value, wanted) in needs.items():
-            if value != wanted:
-                raise ConfigError(
-                    f"{key}: a residual FF network's learners are competitive convolutions that keep their map "
-                    "size unless strided, normalise what they pass on per class group themselves (the input: "
-                    f"[residual_ff] image_norm) and predict by goodness; set {key} = {wanted!r}, got {value!r}"
-                )
+        require_settings(
+            needs,
+            "a residual FF network's learners are competitive convolutions that keep their map size unless strided, "
+            "normalise what they pass on per class group themselves (the input: [residual_ff] image_norm) and "
+            "predict by goodness",
+        )
         if o.lr_min > cfg.train.lr:
             raise ConfigError(f"residual_ff.lr_min = {o.lr_min} is above train.lr = {cfg.train.lr}")
         if len(o.channel_mean) != len(o.channel_std) and o.channel_mean and o.channel_std:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from fflab.errors import ConfigError
 from fflab.families import register_family
-from fflab.families.base import IgnoredRule
+from fflab.families.base import IgnoredRule, require_settings
 from fflab.families.feedforward import FFFamily, goodness_rules
 from fflab.schema import bounded, described
 
@@ -81,12 +81,11 @@ class SpatialGoodnessFamily(FFFamily):
             "train.negatives": (cfg.train.negatives, "none"),
             "readout.enabled": (cfg.readout.enabled, False),
         }
-        for key, (value, wanted) in needs.items():
-            if value != wanted:
-                raise ConfigError(
-                    f"{key}: spatial-goodness learners are convolutions that score classes from their own goodness "
-                    f"patches, with no label input, no negatives and no readout; set {key} = {wanted!r}, got {value!r}"
-                )
+        require_settings(
+            needs,
+            "spatial-goodness learners are convolutions that score classes from their own goodness patches, with no "
+            "label input, no negatives and no readout",
+        )
         if m.input_norm not in ("none", "channel", "rms", "length"):
             raise ConfigError(
                 f"model.input_norm (the first learner's): expected 'none', 'channel', 'rms' or 'length', got "
