@@ -160,9 +160,9 @@ def check_record(record: dict, where: str = "record") -> None:
 def load_records(folder: Path = RESULTS) -> list[tuple[Path, dict]]:
     """Every record under `folder` (recursively), checked, in file-name order.
 
-    Other benchmark outputs there (benchmarks/speed.py, parallel.py, untrained_control.py) are skipped; a file
-    that looks like a benchmarks/train.py result from before records (top-level overrides, epochs and an
-    accuracy) is an error, so that no run drops out of the tables unseen.
+    Other benchmark outputs there (benchmarks/speed.py, train_step.py, parallel.py, untrained_control.py) are
+    skipped; a file that looks like a benchmarks/train.py result from before records (top-level overrides, epochs
+    and an accuracy) is an error, so that no run drops out of the tables unseen.
     """
     found = []
     for path in sorted(folder.rglob("*.json")):

@@ -1,33 +1,41 @@
 """Training throughput of any config through the real trainer: samples/s and GFLOP/s of a few batches.
 
     FFLAB_DATA=../shared/datasets python benchmarks/train_step.py configs/cifar10-local-recurrent.toml [...]
-        [--steps 10] [--repeats 2] [--set KEY=VALUE ...]
+        [--steps 10] [--repeats 2] [--set KEY=VALUE ...] [--results DIR]
 
 For each config: the model and trainer as `fflab train` builds them (the config's seed, precision, device and
 thread count), two warm-up batches, then the best of --repeats timings of --steps training batches of the training set
 (no monitoring, no evaluation). Cheap enough to compare commits: run it in a checkout of each, alternating, on the
 same machine. Prints a table row per config.
+
+With --results, also the matrix-multiply peak at the run's precision, measured in the same process, and a record
+per config in DIR (train-step-<config>[-overrides]-<date>.json): the share of that peak and the hours the config's
+whole schedule (its epochs over its training images) would take at this rate, with the commit and command.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
+from records import cpu_model, git_commit
 
-from fflab.config import load_config
+from fflab.config import load_config, overrides_tag
 from fflab.data import load_dataset
 from fflab.devices import dataset_to, resolve_device
 from fflab.errors import FFLabError
+from fflab.io import write_json_atomic
 from fflab.models import build_model
-from fflab.perf import compute_precision, set_threads, settle_precision
+from fflab.perf import compute_precision, matmul_peak_gflops, set_threads, settle_precision
 from fflab.training.trainer import make_trainer
 
 
-def step_rate(config: str, steps: int, repeats: int, overrides: list[str]) -> dict:
-    """Best samples/s over `repeats` timings of `steps` training batches, and the GFLOP/s it implies."""
+def step_rate(config: str, steps: int, repeats: int, overrides: list[str], peak: bool = False) -> dict:
+    """Best samples/s over `repeats` timings of `steps` training batches, and the GFLOP/s it implies; with `peak`,
+    the matmul peak at the run's precision, its share, and the hours of the config's whole schedule."""
     cfg = load_config(config, overrides)
     threads = set_threads(cfg.train.threads)
     device = resolve_device(cfg)
@@ -57,14 +65,27 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str]) -> di
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best = max(best, len(x) / (time.perf_counter() - start))
-    return {
+    gflops = trainer.flops_per_sample() * best / 1e9
+    result = {
         "config": Path(config).stem,
         "device": str(device),
         "threads": threads,
         "precision": precision,
         "samples_per_second": best,
-        "gflop_per_second": trainer.flops_per_sample() * best / 1e9,
+        "gflop_per_second": gflops,
     }
+    if peak:
+        top = matmul_peak_gflops(device=device, precision=precision)
+        images = min(cfg.data.train_subset or len(ds.train_x), len(ds.train_x)) - cfg.data.validation
+        result |= {
+            "matmul_peak_gflop_per_second": round(top, 1),
+            "share_of_peak": round(gflops / top, 3),
+            "gflop_per_sample": trainer.flops_per_sample() / 1e9,
+            "train_images": images,
+            "epochs": cfg.train.epochs,
+            "schedule_hours": round(images * cfg.train.epochs / best / 3600, 2),
+        }
+    return result
 
 
 def main() -> None:
@@ -73,19 +94,41 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training batches per timing (default 10)")
     parser.add_argument("--repeats", type=int, default=2, help="timings; the best counts (default 2)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--results", metavar="DIR", type=Path, help="measure the peak too and write a record here")
     args = parser.parse_args()
-    print("| config | device | threads | precision | samples/s | GFLOP/s |")
-    print("|---|---|---|---|---|---|")
+    peak = args.results is not None
+    print(
+        "| config | device | threads | precision | samples/s | GFLOP/s |"
+        + (" peak | share | schedule |" if peak else "")
+    )
+    print("|---|---|---|---|---|---|" + ("---|---|---|" if peak else ""))
+    commit, dirty = git_commit()
     for config in args.configs:
         try:
-            r = step_rate(config, args.steps, args.repeats, args.set)
+            r = step_rate(config, args.steps, args.repeats, args.set, peak)
         except FFLabError as e:
             raise SystemExit(f"{config}: {e}") from None
-        print(
-            f"| {r['config']} | {r['device']} | {r['threads']} | {r['precision']} | {r['samples_per_second']:,.0f} | "
-            f"{r['gflop_per_second']:.1f} |",
-            flush=True,
+        row = (
+            f"| {r['config']} | {r['device']} | {r['threads']} | {r['precision']} | {r['samples_per_second']:,.1f} | "
+            f"{r['gflop_per_second']:.1f} |"
         )
+        if peak:
+            row += (
+                f" {r['matmul_peak_gflop_per_second']:.0f} | {r['share_of_peak']:.0%} | {r['schedule_hours']:,.1f} h |"
+            )
+            r |= {
+                "benchmark": "train_step",
+                "overrides": args.set,
+                "command": " ".join(["python", *sys.argv]),
+                "commit": commit,
+                "dirty": dirty,
+                "cpu": cpu_model(),
+                "torch": torch.__version__,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            name = f"train-step-{r['config']}{overrides_tag(args.set)}-{time.strftime('%Y%m%d', time.gmtime())}.json"
+            write_json_atomic(args.results / name, r)
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The speed scripts (time to accuracy, peers, the GPU check's dry run), run end to end on small digits runs."""
+"""The speed scripts (time to accuracy, peers, training cost per step, the GPU check's dry run), run end to end on
+small digits runs."""
 
 import json
 import re
@@ -132,6 +133,25 @@ def test_peers_puts_fflab_beside_fflib_as_ratios(tmp_path):
     ratio = same["samples_per_second"] / peer["samples_per_second"]
     assert abs(same["samples_per_second_vs_fflib"] - ratio) < 0.01 and peer["samples_per_second_vs_fflib"] == 1.0
     assert re.search(r"^\| fflib \| [\d,]+ \| 1\.00x \|", done.stdout, re.M), done.stdout
+
+
+@pytest.mark.slow
+def test_train_step_records_the_share_of_the_peak_and_the_schedules_hours(tmp_path):
+    overrides = ["--set", "train.threads=1", "--set", "data.validation=200"]
+    done = script(
+        "benchmarks/train_step.py", config_path("digits-ff"), "--steps", "2", *overrides, "--results", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    (path,) = tmp_path.glob("train-step-digits-ff-train.threads_1-data.validation_200-*.json")
+    r = json.loads(path.read_text())
+    assert r["threads"] == 1 and r["precision"] == "float32" and r["overrides"] == overrides[1::2]
+    assert r["share_of_peak"] == pytest.approx(r["gflop_per_second"] / r["matmul_peak_gflop_per_second"], abs=1e-3)
+    assert r["train_images"] == 1437 - 200 and r["epochs"] == 40
+    hours = r["train_images"] * r["epochs"] / r["samples_per_second"] / 3600
+    assert (
+        r["schedule_hours"] == pytest.approx(hours, abs=0.01) and r["commit"] and r["command"].endswith(str(tmp_path))
+    )
+    assert f"| digits-ff | cpu | 1 | float32 | {r['samples_per_second']:,.1f} |" in done.stdout
 
 
 @pytest.mark.slow
