@@ -75,6 +75,13 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str], peak:
         "gflop_per_second": gflops,
     }
     if peak:
+        if cfg.train.schedule != "simultaneous" or cfg.train.layer_epochs:
+            # the timed batches train every layer at once; these schedules train fewer per batch
+            raise SystemExit(
+                f"{config}: --results times every layer training on every batch, which train.schedule = "
+                f"{cfg.train.schedule!r} / train.layer_epochs = {cfg.train.layer_epochs} does not do: its share of "
+                "the peak and schedule hours would be wrong. Time it without --results"
+            )
         top = matmul_peak_gflops(device=device, precision=precision)
         images = min(cfg.data.train_subset or len(ds.train_x), len(ds.train_x)) - cfg.data.validation
         result |= {
@@ -126,7 +133,8 @@ def main() -> None:
                 "torch": torch.__version__,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            name = f"train-step-{r['config']}{overrides_tag(args.set)}-{time.strftime('%Y%m%d', time.gmtime())}.json"
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            name = f"train-step-{r['config']}{overrides_tag(args.set)}-{stamp}.json"
             write_json_atomic(args.results / name, r)
         print(row, flush=True)
 

@@ -178,6 +178,7 @@ def test_nir_input_is_what_fflabs_first_layer_sees(tmp_path):
             r"every layer above the first rescales",
         ),
         ("mnist-hebbian", ["model.hidden=[20]", "hebbian.neuron=relu", "spiking.encoder=direct"], "nir", r"analog"),
+        ("reference/hebbian-ffa-analog", ["model.hidden=[20]"], "onnx", r"analog .* as ONNX yet"),
         ("digits-ff", ["model.hidden=[20]"], "nir", r"a 'ff' network is analog: export it with --format onnx"),
         ("mnist-spiking-ff", ["model.hidden=[20]"], "onnx", r"spiking neurons .* export it with --format nir"),
         ("mnist-hebbian", ["model.hidden=[20]"], "onnx", r"export it with --format nir"),

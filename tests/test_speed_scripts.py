@@ -142,7 +142,7 @@ def test_train_step_records_the_share_of_the_peak_and_the_schedules_hours(tmp_pa
         "benchmarks/train_step.py", config_path("digits-ff"), "--steps", "2", *overrides, "--results", str(tmp_path)
     )
     assert done.returncode == 0, done.stderr
-    (path,) = tmp_path.glob("train-step-digits-ff-train.threads_1-data.validation_200-*.json")
+    (path,) = tmp_path.glob("train-step-digits-ff-train.threads_1-data.validation_200-*-*.json")
     r = json.loads(path.read_text())
     assert r["threads"] == 1 and r["precision"] == "float32" and r["overrides"] == overrides[1::2]
     assert r["share_of_peak"] == pytest.approx(r["gflop_per_second"] / r["matmul_peak_gflop_per_second"], abs=1e-3)

@@ -106,7 +106,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 def export_onnx(model: Model, path: str | Path) -> Path:
     """Write `model`'s network as an ONNX graph (see the module's docstring) to `path`; returns the path."""
-    why = get_family(model.kind).export_refusal("onnx")
+    why = get_family(model.kind).export_refusal(model.network, "onnx")
     if why:
         raise ExportError(f"{model.run_dir}: {why}")
     _require("onnx", "onnxscript")
@@ -171,17 +171,11 @@ def _spiking_layers(network: nn.Module) -> tuple[str, list[nn.Module]]:
     from fflab.layers.hebbian import HebbianFFLayer
     from fflab.layers.spiking import SpikingFFDense
 
-    why = family_of(network).export_refusal("nir")
+    why = family_of(network).export_refusal(network, "nir")
     if why:
         raise ExportError(why)
     layers = list(network.layers)
     if all(isinstance(layer, HebbianFFLayer) for layer in layers):
-        analog = [i for i, layer in enumerate(layers) if layer.lif is None]
-        if analog:
-            raise ExportError(
-                "this neo-Hebbian network's units are analog (hebbian.neuron = 'relu'), not spiking neurons: NIR "
-                "export is for LIF networks"
-            )
         family = "hebbian"
     elif all(isinstance(layer, SpikingFFDense) for layer in layers):
         if len(layers) > 1:
@@ -196,7 +190,7 @@ def _spiking_layers(network: nn.Module) -> tuple[str, list[nn.Module]]:
     else:
         raise ExportError(
             "NIR export covers networks of fflab's LIF layers (neo-Hebbian or spiking FF); this "
-            f"{network.kind!r} network has others"
+            f"{network.kind!r} network has layers of other types"
         )
     subtract = [i for i, layer in enumerate(layers) if layer.lif.reset != "zero"]
     if subtract:

@@ -27,7 +27,7 @@ class BackpropFamily(Family):
     def monitor_method(self, model) -> str | None:
         return "backprop"
 
-    def export_refusal(self, fmt: str) -> str | None:
+    def export_refusal(self, network, fmt: str) -> str | None:
         return analog_export_refusal(self.name, fmt)
 
     def has_readout(self, model) -> bool:

@@ -147,9 +147,9 @@ class Family:
         networks that do not spike."""
         return None
 
-    def export_refusal(self, fmt: str) -> str | None:
-        """Why `fflab export --format FMT` ("onnx" or "nir") cannot write this family's networks (None: it can,
-        though the exporter may still refuse a network's particular settings)."""
+    def export_refusal(self, network, fmt: str) -> str | None:
+        """Why `fflab export --format FMT` ("onnx" or "nir") cannot write `network`, one of this family's (None: it
+        can, though the exporter may still refuse some of its settings)."""
         return f"fflab does not write a {self.name!r} network as {fmt.upper()} yet"
 
     def inference_cost(self, model, trains, static_input: bool = True) -> dict:

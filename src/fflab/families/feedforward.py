@@ -101,7 +101,7 @@ class FFFamily(Family):
     def monitor_method(self, model) -> str | None:
         return "goodness" if model.predicts_by_goodness else None
 
-    def export_refusal(self, fmt: str) -> str | None:
+    def export_refusal(self, network, fmt: str) -> str | None:
         return analog_export_refusal(self.name, fmt)
 
     def write_plots(self, cfg: Config, model, trainer, ds, plots) -> None:
@@ -169,7 +169,7 @@ class SpikingFamily(FFFamily):
 
         return spiking_stack(cfg.model, embedding.input_dim, cfg.spiking)
 
-    def export_refusal(self, fmt: str) -> str | None:
+    def export_refusal(self, network, fmt: str) -> str | None:
         return spiking_export_refusal(self.name, fmt)
 
     def spike_trains(self, model, x):

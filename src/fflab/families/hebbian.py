@@ -288,7 +288,12 @@ class HebbianFamily(Family):
         trains = model.spikes(x)
         return trains[:-1], trains[1:]
 
-    def export_refusal(self, fmt: str) -> str | None:
+    def export_refusal(self, network, fmt: str) -> str | None:
+        if any(layer.lif is None for layer in network.layers):
+            return (
+                f"this {self.name!r} network's units are analog (hebbian.neuron = 'relu'), not spiking neurons, "
+                f"and fflab does not write a neo-Hebbian network of analog units as {fmt.upper()} yet"
+            )
         return spiking_export_refusal(self.name, fmt)
 
     def inference_cost(self, model, trains, static_input: bool = True) -> dict:

@@ -119,7 +119,7 @@ class RecurrentFamily(Family):
     prediction_methods = ("goodness", "readout", "goodness+readout")
     readout_always_online = True
 
-    def export_refusal(self, fmt: str) -> str | None:
+    def export_refusal(self, network, fmt: str) -> str | None:
         return (
             f"a {self.name!r} network's layers feed each other both ways over time steps, with the label entering "
             f"at the top, which fflab does not write as {fmt.upper()} yet"
