@@ -65,7 +65,8 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str], peak:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best = max(best, len(x) / (time.perf_counter() - start))
-    gflops = trainer.flops_per_sample() * best / 1e9
+    gflop_per_sample = trainer.flops_per_sample() / 1e9
+    gflops = gflop_per_sample * best
     result = {
         "config": Path(config).stem,
         "device": str(device),
@@ -87,7 +88,7 @@ def step_rate(config: str, steps: int, repeats: int, overrides: list[str], peak:
         result |= {
             "matmul_peak_gflop_per_second": round(top, 1),
             "share_of_peak": round(gflops / top, 3),
-            "gflop_per_sample": trainer.flops_per_sample() / 1e9,
+            "gflop_per_sample": gflop_per_sample,
             "train_images": images,
             "epochs": cfg.train.epochs,
             "schedule_hours": round(images * cfg.train.epochs / best / 3600, 2),
@@ -131,9 +132,9 @@ def main() -> None:
                 "dirty": dirty,
                 "cpu": cpu_model(),
                 "torch": torch.__version__,
-                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", now := time.gmtime()),
             }
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            stamp = time.strftime("%Y%m%d-%H%M%S", now)
             name = f"train-step-{r['config']}{overrides_tag(args.set)}-{stamp}.json"
             write_json_atomic(args.results / name, r)
         print(row, flush=True)

@@ -47,7 +47,7 @@ from torch import nn
 
 from fflab import __version__
 from fflab.errors import ExportError
-from fflab.families import family_of, get_family
+from fflab.families import family_of
 from fflab.inference import Model, chunk_logits, load
 
 FORMATS = ("onnx", "nir")
@@ -106,7 +106,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 def export_onnx(model: Model, path: str | Path) -> Path:
     """Write `model`'s network as an ONNX graph (see the module's docstring) to `path`; returns the path."""
-    why = get_family(model.kind).export_refusal(model.network, "onnx")
+    why = family_of(model.network).export_refusal(model.network, "onnx")
     if why:
         raise ExportError(f"{model.run_dir}: {why}")
     _require("onnx", "onnxscript")

@@ -100,12 +100,12 @@ class Family:
     # -- building and training (these import torch) ---------------------------------------------------
 
     def build(self, cfg: Config, input_dim: int, num_classes: int, input_shape: tuple[int, ...] | None):
-        """The untrained network (an nn.Module whose forward(x) returns per-class scores)."""
-        raise NotImplementedError
+        """The untrained network (an nn.Module whose forward(x) returns per-class scores). Every family defines it."""
+        raise NotImplementedError(f"model family {self.name!r} ({type(self).__name__}) does not define build()")
 
     def make_trainer(self, model, cfg: Config, *, progress: bool = True, image_shape=None):
-        """The fflab.training.trainer.Trainer that fits `model`."""
-        raise NotImplementedError
+        """The fflab.training.trainer.Trainer that fits `model`. Every family defines it."""
+        raise NotImplementedError(f"model family {self.name!r} ({type(self).__name__}) does not define make_trainer()")
 
     def make_parallel_trainer(self, model, cfg: Config, plan, *, progress: bool = True, image_shape=None):
         """The trainer of one worker's share of a layer-parallel run under `plan` (families that train in parallel)."""
