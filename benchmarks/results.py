@@ -137,7 +137,8 @@ def meaningful(overrides: list[str]) -> dict[str, str]:
 
 def matches(row: dict, rec: dict) -> bool:
     """Whether a CSV row (a record) belongs to a headline row of published.toml."""
-    if rec["config"] != row["config"] or rec["date"][:10] < row["since"]:
+    day = rec["date"][:10]
+    if rec["config"] != row["config"] or day < row["since"] or day > row.get("until", day):
         return False
     if "seeds" in row and int(rec["seed"]) not in row["seeds"]:
         return False

@@ -146,3 +146,12 @@ def test_record_helpers(tmp_path):
 
 def test_neutral_overrides_do_not_split_a_row():
     assert results.meaningful(["train.threads=1", "train.seed=3", "model.hidden=[3, 3]"]) == {"model.hidden": "[3,3]"}
+
+
+def test_a_row_with_until_keeps_only_the_records_of_its_dates():
+    row = {"config": "mnist-conv", "since": "2026-11-27", "until": "2026-12-06"}
+    record = {"config": "mnist-conv", "overrides": "[]", "test_goodness": "0.995", "seed": "0"}
+    assert results.matches(row, {**record, "date": "2026-12-06T23:59:00Z"})
+    assert not results.matches(row, {**record, "date": "2026-12-07T00:00:01Z"})
+    assert not results.matches(row, {**record, "date": "2026-11-26T12:00:00Z"})
+    assert results.matches({k: v for k, v in row.items() if k != "until"}, {**record, "date": "2027-01-01T00:00:00Z"})
