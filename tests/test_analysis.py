@@ -84,7 +84,10 @@ def test_analyze_compares_a_spiking_hebbian_run_with_an_analog_ff_run(tmp_path, 
 
 def test_analyze_names_a_missing_run_without_a_traceback(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope"), "--no-progress"]) == 2
-    assert "not a checkpoint" in capsys.readouterr().err
+    assert f"no run directory {tmp_path / 'nope'}: it does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["analyze", str(tmp_path / "empty"), "--no-progress"]) == 2
+    assert "not a checkpoint: model.safetensors is missing" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("samples", ["0", "-5", "many"])

@@ -20,6 +20,8 @@ def test_unknown_key_names_the_key_and_the_known_ones():
         config_from_dict({"train": {"learning_rate": 0.1}})
     with pytest.raises(ConfigError, match="unknown key 'trian'"):
         config_from_dict({"trian": {}})
+    with pytest.raises(ConfigError, match=r"unknown key 'train.epoch' in \[train\] \(did you mean 'train.epochs'\?\)"):
+        config_from_dict({"train": {"epoch": 3}})
 
 
 @pytest.mark.parametrize(
@@ -29,7 +31,7 @@ def test_unknown_key_names_the_key_and_the_known_ones():
         ({"train": {"epochs": 2.5}}, r"train.epochs: expected an integer"),
         ({"train": {"epochs": True}}, r"train.epochs: expected an integer"),
         ({"train": {"lr": "fast"}}, r"train.lr: expected a number"),
-        ({"model": {"hidden": 500}}, r"model.hidden: expected a list of an integer"),
+        ({"model": {"hidden": 500}}, r"model.hidden: expected a list of integers, got 500"),
         ({"model": {"hidden": [500, "x"]}}, r"model.hidden\[1\]: expected an integer"),
         ({"model": {"activation": "swish"}}, r"model.activation: expected one of \[.*'relu'.*\], got 'swish'"),
         ({"train": {"epochs": 0}}, r"train.epochs: expected a value >= 1, got 0"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from repo import shipped_config
+from test_data_registry import write_idx_set
 from test_inference import saved_run
 
 import fflab
@@ -63,6 +64,40 @@ def test_onnx_of_a_digits_run_predicts_the_test_set_as_fflab_does(tmp_path, caps
     props = {p.key: p.value for p in onnx.load(str(run / "model.onnx")).metadata_props}
     assert json.loads(props["class_names"]) == list("0123456789") and json.loads(props["input_shape"]) == [1, 8, 8]
     assert props["method"] == "goodness" and "8x8 grey" in props["input"]
+
+
+def test_the_check_of_a_bfloat16_run_compares_the_graph_with_fflab_in_float32_and_in_bfloat16(tmp_path, capsys):
+    needs_onnx()
+    run = tmp_path / "run"
+    overrides = ["train.epochs=2", "model.hidden=[64, 64]", "train.monitor_size=0", "train.precision=bfloat16"]
+    train_run(shipped_config("digits-ff", overrides), run, progress=False, log=lambda s: None)
+    assert main(["export", str(run), "--format", "onnx", "--check"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{") :])
+    assert report["same_class"] == 360 and report["max_probability_difference"] < 1e-5  # the graph is exact
+    model = fflab.load(run)
+    x = load_for_config(model.config, None, progress=False).test_x
+    as_run = model.predict_proba(x)  # in bfloat16, as fflab eval scores the run
+    onnx_like = model.predict_proba(x, precision="float32")
+    assert report["same_class_as_fflab_in_bfloat16"] == int((as_run.argmax(1) == onnx_like.argmax(1)).sum())
+    assert report["max_probability_difference_from_bfloat16"] > 1e-5  # bfloat16 products round: not the same numbers
+    assert "the run computes in bfloat16" in report["note"]
+
+
+def test_export_check_reads_the_data_the_run_read(tmp_path, monkeypatch, capsys):
+    """As eval does: data.path = "mine" is relative to where the run started, inputs.json has the folder."""
+    needs_onnx()
+    start, elsewhere, run = tmp_path / "start", tmp_path / "elsewhere", tmp_path / "run"
+    write_idx_set(start / "mine", n_train=40, n_test=12)
+    elsewhere.mkdir()
+    monkeypatch.chdir(start)
+    overrides = ["train.epochs=1", "model.hidden=[16]", "train.monitor_size=0", "train.batch_size=8"]
+    cfg = shipped_config("digits-ff", [*overrides, 'data.name="idx"', 'data.path="mine"'])
+    train_run(cfg, run, progress=False, log=lambda s: None)
+    monkeypatch.chdir(elsewhere)
+    assert main(["export", str(run), "--format", "onnx", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["samples"] == 12
 
 
 @pytest.mark.parametrize(

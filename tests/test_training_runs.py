@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from repo import config_path, shipped_config
+from repo import REPO, config_path, shipped_config
 
 from fflab.checkpoint import load_checkpoint
 from fflab.cli import main
@@ -103,7 +103,15 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown key 'train.epochz'" in err and "Traceback" not in err
     assert main(["train", str(tmp_path / "missing.toml")]) == 2
-    assert "config file not found" in capsys.readouterr().err
+    assert f"config file not found: {tmp_path / 'missing.toml'}" in capsys.readouterr().err
+
+
+def test_a_misspelled_config_name_gets_the_closest_ready_config(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert main(["train", "mnsit-ff"]) == 2
+    err = capsys.readouterr().err
+    assert "'mnsit-ff' is neither a file nor a config in ./configs; did you mean 'mnist-ff'?" in err
+    assert "digits-ff" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

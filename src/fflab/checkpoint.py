@@ -48,6 +48,8 @@ def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, Config, dic
     """Rebuild the model saved in `directory`; returns (model, config, meta)."""
     directory = Path(directory)
     weights, settings = directory / WEIGHTS, directory / SETTINGS
+    if not directory.is_dir():
+        raise CheckpointError(f"no run directory {directory}: it does not exist")
     for p in (weights, settings):
         if not p.is_file():
             raise CheckpointError(f"{directory} is not a checkpoint: {p.name} is missing")

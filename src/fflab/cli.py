@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import signal
 import sys
 import threading
@@ -30,7 +31,13 @@ def _config_path(text: str) -> Path:
     named = Path("configs") / f"{text.removesuffix('.toml')}.toml"
     if named.is_file():
         return named
-    raise FFLabError(f"config file not found: {text} (nor {named})")
+    if p.parent != Path(".") or text.endswith(".toml"):  # a path, not a name
+        raise FFLabError(f"config file not found: {text}")
+    ready = sorted(f.stem for f in Path("configs").glob("*.toml"))
+    close = difflib.get_close_matches(text, ready, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = f" The configs in ./configs: {', '.join(ready)}." if ready else " There is no ./configs folder here."
+    raise FFLabError(f"config not found: {text!r} is neither a file nor a config in ./configs{hint}{listed}")
 
 
 class Terminated(KeyboardInterrupt):
@@ -88,6 +95,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from fflab.training.run import resume_config, train_run
 
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise FFLabError(f"no run directory {run_dir}: it does not exist")
     if not (run_dir / "config.toml").is_file():
         raise FFLabError(f"{run_dir} is not a run directory: it has no config.toml")
     try:

@@ -8,6 +8,7 @@ expected. `apply_overrides` applies `section.key=value` strings (the CLI's --set
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import tomllib
@@ -283,7 +284,8 @@ def _type_name(tp: Any) -> str:
     if isinstance(tp, types.UnionType):
         return " or ".join(_type_name(t) for t in typing.get_args(tp))
     if typing.get_origin(tp) is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        item = typing.get_args(tp)[0]
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -328,7 +330,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' in {where}; known keys: {sorted(fields)}")
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' in {where}{hint}; known keys: {sorted(fields)}")
     values = {}
     for name, value in data.items():
         tp, key = hints[name], prefix + name

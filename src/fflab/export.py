@@ -148,19 +148,34 @@ def export_onnx(model: Model, path: str | Path) -> Path:
 
 
 def check_onnx(path: str | Path, model: Model, x: torch.Tensor) -> dict:
-    """Run the ONNX file with onnxruntime on images `x` and compare with fflab: how many predictions agree, and
-    the largest difference of a probability."""
+    """Run the ONNX file with onnxruntime on images `x` and compare with fflab computing in float32, as the graph
+    does: how many predictions agree, and the largest difference of a probability. A run that computes in
+    bfloat16 (`train.precision`) is also compared as fflab scores it, in bfloat16, where images near a class
+    boundary can fall the other way."""
     _require("onnxruntime")
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = x.numpy().astype(np.float32)
-    ours = model.predict_proba(x)
     theirs = np.concatenate(
         [session.run(["probabilities"], {"images": images[i : i + 1000]})[0] for i in range(0, len(images), 1000)]
     )
-    agree = int((ours.argmax(1) == theirs.argmax(1)).sum())
-    return {"samples": len(images), "same_class": agree, "max_probability_difference": float(abs(ours - theirs).max())}
+
+    def agreement(ours: np.ndarray) -> tuple[int, float]:
+        return int((ours.argmax(1) == theirs.argmax(1)).sum()), float(abs(ours - theirs).max())
+
+    same, diff = agreement(model.predict_proba(x, precision="float32"))
+    report = {"samples": len(images), "same_class": same, "max_probability_difference": diff}
+    precision = model.config.train.precision
+    if precision != "float32":
+        same, diff = agreement(model.predict_proba(x))
+        report |= {
+            f"same_class_as_fflab_in_{precision}": same,
+            f"max_probability_difference_from_{precision}": diff,
+            "note": f"the run computes in {precision} (train.precision) and the graph in float32: same_class "
+            f"compares the graph with fflab in float32, the {precision} figures with the run's own scores",
+        }
+    return report
 
 
 # -- NIR ----------------------------------------------------------------------------------------------------------
@@ -404,9 +419,10 @@ def verify_export(run_dir: str | Path, fmt: str, path: str | Path, data_dir: str
     """`fflab export --check`: an ONNX file's predictions on the run's whole held-out set against fflab's, or a
     NIR file's spikes in snnTorch against fflab's on 20 held-out images, each with every candidate label."""
     from fflab.training.data import load_for_config
+    from fflab.training.inputs import reuse_inputs
 
     model = load(run_dir)
-    ds = load_for_config(model.config, data_dir, progress=False)
+    ds = load_for_config(*reuse_inputs(Path(run_dir), model.config, data_dir), progress=False)
     if fmt == "onnx":
         return check_onnx(path, model, ds.test_x)
     n, c = min(20, len(ds.test_x)), len(model.classes_)

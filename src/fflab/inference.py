@@ -68,7 +68,7 @@ def _ints_to_unit(array: np.ndarray, name: str, expects: str) -> np.ndarray:
     if array.size and (array.min() < 0 or array.max() > 255):
         raise InputError(
             f"{name} holds integers from {array.min()} to {array.max()}; integer inputs must be 8-bit pixels "
-            f"(0..255), which fflab divides by 255. {expects}"
+            f"(0..255), which fflab divides by 255; {expects}"
         )
     return np.divide(array, 255, dtype=np.float32)
 
@@ -89,7 +89,7 @@ def _to_unit(array: np.ndarray, name: str, expects: str) -> np.ndarray:
     if low < -1e-6 or high > 1 + 1e-6:
         raise InputError(
             f"{name} holds floats from {low:g} to {high:g}; float inputs must be scaled as the run's training data "
-            f"was, to [0, 1]. {expects}"
+            f"was, to [0, 1]; {expects}"
         )
     return np.clip(array, 0.0, 1.0)
 
@@ -342,17 +342,20 @@ class Model:
     def _array(self, array: np.ndarray, name: str) -> np.ndarray:
         return _array_images(_to_unit(array, name, self.expects), self.input_shape, name, self.expects)
 
-    def logits(self, images: Any, invert: bool = False) -> np.ndarray:
-        """The prediction method's logits [N, C] (float64); softmax of them is `predict_proba`."""
+    def logits(self, images: Any, invert: bool = False, precision: str | None = None) -> np.ndarray:
+        """The prediction method's logits [N, C] (float64); softmax of them is `predict_proba`. They are computed
+        in `precision` ("float32" or "bfloat16"), by default the run's own `train.precision`, as `fflab eval`
+        scores the run."""
         from fflab.perf import compute_precision
 
         x = self.prepare(images, invert)
-        with compute_precision(self.config.train.precision, "cpu"):  # as `fflab eval` scores the run
+        with compute_precision(precision or self.config.train.precision, "cpu"):
             return class_logits(self.network, self.method, x, self.batch_size).numpy()
 
-    def predict_proba(self, images: Any, invert: bool = False) -> np.ndarray:
-        """Class probabilities [N, C], columns in the order of `classes_` (see fflab.inference for their meaning)."""
-        logits = torch.from_numpy(self.logits(images, invert))
+    def predict_proba(self, images: Any, invert: bool = False, precision: str | None = None) -> np.ndarray:
+        """Class probabilities [N, C], columns in the order of `classes_` (see fflab.inference for their meaning),
+        computed in `precision` as `logits` says."""
+        logits = torch.from_numpy(self.logits(images, invert, precision))
         return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, images: Any, invert: bool = False) -> np.ndarray:

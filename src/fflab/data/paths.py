@@ -88,12 +88,14 @@ def require_path(spec: DatasetSpec, path: str | os.PathLike | None) -> None:
     """A "folder" data set ('idx', 'image-folder') has no default location: its folder must be given."""
     if (path is None or not str(path)) and spec.reader == "images":
         raise DataError(
-            f"Data set {spec.name!r} reads your own folder of images, but no path was given. Pass path=ROOT, the "
+            f"Data set {spec.name!r} reads your own folder of images, but no path was given. Give it (`--path ROOT` to "
+            "`fflab data`, `--set data.path=ROOT` to `fflab train`): ROOT is the "
             "folder holding train/<class>/*.png|jpg|jpeg and test/<class>/... (the same class folders in both)."
         )
     if path is None or not str(path):
         names = ", ".join(f"{file.name}[.gz]" for file in spec.files)
         raise DataError(
             f"Data set {spec.name!r} reads your own folder of MNIST-format files, but no path was given. "
-            f"Pass path=FOLDER, the folder holding {names} (test-* may replace t10k-*)."
+            f"Give it (`--path FOLDER` to `fflab data`, `--set data.path=FOLDER` to `fflab train`): FOLDER is the "
+            f"folder holding {names} (test-* may replace t10k-*)."
         )

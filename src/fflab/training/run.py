@@ -385,10 +385,12 @@ def _announce(run: Run) -> None:
     """The run's first log lines: what trains on what, where, and in which precision."""
     cfg, ds, device = run.cfg, run.ds, run.device
     schedule = run.family.describe_schedule(cfg)
-    where = f"{run.threads} threads" if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    threads = f"{run.threads} thread{'s' if run.threads != 1 else ''}"
+    where = threads if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    epochs = f"{run.total_epochs} epoch{'s' if run.total_epochs != 1 else ''}"
     run.log(
         f"fflab: {cfg.name or 'run'} ({cfg.model.kind}) on {ds.name} ({len(ds.train_x)} train / "
-        f"{len(ds.test_x)} {run.held_out}), layers {cfg.model.hidden}, {run.total_epochs} epochs"
+        f"{len(ds.test_x)} {run.held_out}), layers {cfg.model.hidden}, {epochs}"
         f"{', ' + schedule if schedule else ''}, {where}{run.role.describe()} -> {run.run_dir}"
         + (f", resumed after epoch {run.done}" if run.done else "")
     )
