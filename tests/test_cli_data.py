@@ -45,6 +45,11 @@ def test_download_from_a_local_mirror(shared_mnist, tmp_path, monkeypatch, capsy
     assert main(["data", "verify", "mnist", "--data-dir", str(target)]) == 0
 
 
+def test_downloading_a_data_set_that_ships_with_a_dependency_says_so(capsys):
+    assert main(["data", "download", "digits", "--no-progress"]) == 0
+    assert capsys.readouterr().out == "digits: nothing to download, it comes with fflab's dependencies\n"
+
+
 def test_unknown_data_set_is_a_clear_error(capsys):
     assert main(["data", "verify", "cifar-1000"]) == 2
     err = capsys.readouterr().err

@@ -206,8 +206,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not args.name:
         raise FFLabError(f"fflab data {args.action} needs a data set name (see `fflab data list`)")
     if args.action == "download":
-        for path in data.download_dataset(args.name, args.data_dir, progress=not args.no_progress):
+        paths = data.download_dataset(args.name, args.data_dir, progress=not args.no_progress)
+        for path in paths:
             print(path)
+        if not paths:
+            print(f"{args.name}: nothing to download, it comes with fflab's dependencies")
         return 0
     checks = data.verify_dataset(args.name, args.data_dir, path=args.path)
     for c in checks:

@@ -396,6 +396,12 @@ def _announce(run: Run) -> None:
     )
     if run.precision_note:
         run.log(run.precision_note)
+    m = cfg.train.monitor_size
+    if 0 < m < len(ds.test_x) and run.family.monitor_method(run.model):
+        run.log(
+            f"each epoch's accuracies score the first {m:,} train and {run.held_out} images (train.monitor_size); "
+            f"the final {run.held_out} accuracy scores all {len(ds.test_x):,}"
+        )
 
 
 def _restore(run: Run, saved: dict) -> None:
