@@ -66,6 +66,7 @@ def test_onnx_of_a_digits_run_predicts_the_test_set_as_fflab_does(tmp_path, caps
     assert props["method"] == "goodness" and "8x8 grey" in props["input"]
 
 
+@pytest.mark.slow
 def test_the_check_of_a_bfloat16_run_compares_the_graph_with_fflab_in_float32_and_in_bfloat16(tmp_path, capsys):
     needs_onnx()
     run = tmp_path / "run"

@@ -126,7 +126,12 @@ def test_resume_from_the_command_line_and_its_errors(tmp_path, capsys):
     assert main(["resume", str(run), "--no-progress"]) == 2
     assert "holds a finished run" in capsys.readouterr().err
     assert main(["resume", str(tmp_path / "elsewhere"), "--no-progress"]) == 2
+    assert f"no run directory {tmp_path / 'elsewhere'}: it does not exist" in capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    assert main(["resume", str(tmp_path / "elsewhere"), "--no-progress"]) == 2
     assert "is not a run directory: it has no config.toml" in capsys.readouterr().err
+    assert main(["resume", str(run / "config.toml"), "--no-progress"]) == 2
+    assert "config.toml is a file, not a run directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow

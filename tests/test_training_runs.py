@@ -82,6 +82,16 @@ def test_same_seed_same_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_runs_first_lines_say_what_trains_and_what_its_epoch_lines_score(tmp_path):
+    cfg = shipped_config("digits-ff", ["train.epochs=1", "train.threads=1", "train.monitor_size=100"])
+    logged: list[str] = []
+    train_run(cfg, tmp_path / "run", progress=False, log=logged.append)
+    assert logged[0].startswith("fflab: digits-ff (ff) on digits (1437 train / 360 test), layers [256, 256], 1 epoch,")
+    assert ", 1 thread -> " in logged[0]
+    note = "the accuracies on epoch lines score the first 100 train and test images (train.monitor_size); "
+    assert logged[1] == note + "the final test accuracy scores all 360"
+
+
 def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
     run = tmp_path / "run"
     args = [
@@ -111,7 +121,13 @@ def test_a_misspelled_config_name_gets_the_closest_ready_config(monkeypatch, cap
     assert main(["train", "mnsit-ff"]) == 2
     err = capsys.readouterr().err
     assert "'mnsit-ff' is neither a file nor a config in ./configs; did you mean 'mnist-ff'?" in err
-    assert "digits-ff" in err and "Traceback" not in err
+    assert "digits-ff" in err and "reference/loewex" in err and "Traceback" not in err
+    assert main(["train", "loewx"]) == 2
+    assert "did you mean 'reference/loewex'?" in capsys.readouterr().err
+    assert main(["train", "reference/pezeshky.toml"]) == 2
+    assert "did you mean 'reference/pezeshki'?" in capsys.readouterr().err
+    assert main(["train", "zzzz"]) == 2
+    assert "'zzzz' is neither a file nor a config in ./configs. The configs in ./configs: " in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -44,12 +44,19 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, cfg: Config, 
     )
 
 
+def require_run_directory(directory: Path) -> None:
+    """A CheckpointError that says so where `directory` does not exist or is a file."""
+    if not directory.exists():
+        raise CheckpointError(f"no run directory {directory}: it does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is a file, not a run directory")
+
+
 def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
     """Rebuild the model saved in `directory`; returns (model, config, meta)."""
     directory = Path(directory)
     weights, settings = directory / WEIGHTS, directory / SETTINGS
-    if not directory.is_dir():
-        raise CheckpointError(f"no run directory {directory}: it does not exist")
+    require_run_directory(directory)
     for p in (weights, settings):
         if not p.is_file():
             raise CheckpointError(f"{directory} is not a checkpoint: {p.name} is missing")

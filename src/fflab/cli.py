@@ -28,15 +28,18 @@ def _config_path(text: str) -> Path:
     p = Path(text)
     if p.is_file():
         return p
-    named = Path("configs") / f"{text.removesuffix('.toml')}.toml"
+    name = text.removeprefix("configs/").removesuffix(".toml")
+    named = Path("configs") / f"{name}.toml"
     if named.is_file():
         return named
-    if p.parent != Path(".") or text.endswith(".toml"):  # a path, not a name
+    if p.is_absolute() or text.startswith(("./", "../")):  # a path, not a name
         raise FFLabError(f"config file not found: {text}")
-    ready = sorted(f.stem for f in Path("configs").glob("*.toml"))
-    close = difflib.get_close_matches(text, ready, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    listed = f" The configs in ./configs: {', '.join(ready)}." if ready else " There is no ./configs folder here."
+    folder = Path("configs")
+    ready = sorted(f.relative_to(folder).with_suffix("").as_posix() for f in folder.rglob("*.toml"))
+    by_stem = {Path(r).name: r for r in reversed(ready)}  # "loewex" finds reference/loewex; configs/ wins a tie
+    close = difflib.get_close_matches(name, [*ready, *by_stem], n=1)
+    hint = f"; did you mean {by_stem.get(close[0], close[0])!r}?" if close else "."
+    listed = f" The configs in ./configs: {', '.join(ready)}." if ready else " ./configs holds no configs here."
     raise FFLabError(f"config not found: {text!r} is neither a file nor a config in ./configs{hint}{listed}")
 
 
@@ -92,11 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from fflab.checkpoint import require_run_directory
     from fflab.training.run import resume_config, train_run
 
     run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise FFLabError(f"no run directory {run_dir}: it does not exist")
+    require_run_directory(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise FFLabError(f"{run_dir} is not a run directory: it has no config.toml")
     try:

@@ -49,6 +49,7 @@ from fflab import __version__
 from fflab.errors import ExportError
 from fflab.families import family_of
 from fflab.inference import Model, chunk_logits, load
+from fflab.perf import settle_precision
 
 FORMATS = ("onnx", "nir")
 DT = 1e-4  # seconds per simulation step in the NIR graph's time constants (snnTorch's and Norse's importers' step)
@@ -167,6 +168,8 @@ def check_onnx(path: str | Path, model: Model, x: torch.Tensor) -> dict:
     same, diff = agreement(model.predict_proba(x, precision="float32"))
     report = {"samples": len(images), "same_class": same, "max_probability_difference": diff}
     precision = model.config.train.precision
+    if precision == "auto":  # a run saved before runs recorded what "auto" picked: as fflab scores it here
+        precision = settle_precision(precision, "cpu")[0]
     if precision != "float32":
         same, diff = agreement(model.predict_proba(x))
         report |= {

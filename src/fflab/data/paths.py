@@ -89,13 +89,14 @@ def require_path(spec: DatasetSpec, path: str | os.PathLike | None) -> None:
     if (path is None or not str(path)) and spec.reader == "images":
         raise DataError(
             f"Data set {spec.name!r} reads your own folder of images, but no path was given. Give it (`--path ROOT` to "
-            "`fflab data`, `--set data.path=ROOT` to `fflab train`): ROOT is the "
+            "`fflab data`, `--set data.path=ROOT` to `fflab train`, `path=ROOT` from Python): ROOT is the "
             "folder holding train/<class>/*.png|jpg|jpeg and test/<class>/... (the same class folders in both)."
         )
     if path is None or not str(path):
         names = ", ".join(f"{file.name}[.gz]" for file in spec.files)
         raise DataError(
             f"Data set {spec.name!r} reads your own folder of MNIST-format files, but no path was given. "
-            f"Give it (`--path FOLDER` to `fflab data`, `--set data.path=FOLDER` to `fflab train`): FOLDER is the "
+            f"Give it (`--path FOLDER` to `fflab data`, `--set data.path=FOLDER` to `fflab train`, `path=FOLDER` "
+            f"from Python): FOLDER is the "
             f"folder holding {names} (test-* may replace t10k-*)."
         )

@@ -399,7 +399,8 @@ def _announce(run: Run) -> None:
     m = cfg.train.monitor_size
     if 0 < m < len(ds.test_x) and run.family.monitor_method(run.model):
         run.log(
-            f"each epoch's accuracies score the first {m:,} train and {run.held_out} images (train.monitor_size); "
+            f"the accuracies on epoch lines score the first {m:,} train and {run.held_out} images "
+            f"(train.monitor_size); "
             f"the final {run.held_out} accuracy scores all {len(ds.test_x):,}"
         )
 
