@@ -96,7 +96,6 @@ def require_path(spec: DatasetSpec, path: str | os.PathLike | None) -> None:
         names = ", ".join(f"{file.name}[.gz]" for file in spec.files)
         raise DataError(
             f"Data set {spec.name!r} reads your own folder of MNIST-format files, but no path was given. "
-            f"Give it (`--path FOLDER` to `fflab data`, `--set data.path=FOLDER` to `fflab train`, `path=FOLDER` "
-            f"from Python): FOLDER is the "
-            f"folder holding {names} (test-* may replace t10k-*)."
+            "Give it (`--path FOLDER` to `fflab data`, `--set data.path=FOLDER` to `fflab train`, `path=FOLDER` from "
+            f"Python): FOLDER is the folder holding {names} (test-* may replace t10k-*)."
         )

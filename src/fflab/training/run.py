@@ -400,8 +400,7 @@ def _announce(run: Run) -> None:
     if 0 < m < len(ds.test_x) and run.family.monitor_method(run.model):
         run.log(
             f"the accuracies on epoch lines score the first {m:,} train and {run.held_out} images "
-            f"(train.monitor_size); "
-            f"the final {run.held_out} accuracy scores all {len(ds.test_x):,}"
+            f"(train.monitor_size); the final {run.held_out} accuracy scores all {len(ds.test_x):,}"
         )
 
 
