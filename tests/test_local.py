@@ -215,10 +215,10 @@ def test_a_bfloat16_product_follows_every_step_of_fflabs_fused_optimisers(optimi
                 kept = tiled(x)
             expected = x.bfloat16().float() @ tiled.to_dense(tiled.weight.detach()).bfloat16().float().t()
             assert torch.allclose(kept.float(), expected, rtol=1e-2, atol=1e-2)
-        cast = tiled._cast
+        cast = tiled.weight_cast.cast
         with compute_precision("bfloat16", "cpu"), torch.no_grad():
             tiled(x)
-        assert tiled._cast is cast  # kept while the weight stays as it is
+        assert tiled.weight_cast.cast is cast  # kept while the weight stays as it is
         opt.zero_grad()
         kept.float().square().sum().backward()
         opt.step()

@@ -1,5 +1,5 @@
-"""The speed scripts (time to accuracy, peers, training cost per step, the GPU check's dry run), run end to end on
-small digits runs."""
+"""The speed scripts (time to accuracy, peers, training cost per step, CastAdam's pairing, the GPU check's dry
+run), run end to end on small digits runs."""
 
 import json
 import re
@@ -152,6 +152,25 @@ def test_train_step_records_the_share_of_the_peak_and_the_schedules_hours(tmp_pa
         r["schedule_hours"] == pytest.approx(hours, abs=0.01) and r["commit"] and r["command"].endswith(str(tmp_path))
     )
     assert f"| digits-ff | cpu | 1 | float32 | {r['samples_per_second']:,.1f} |" in done.stdout
+
+
+@pytest.mark.slow
+def test_cast_adam_pairs_both_ways_of_training_in_bfloat16(tmp_path):
+    from fflab.training import cast_adam
+
+    if cast_adam.kernel() is None:
+        pytest.skip("no C compiler to build the cast-Adam kernel")
+    done = script(
+        "benchmarks/cast_adam.py", config_path("digits-ff"), "--steps", "3", "--rounds", "2", "--results", tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    (path,) = tmp_path.glob("cast-adam-digits-ff-*.json")
+    r = json.loads(path.read_text())
+    rates = r["samples_per_second"]
+    assert len(rates["cast_adam"]) == len(rates["autocast_adam"]) == 2 and min(rates["cast_adam"]) > 0
+    ratios = [a / b for a, b in zip(rates["cast_adam"], rates["autocast_adam"], strict=True)]
+    assert r["ratio_range"] == [round(min(ratios), 3), round(max(ratios), 3)] and r["commit"]
+    assert f"paired ratio {r['median_ratio']:.3f}" in done.stdout
 
 
 @pytest.mark.slow

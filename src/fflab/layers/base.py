@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fflab.layers.kept_cast import KeptCast
 from fflab.objectives import (
     goodness_fn,
     positive_sign,
@@ -167,6 +168,11 @@ class FFLearner(nn.Module):
     def latent(self, h: torch.Tensor) -> torch.Tensor:
         """The activity as one vector per sample [N, D] (spiking layers: firing rates)."""
         return h.flatten(1)
+
+    def kept_casts(self) -> dict[torch.Tensor, KeptCast]:
+        """This layer's weights whose products use a kept lower-precision copy, each with its holder
+        (`fflab.training.cast_adam.CastAdam` steps them); none by default."""
+        return {}
 
     def register_peer_mean(self, units: int) -> None:
         """The running mean activity of each unit on positive data, for peer normalisation."""

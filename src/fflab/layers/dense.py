@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fflab.layers.base import FFLearner, require_choice
+from fflab.layers.kept_cast import KeptCast
 from fflab.vocab import INITS, INPUT_NORMS
 
 
@@ -77,6 +78,7 @@ class FFDense(FFLearner):
         self.activation = activation
         self.input_norm = input_norm
         self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.weight_cast = KeptCast()  # see `product_weight`
         self._act = ACTIVATIONS[activation]
         self._init(init)
         self.register_peer_mean(out_features)
@@ -99,8 +101,20 @@ class FFDense(FFLearner):
         """Multiply-add FLOPs of one input's forward product."""
         return 2 * self.in_features * self.out_features
 
+    def product_weight(self) -> torch.Tensor:
+        """The weight for this layer's products: under CPU autocast, its copy in autocast's dtype, made once per
+        change of the weight, or by `CastAdam` as it steps (`KeptCast`)."""
+        weight = self.linear.weight
+        if weight.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            return self.weight_cast.of(weight, torch.get_autocast_dtype("cpu"))
+        return weight
+
+    def kept_casts(self) -> dict[torch.Tensor, KeptCast]:
+        return {self.linear.weight: self.weight_cast}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._act(self.linear(normalize_direction(x.flatten(1), self.input_norm)))
+        x = normalize_direction(x.flatten(1), self.input_norm)
+        return self._act(F.linear(x, self.product_weight(), self.linear.bias))
 
     def _candidate_parts(
         self, blank: torch.Tensor, label_offset: int, num_classes: int, label_value: float
@@ -120,9 +134,8 @@ class FFDense(FFLearner):
             inv = torch.rsqrt(sq_len + 1e-8)
         if self.input_norm == "rms":
             inv = inv * math.sqrt(blank.shape[1])
-        w = self.linear.weight
-        shared = F.linear(blank * inv, w, self.linear.bias)
-        label_cols = label_value * w[:, label_offset : label_offset + num_classes].t()
+        shared = F.linear(blank * inv, self.product_weight(), self.linear.bias)
+        label_cols = label_value * self.linear.weight[:, label_offset : label_offset + num_classes].t()
         return shared, inv, label_cols
 
     def _activate_(self, pre: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fflab.layers.base import confine
+from fflab.layers.kept_cast import KeptCast
 
 TILE_SIDES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Products with few output rows run well below the matrix-product rate; a tile of r rows is charged
@@ -62,20 +63,6 @@ def choose_tile_side(mask: torch.Tensor, out_shape: tuple[int, int, int]) -> int
     largest = max(out_shape[1:])
     sides = [s for s in TILE_SIDES if s < largest] + [largest]
     return min(sides, key=lambda s: tile_cost(mask, out_shape, s))
-
-
-class _KeptCast(torch.autograd.Function):
-    """`cast` (a copy of `weight` in another dtype) standing in for `weight`: the gradient goes back to `weight`
-    in its own dtype."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, cast: torch.Tensor) -> torch.Tensor:
-        ctx.dtype = weight.dtype
-        return cast.view_as(cast)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad.to(ctx.dtype), None
 
 
 class TiledLocalLinear(nn.Module):
@@ -123,7 +110,7 @@ class TiledLocalLinear(nn.Module):
         where[self.rows.flatten()] = torch.arange(self.rows.numel())
         self.register_buffer("unit_position", where[:n_out].clone(), persistent=False)
         self.weight = nn.Parameter(self.from_dense(weight.detach()))
-        self._cast, self._cast_key = None, None  # see `_weight_as`
+        self.weight_cast = KeptCast()  # see `_weight_as`
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
         confine(self, self.weight, self.from_dense(mask), "mask")
 
@@ -156,20 +143,9 @@ class TiledLocalLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def _weight_as(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weight for a product in `dtype`. A cast is kept until the weight changes: a recurrent net runs
-        each product many times between two optimiser steps, and casting the weight every time took about 30%
-        of its bfloat16 training step. The key holds the weight's version counter and its storage. Torch's
-        in-place operations move the counter (`load_state_dict`, the default optimisers); writes that bypass
-        it must move it themselves with `torch.autograd.graph.increment_version`, as fflab's fused optimisers
-        (`make_optimizer`) and the layer-parallel broadcast of trained layers do. Each use still sends its own
-        gradient back to the weight in the weight's dtype, as autocast's own cast would."""
-        weight = self.weight  # float32; `forward` asks only for autocast's lower dtype
-        key = (weight._version, weight.data_ptr(), dtype)
-        if self._cast_key != key:
-            self._cast, self._cast_key = weight.detach().to(dtype), key
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return _KeptCast.apply(weight, self._cast)
-        return self._cast
+        """The weight for a product in `dtype`, cast once per change of the weight (`KeptCast`): a recurrent net
+        runs each product many times between two optimiser steps."""
+        return self.weight_cast.of(self.weight, dtype)  # float32; `forward` asks only for autocast's lower dtype
 
     def upgrade_state(self, state: dict, prefix: str) -> bool:
         """Bring a saved weight to this layout, in place: a dense one (fflab before the tiled layout), one tiled

@@ -147,8 +147,8 @@ class DistributedFFTrainer(FFTrainer):
         progress: bool = True,
         image_shape: Sequence[int] | None = None,
     ) -> None:
+        self.plan = plan  # before the optimisers are made (`kept_casts`)
         super().__init__(model, settings, progress=progress, image_shape=image_shape)
-        self.plan = plan
         self.rank = dist.get_rank()
         if dist.get_world_size() != plan.world_size:
             raise FFLabError(f"the plan is for {plan.world_size} workers but {dist.get_world_size()} joined")
@@ -165,6 +165,10 @@ class DistributedFFTrainer(FFTrainer):
         self.epoch_wait_seconds = 0.0  # ... during the epoch's steps
         self.pending_sends: list = []
         self.device = next(model.parameters()).device  # NCCL moves CUDA tensors only: every message lives here
+
+    def kept_casts(self, layer) -> dict:
+        """None with data-parallel replicas: they all-reduce the weights' `.grad`, which `CastAdam` bypasses."""
+        return {} if self.plan.replicas > 1 else super().kept_casts(layer)
 
     # -- communication ---------------------------------------------------------------------------
 

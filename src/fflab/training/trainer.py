@@ -23,18 +23,21 @@ from fflab.batching import in_batches
 from fflab.config import ReadoutSettings, TrainSettings
 from fflab.models import FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import make_pair_source, wrong_labels
+from fflab.training import cast_adam
 from fflab.training.augment import augment_images
 from fflab.training.health import CHECK_EVERY, check_statistics, check_weights
 from fflab.training.readout import OnlineReadout
 
 
-def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(params, settings: TrainSettings, casts: dict | None = None) -> torch.optim.Optimizer:
     """The optimiser named in the settings, for one learner's parameters.
 
     The fused implementations are used: on CPU they are about 10x faster than the default
     per-tensor loops, which otherwise cost a fifth of a training step at batch 100. They write the parameters
     without moving autograd's version counters, so each step moves them itself: products that keep a cast of
-    their weight (`TiledLocalLinear`) read the counter to know when the weight changed.
+    their weight (`KeptCast`) read the counter to know when the weight changed. Adam and AdamW in bfloat16
+    also step the weights in `casts` (a layer's `kept_casts()`) from their bfloat16 gradients, writing their
+    next bfloat16 copies as they go (`CastAdam`), where this machine can build its kernel.
     """
     if settings.optimizer == "sgd":
         optimizer = torch.optim.SGD(
@@ -43,8 +46,11 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
     elif settings.optimizer == "rmsprop":  # torch's defaults (alpha 0.99, eps 1e-8, no momentum); no fused form
         optimizer = torch.optim.RMSprop(params, lr=settings.lr, weight_decay=settings.weight_decay)
     else:
-        cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
-        optimizer = cls(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
+        options = {"lr": settings.lr, "weight_decay": settings.weight_decay}
+        options["decoupled_weight_decay"] = settings.optimizer == "adamw"
+        if casts and settings.precision == "bfloat16" and cast_adam.kernel() is not None:
+            return cast_adam.CastAdam(params, casts, **options)  # moves the version counters itself
+        optimizer = torch.optim.Adam(params, fused=True, **options)
     optimizer.register_step_post_hook(mark_parameters_changed)
     return optimizer
 
@@ -134,7 +140,13 @@ class Trainer(abc.ABC):
 
     def make_optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimisers this trainer steps: by default one per learner, as local learning has it."""
-        return [make_optimizer(layer.parameters(), self.settings) for layer in self.model.layers]
+        layers = self.model.layers
+        return [make_optimizer(layer.parameters(), self.settings, self.kept_casts(layer)) for layer in layers]
+
+    def kept_casts(self, layer) -> dict:
+        """The weights of `layer` whose optimiser may step them from their kept casts' gradients (`CastAdam`),
+        which then never reach the weights' `.grad`."""
+        return layer.kept_casts() if hasattr(layer, "kept_casts") else {}
 
     @abc.abstractmethod
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> list[LocalResult | None]:
