@@ -17,10 +17,12 @@ benchmarks/results/speed-<config>[-overrides].json (or under --results).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
+from records import git_commit
 
 from fflab.config import load_config, overrides_tag
 from fflab.data import load_dataset
@@ -146,6 +148,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for config in args.configs:
         r = bench(config, args.steps, args.data_dir, args.set)
+        commit, dirty = git_commit()
+        r.update(command=" ".join(["python", *sys.argv]), commit=commit, dirty=dirty)
         write_json_atomic(args.results / f"speed-{Path(config).stem}{overrides_tag(args.set)}.json", r)
         t = r["seconds_per_10k"]
         print(
