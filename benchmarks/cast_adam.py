@@ -4,8 +4,8 @@
         [--rounds 8] [--results DIR]
 
 For each config: two trainers as `fflab train` builds them in bfloat16, one stepping its dense weights with
-CastAdam (fflab.training.cast_adam), one with every product casting its weight afresh and torch's fused Adam (what
-a machine without a C compiler runs). They train the same --steps batches in turn for --rounds rounds, the order
+CastAdam (fflab.training.cast_adam), one as on a machine without a C compiler: autocast casts each weight for its
+products and torch's fused Adam steps it. They train the same --steps batches in turn for --rounds rounds, the order
 swapped each round, so that a slow spell of a shared machine falls on both. Prints the median samples/s of each
 and the median of the per-round ratios with their range; with --results, writes cast-adam-<config>-<date>.json.
 """
@@ -33,10 +33,7 @@ def build(cfg, ds, fused: bool):
     model = build_model(cfg, ds.input_dim, ds.num_classes, input_shape=ds.input_shape)
     if fused:
         return make_trainer(model, cfg, progress=False, image_shape=ds.input_shape)
-    for layer in model.layers:  # every product casts its weight, as autocast alone does
-        if hasattr(layer, "product_weight"):
-            layer.product_weight = lambda layer=layer: layer.linear.weight
-    kernel, cast_adam.kernel = cast_adam.kernel, lambda: None
+    kernel, cast_adam.kernel = cast_adam.kernel, lambda: None  # as on a machine without a C compiler
     try:
         return make_trainer(model, cfg, progress=False, image_shape=ds.input_shape)
     finally:

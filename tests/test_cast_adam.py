@@ -1,5 +1,6 @@
 """CastAdam: Adam with the bfloat16 casts of a weight fused into its step (fflab.training.cast_adam)."""
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -71,7 +72,7 @@ def test_steps_agree_with_torchs_fused_adam_on_the_same_gradients(decoupled, gra
     assert torch.equal(cast, param.bfloat16())  # rounded to nearest even, as torch casts
 
 
-def test_bad_tensors_are_refused_by_name():
+def test_bad_tensors_are_refused_by_name_with_or_without_a_kernel():
     param = torch.zeros(4, 4)
     with pytest.raises(ValueError, match="exp_avg must be a contiguous"):
         cast_adam.cast_adam_step_(
@@ -102,6 +103,7 @@ def test_a_dense_layer_trains_as_with_autocasts_casts_and_torchs_adam(name, monk
     with monkeypatch.context() as patch:
         patch.setattr(cast_adam, "kernel", lambda: None)  # a machine without a C compiler
         reference = make_optimizer(plain.parameters(), settings, plain.kept_casts())
+    # the reference: autocast casts the weight at each product, torch's fused Adam steps it
     assert type(reference) is torch.optim.Adam and reference.defaults["decoupled_weight_decay"] == (name == "adamw")
     train_steps(fused, opt, xs)
     train_steps(plain, reference, xs)
@@ -119,18 +121,77 @@ def test_the_optimiser_state_passes_between_cast_adam_and_torchs_adam():
     torch.manual_seed(0)
     xs = torch.randn(4, 16, 20)
     settings = TrainSettings(optimizer="adam", lr=0.01, precision="bfloat16")
+    start = FFDense(20, 12)
     layer = FFDense(20, 12)
+    layer.load_state_dict(start.state_dict())
     opt = make_optimizer(layer.parameters(), settings, layer.kept_casts())
     train_steps(layer, opt, xs[:2])
-    saved = opt.state_dict()
-    plain = torch.optim.Adam(layer.parameters(), lr=0.01, fused=True)
+    saved = copy.deepcopy(opt.state_dict())  # as a checkpoint holds it (state_dict() shares the live tensors)
+    assert all(set(s) == {"step", "exp_avg", "exp_avg_sq"} and int(s["step"]) == 2 for s in saved["state"].values())
+    # Carry on with torch's Adam from CastAdam's state, and with CastAdam from it: the same next steps.
+    carried = FFDense(20, 12)
+    carried.load_state_dict(layer.state_dict())
+    plain = torch.optim.Adam(carried.parameters(), lr=0.01, fused=True)
     plain.load_state_dict(saved)
-    assert saved["state"].keys() == plain.state_dict()["state"].keys()
-    assert all(set(s) == {"step", "exp_avg", "exp_avg_sq"} for s in saved["state"].values())
-    again = make_optimizer(layer.parameters(), settings, layer.kept_casts())
-    again.load_state_dict(plain.state_dict())
-    train_steps(layer, again, xs[2:])
-    assert all(int(s["step"]) == 4 for s in again.state.values())
+    train_steps(layer, opt, xs[2:])
+    train_steps(carried, plain, xs[2:])
+    for a, b in zip(layer.parameters(), carried.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert all(int(s["step"]) == 4 for s in plain.state.values())
+
+
+@needs_kernel
+def test_a_weight_used_twice_in_one_step_takes_the_sum_of_both_gradients():
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(2, 8, 20)
+    settings = TrainSettings(optimizer="adam", lr=0.01, precision="bfloat16")
+    fused, plain = FFDense(20, 12), FFDense(20, 12)
+    plain.load_state_dict(fused.state_dict())
+    optimizers = [make_optimizer(fused.parameters(), settings, fused.kept_casts())]
+    optimizers.append(torch.optim.Adam(plain.parameters(), lr=0.01, fused=True))
+    for layer, opt in zip((fused, plain), optimizers, strict=True):
+        with compute_precision("bfloat16", "cpu"):
+            loss = layer(x1).float().square().sum() + layer(x2).float().sum()
+        loss.backward()
+        opt.step()
+    for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@needs_kernel
+def test_a_gradient_on_the_weight_too_is_added_and_stepped_once():
+    torch.manual_seed(0)
+    x = torch.randn(8, 20)
+    settings = TrainSettings(optimizer="adam", lr=0.01, precision="bfloat16")
+    fused, plain = FFDense(20, 12), FFDense(20, 12)
+    plain.load_state_dict(fused.state_dict())
+    opt = make_optimizer(fused.parameters(), settings, fused.kept_casts())
+    reference = torch.optim.Adam(plain.parameters(), lr=0.01, fused=True)
+    for layer, step in ((fused, opt), (plain, reference)):
+        with compute_precision("bfloat16", "cpu"):
+            in_bfloat16 = layer(x).float().square().sum()
+        in_float32 = (x @ layer.linear.weight.t()).sum()  # outside autocast: its gradient reaches .grad
+        (in_bfloat16 + in_float32).backward()
+        step.step()
+    assert int(opt.state[fused.linear.weight]["step"]) == 1 and fused.linear.weight.grad is None
+    for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert torch.equal(fused.weight_cast.cast, fused.linear.weight.detach().bfloat16())
+
+
+def test_a_dense_layer_stepped_by_another_optimiser_never_reads_a_stale_copy():
+    # torch's fused optimisers write weights without moving their version counters; without CastAdam the layer
+    # lets autocast cast the current weight at every product.
+    torch.manual_seed(0)
+    layer, x = FFDense(20, 12), torch.randn(8, 20)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    train_steps(layer, opt, torch.randn(3, 8, 20))
+    with compute_precision("bfloat16", "cpu"), torch.no_grad():
+        out = layer(x)
+    with torch.no_grad():
+        expected = layer(x)  # float32, from the weight as it is
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+    assert layer.product_weight() is layer.linear.weight
 
 
 @needs_kernel
@@ -141,6 +202,12 @@ def test_loading_weights_replaces_the_kept_copy():
     layer.load_state_dict({**layer.state_dict(), "linear.weight": torch.zeros(12, 20)})
     with compute_precision("bfloat16", "cpu"), torch.no_grad():
         assert torch.all(layer.product_weight() == 0)
+
+
+def test_cast_adam_refuses_options_it_does_not_step():
+    layer = FFDense(4, 3)
+    with pytest.raises(ValueError, match="no amsgrad"):
+        cast_adam.CastAdam(layer.parameters(), layer.kept_casts(), amsgrad=True)
 
 
 def test_float32_runs_and_other_optimisers_keep_torchs_own():

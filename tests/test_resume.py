@@ -64,6 +64,16 @@ CASES = {
         "readout.enabled=true",
         "readout.epochs=2",
     ),
+    # bfloat16 dense layers: CastAdam's kept copies are not saved, and are made again from the weights
+    "bfloat16-cast-adam": (
+        "digits-ff",
+        "model.hidden=[64,64]",
+        "train.epochs=4",
+        "train.negatives=hard",
+        "train.optimizer=adamw",
+        "train.weight_decay=0.01",
+        "train.precision=bfloat16",
+    ),
     "backprop": ("digits-ff", "model.kind=backprop", "train.epochs=4"),
     # tiled locally connected products, feed-forward and recurrent
     "local": (

@@ -102,10 +102,11 @@ class FFDense(FFLearner):
         return 2 * self.in_features * self.out_features
 
     def product_weight(self) -> torch.Tensor:
-        """The weight for this layer's products: under CPU autocast, its copy in autocast's dtype, made once per
-        change of the weight, or by `CastAdam` as it steps (`KeptCast`)."""
+        """The weight for this layer's products: under CPU autocast, where `CastAdam` steps this layer, the
+        bfloat16 copy it wrote as it stepped (`KeptCast`); otherwise the weight, which autocast casts itself (a
+        kept copy would go stale under optimisers that do not move the weight's version counter)."""
         weight = self.linear.weight
-        if weight.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if self.weight_cast.collect_gradient and weight.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             return self.weight_cast.of(weight, torch.get_autocast_dtype("cpu"))
         return weight
 

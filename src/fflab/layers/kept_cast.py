@@ -29,11 +29,13 @@ class KeptCast:
     """A copy of a float32 weight in a lower dtype for its products, made once per change of the weight.
 
     A recurrent net runs each product many times between two optimiser steps, and casting the weight every
-    time took about 30% of its bfloat16 training step; a dense layer casts once per step, which `CastAdam`
-    folds into its update (`keep`). The copy is current while the weight's version counter and storage are
-    those it was made from. Torch's in-place operations move the counter (`load_state_dict`, the default
-    optimisers); writes that bypass it must move it themselves with `torch.autograd.graph.increment_version`,
-    as fflab's fused optimisers (`make_optimizer`) and the layer-parallel broadcast of trained layers do.
+    time took about 30% of its bfloat16 training step. A dense layer casts once per step, so it keeps a copy
+    only where `CastAdam` writes it as it steps (`keep`), from the gradients this holder collects.
+
+    The copy is current while the weight's version counter and storage are those it was made from. Torch's
+    in-place operations move the counter (`load_state_dict`, the default optimisers); writes that bypass it must
+    move it themselves (`mark_parameters_changed`), as fflab's fused optimisers (`make_optimizer`) and the
+    layer-parallel broadcast of trained layers do.
     """
 
     def __init__(self) -> None:
@@ -57,3 +59,9 @@ class KeptCast:
     def keep(self, weight: torch.Tensor, cast: torch.Tensor) -> None:
         """Keep `cast` as the current copy of `weight` (as `weight` is now)."""
         self.cast, self.key = cast, self._key(weight, cast.dtype)
+
+
+def mark_parameters_changed(optimizer: torch.optim.Optimizer, *_) -> None:
+    """Move the version counters of the parameters `optimizer` steps: fused optimisers write them without moving
+    the counters, which kept copies read to know that their weight changed. A step hook of fflab's optimisers."""
+    torch.autograd.graph.increment_version([p for group in optimizer.param_groups for p in group["params"]])

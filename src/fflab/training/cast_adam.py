@@ -28,16 +28,17 @@ from pathlib import Path
 
 import torch
 
-from fflab.layers.kept_cast import KeptCast
+from fflab.data.paths import resolve_cache_dir
+from fflab.layers.kept_cast import KeptCast, mark_parameters_changed
 
-# One Adam step as torch's CPU kernel computes it (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, commit 000510a):
-# coefficients in double, then float; L2 decay added to the gradient (Adam), or the weight first scaled by
-# 1 - lr * decay (AdamW, as torch's _fused_adamw_ does); exp_avg = beta1 exp_avg + (1 - beta1) g, exp_avg_sq =
-# beta2 exp_avg_sq + g g (1 - beta2), param -= step_size exp_avg / (sqrt(exp_avg_sq) / sqrt(bc2) + eps) with
-# step_size = lr / bc1; no fused multiply-adds (-ffp-contract=off). torch 2.13's own step agrees to float
-# rounding (1e-6 relative over five steps, tests/test_cast_adam.py), not bit for bit. Then the bfloat16 copy of
-# param, rounded to nearest even as torch rounds (finite values; the health checks stop a run whose weights are
-# not finite). The elements are split over `threads` OpenMP threads.
+# One Adam step in the order of torch's CPU kernel as its source reads (aten/src/ATen/native/cpu/FusedAdamKernel.cpp,
+# commit 000510a): coefficients in double, then float; L2 decay added to the gradient (Adam; skipped at zero), or
+# the weight first scaled by 1 - lr * decay (AdamW, as torch's _fused_adamw_ does); exp_avg = beta1 exp_avg +
+# (1 - beta1) g, exp_avg_sq = beta2 exp_avg_sq + g g (1 - beta2), param -= step_size exp_avg / (sqrt(exp_avg_sq) /
+# sqrt(bc2) + eps) with step_size = lr / bc1. torch 2.13's vectorised step computes some of these as a lerp with
+# fused multiply-adds, so the two agree to float rounding (1e-6 relative over five steps, tests/test_cast_adam.py),
+# not bit for bit. Then the bfloat16 copy of param, rounded to nearest even as torch rounds (finite values; the
+# health checks stop a run whose weights are not finite). The elements are split over `threads` OpenMP threads.
 SOURCE = r"""
 #include <math.h>
 #include <omp.h>
@@ -70,22 +71,17 @@ int cast_adam(float *restrict p, const void *grad, int grad_is_bf16, float *rest
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
-    /* decoupled: `decay` is already 1 - lr * weight_decay */
+    /* decoupled: `decay` is already 1 - lr * weight_decay; L2 decay 0 is skipped, as torch skips it */
     if (grad_is_bf16 && decoupled) STEP_LOOP(bf16_to_float(g16[i]), w = w * decay)
-    else if (grad_is_bf16) STEP_LOOP(bf16_to_float(g16[i]), g = g + w * decay)
+    else if (grad_is_bf16 && decay != 0.0f) STEP_LOOP(bf16_to_float(g16[i]), g = g + w * decay)
+    else if (grad_is_bf16) STEP_LOOP(bf16_to_float(g16[i]), (void)0)
     else if (decoupled) STEP_LOOP(g32[i], w = w * decay)
-    else STEP_LOOP(g32[i], g = g + w * decay)
+    else if (decay != 0.0f) STEP_LOOP(g32[i], g = g + w * decay)
+    else STEP_LOOP(g32[i], (void)0)
   }
   return 0;
 }
 """
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels are kept: $FFLAB_CACHE, else $XDG_CACHE_HOME/fflab, else ~/.cache/fflab."""
-    if os.environ.get("FFLAB_CACHE"):
-        return Path(os.environ["FFLAB_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fflab"
 
 
 def cpu_signature() -> str:
@@ -101,14 +97,16 @@ def cpu_signature() -> str:
 
 @cache
 def kernel():
-    """The compiled step (a ctypes function), or None where it cannot be built (no C compiler, not Linux)."""
+    """The compiled step (a ctypes function), or None where it cannot be built or kept (no C compiler, not Linux, no
+    writable cache): the library is kept in fflab's cache folder (`resolve_cache_dir`: $FFLAB_CACHE, else the user
+    cache), one per source, compiler and CPU."""
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None or not sys.platform.startswith("linux"):
         return None
     flags = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
     key = hashlib.sha256("\n".join([SOURCE, compiler, *flags, cpu_signature()]).encode()).hexdigest()[:16]
-    library = cache_dir() / f"cast_adam-{key}.so"
     try:
+        library = resolve_cache_dir() / f"cast_adam-{key}.so"
         if not library.exists():
             library.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
@@ -117,7 +115,7 @@ def kernel():
                 subprocess.run([compiler, *flags, str(source), "-o", str(built)], check=True, capture_output=True)
                 os.replace(built, library)  # atomic: a process beside this one sees the whole library or none
         function = ctypes.CDLL(str(library)).cast_adam
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, RuntimeError, subprocess.CalledProcessError):  # RuntimeError: no home directory for the cache
         return None
     f32, i32, i64, ptr = ctypes.c_float, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
     function.argtypes = [ptr, ptr, i32, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32, f32, f32, i32]
@@ -141,9 +139,6 @@ def cast_adam_step_(
 ) -> None:
     """One Adam (or, `decoupled`, AdamW) step of `param` in place, writing its bfloat16 copy into `cast`.
     `grad` is bfloat16 or float32; every tensor is contiguous, on the CPU, of `param`'s shape."""
-    function = kernel()
-    if function is None:
-        raise RuntimeError("the cast-Adam kernel could not be built here (see fflab.training.cast_adam.kernel)")
     tensors = {"param": param, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "cast": cast, "grad": grad}
     for name, t in tensors.items():
         if t.device.type != "cpu" or not t.is_contiguous() or t.shape != param.shape:
@@ -152,6 +147,9 @@ def cast_adam_step_(
         raise ValueError("cast_adam_step_: param and moments must be float32, cast bfloat16")
     if grad.dtype not in (torch.bfloat16, torch.float32):
         raise ValueError(f"cast_adam_step_: grad must be bfloat16 or float32, not {grad.dtype}")
+    function = kernel()
+    if function is None:
+        raise RuntimeError("the cast-Adam kernel could not be built here (see fflab.training.cast_adam.kernel)")
     beta1, beta2 = betas  # the coefficients in double, as torch computes them
     decay = 1 - lr * weight_decay if decoupled else weight_decay
     step_size = lr / (1 - beta1**step)
@@ -167,11 +165,17 @@ class CastAdam(torch.optim.Adam):
     """torch's fused Adam (AdamW with `decoupled_weight_decay=True`) whose kept-cast weights (`casts`) step by
     `cast_adam_step_` from the bfloat16 gradients their casts collected; every other parameter steps as in torch.
 
-    It moves the version counters of all its parameters after a step, as `make_optimizer` does for torch's
-    fused optimisers, and then marks each kept cast it wrote as current."""
+    Building one makes the casts collect their weights' gradients (`KeptCast.collect_gradient`), which then never
+    reach the weights' `.grad`; a gradient that reaches `.grad` as well (the weight also used outside autocast) is
+    added to the collected one. After a step it moves the version counters of all its parameters, as
+    `make_optimizer` does for torch's fused optimisers, and then marks each kept cast it wrote as current."""
 
     def __init__(self, params, casts: dict[torch.Tensor, KeptCast], **options) -> None:
+        if options.get("amsgrad") or options.get("maximize"):
+            raise ValueError("CastAdam steps plain Adam and AdamW only (no amsgrad, no maximize)")
         super().__init__(params, fused=True, **options)
+        if any(p.device.type != "cpu" for p in casts):
+            raise ValueError("CastAdam steps CPU weights only")
         self.casts = casts
         for cast in casts.values():
             cast.collect_gradient = True
@@ -191,23 +195,23 @@ class CastAdam(torch.optim.Adam):
                 kept = self.casts.get(param)
                 if kept is None or kept.grad is None:
                     continue
+                grad = kept.grad if param.grad is None else kept.grad.float() + param.grad
                 state = self.state[param]
                 if not state:  # torch's Adam state, so that either optimiser can load the other's
                     state["step"] = torch.tensor(0.0)
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["step"] += 1
                 # A fresh copy, not the kept one rewritten: a product's saved graph may still hold that.
                 cast = torch.empty_like(param, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
                 cast_adam_step_(
-                    param, kept.grad.contiguous(), state["exp_avg"], state["exp_avg_sq"], cast,
-                    step=int(state["step"].item()), lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                    param, grad.contiguous(), state["exp_avg"], state["exp_avg_sq"], cast,
+                    step=int(state["step"].item()) + 1, lr=group["lr"], betas=group["betas"], eps=group["eps"],
                     weight_decay=group["weight_decay"], decoupled=group["decoupled_weight_decay"],
                 )  # fmt: skip
-                kept.grad = None
+                state["step"] += 1
+                kept.grad = param.grad = None  # stepped: torch's step below must not take it again
                 written.append((param, kept, cast))
         super().step()  # the parameters with ordinary gradients
-        params = [p for group in self.param_groups for p in group["params"]]
-        torch.autograd.graph.increment_version(params)
+        mark_parameters_changed(self)
         for param, kept, cast in written:
             kept.keep(param, cast)

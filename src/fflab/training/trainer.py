@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from fflab.batching import in_batches
 from fflab.config import ReadoutSettings, TrainSettings
+from fflab.layers.kept_cast import mark_parameters_changed
 from fflab.models import FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
 from fflab.supervision import make_pair_source, wrong_labels
 from fflab.training import cast_adam
@@ -48,16 +49,12 @@ def make_optimizer(params, settings: TrainSettings, casts: dict | None = None) -
     else:
         options = {"lr": settings.lr, "weight_decay": settings.weight_decay}
         options["decoupled_weight_decay"] = settings.optimizer == "adamw"
-        if casts and settings.precision == "bfloat16" and cast_adam.kernel() is not None:
+        on_cpu = casts and all(p.device.type == "cpu" for p in casts)
+        if on_cpu and settings.precision == "bfloat16" and cast_adam.kernel() is not None:
             return cast_adam.CastAdam(params, casts, **options)  # moves the version counters itself
         optimizer = torch.optim.Adam(params, fused=True, **options)
     optimizer.register_step_post_hook(mark_parameters_changed)
     return optimizer
-
-
-def mark_parameters_changed(optimizer: torch.optim.Optimizer, *_) -> None:
-    """Move the version counters of the parameters `optimizer` steps (see `make_optimizer`)."""
-    torch.autograd.graph.increment_version([p for group in optimizer.param_groups for p in group["params"]])
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
