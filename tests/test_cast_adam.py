@@ -218,6 +218,15 @@ def test_float32_runs_and_other_optimisers_keep_torchs_own():
     assert not layer.weight_cast.collect_gradient
 
 
+@needs_kernel
+def test_an_optimiser_made_after_cast_adam_gets_the_weights_gradients_back():
+    layer = FFDense(20, 12)
+    make_optimizer(layer.parameters(), TrainSettings(precision="bfloat16"), layer.kept_casts())
+    sgd = make_optimizer(layer.parameters(), TrainSettings(optimizer="sgd", precision="bfloat16"), layer.kept_casts())
+    train_steps(layer, sgd, torch.randn(1, 8, 20))
+    assert layer.linear.weight.grad is not None and layer.weight_cast.grad is None
+
+
 def test_data_parallel_replicas_keep_gradients_on_the_weights():
     # Replicas all-reduce the weights' .grad; CastAdam would take the gradient before it.
     trainer = DistributedFFTrainer.__new__(DistributedFFTrainer)

@@ -40,6 +40,8 @@ def make_optimizer(params, settings: TrainSettings, casts: dict | None = None) -
     also step the weights in `casts` (a layer's `kept_casts()`) from their bfloat16 gradients, writing their
     next bfloat16 copies as they go (`CastAdam`), where this machine can build its kernel.
     """
+    for kept in (casts or {}).values():  # a CastAdam made before for these weights steps them no more
+        kept.collect_gradient = False
     if settings.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay, fused=True
