@@ -5,12 +5,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from repo import shipped_config
 
 from fflab.config import TrainSettings
 from fflab.layers.dense import FFDense
 from fflab.perf import compute_precision
 from fflab.training import cast_adam
 from fflab.training.parallel import DistributedFFTrainer
+from fflab.training.run import train_run
 from fflab.training.trainer import make_optimizer
 
 needs_kernel = pytest.mark.skipif(cast_adam.kernel() is None, reason="no C compiler to build the cast-Adam kernel")
@@ -263,3 +265,16 @@ def test_the_kernel_is_built_once_into_the_cache(tmp_path, monkeypatch):
         assert cast_adam.kernel() is not None and built[0].stat().st_mtime_ns == mtime
     finally:
         cast_adam.kernel.cache_clear()
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_a_bfloat16_run_says_when_the_kernel_could_not_be_built(built, tmp_path, monkeypatch):
+    if built and cast_adam.kernel() is None:
+        pytest.skip("no C compiler to build the cast-Adam kernel")
+    if not built:
+        monkeypatch.setattr(cast_adam, "kernel", lambda: None)
+    overrides = ["train.epochs=1", "train.precision=bfloat16", "model.hidden=[16]", "train.threads=1"]
+    logged = []
+    train_run(shipped_config("digits-ff", overrides), tmp_path / "run", log=logged.append, progress=False)
+    notes = [line for line in logged if "CastAdam's kernel could not be built" in line]
+    assert len(notes) == (0 if built else 1)

@@ -41,6 +41,7 @@ from fflab.families import Family, get_family
 from fflab.io import flush_to_disk, folder_lock, open_append, write_json_atomic, write_text_atomic, write_text_new
 from fflab.models import build_model
 from fflab.perf import compute_precision, set_threads, settle_precision
+from fflab.training import cast_adam
 from fflab.training.data import evaluation_split, held_out_scores, load_for_config, rows
 from fflab.training.evaluate import evaluate
 from fflab.training.inputs import record_inputs, reuse_inputs
@@ -396,12 +397,29 @@ def _announce(run: Run) -> None:
     )
     if run.precision_note:
         run.log(run.precision_note)
+    if _casts_unfused(run):
+        run.log(
+            "note: CastAdam's kernel could not be built here (no working C compiler `cc`, or no writable cache "
+            "folder), so the bfloat16 dense layers cast their weights at every step and torch's Adam steps them: "
+            "the same training, a few per cent slower on wide layers"
+        )
     m = cfg.train.monitor_size
     if 0 < m < len(ds.test_x) and run.family.monitor_method(run.model):
         run.log(
             f"the accuracies on epoch lines score the first {m:,} train and {run.held_out} images "
             f"(train.monitor_size); the final {run.held_out} accuracy scores all {len(ds.test_x):,}"
         )
+
+
+def _casts_unfused(run: Run) -> bool:
+    """Whether this run would step dense weights with CastAdam, but its kernel cannot be built here."""
+    cfg = run.cfg
+    if cfg.train.precision != "bfloat16" or run.device.type != "cpu" or cfg.train.optimizer not in ("adam", "adamw"):
+        return False
+    layers = getattr(run.model, "layers", [])
+    if not any(run.trainer.kept_casts(layer) for layer in layers if hasattr(run.trainer, "kept_casts")):
+        return False
+    return cast_adam.kernel() is None
 
 
 def _restore(run: Run, saved: dict) -> None:
