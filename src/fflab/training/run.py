@@ -56,6 +56,7 @@ from fflab.training.launch import (
 )
 from fflab.training.parallel import ParallelPlan
 from fflab.training.readout import train_readout
+from fflab.training.trainer import steps_with_cast_adam
 
 Log = Callable[[str], None]
 
@@ -413,13 +414,9 @@ def _announce(run: Run) -> None:
 
 def _casts_unfused(run: Run) -> bool:
     """Whether this run would step dense weights with CastAdam, but its kernel cannot be built here."""
-    cfg = run.cfg
-    if cfg.train.precision != "bfloat16" or run.device.type != "cpu" or cfg.train.optimizer not in ("adam", "adamw"):
-        return False
-    layers = getattr(run.model, "layers", [])
-    if not any(run.trainer.kept_casts(layer) for layer in layers if hasattr(run.trainer, "kept_casts")):
-        return False
-    return cast_adam.kernel() is None
+    trainer, layers = run.trainer, getattr(run.model, "layers", [])
+    casts = [trainer.kept_casts(layer) for layer in layers] if hasattr(trainer, "kept_casts") else []
+    return any(steps_with_cast_adam(run.cfg.train, c) for c in casts) and cast_adam.kernel() is None
 
 
 def _restore(run: Run, saved: dict) -> None:

@@ -51,12 +51,18 @@ def make_optimizer(params, settings: TrainSettings, casts: dict | None = None) -
     else:
         options = {"lr": settings.lr, "weight_decay": settings.weight_decay}
         options["decoupled_weight_decay"] = settings.optimizer == "adamw"
-        on_cpu = casts and all(p.device.type == "cpu" for p in casts)
-        if on_cpu and settings.precision == "bfloat16" and cast_adam.kernel() is not None:
+        if steps_with_cast_adam(settings, casts) and cast_adam.kernel() is not None:
             return cast_adam.CastAdam(params, casts, **options)  # moves the version counters itself
         optimizer = torch.optim.Adam(params, fused=True, **options)
     optimizer.register_step_post_hook(mark_parameters_changed)
     return optimizer
+
+
+def steps_with_cast_adam(settings: TrainSettings, casts: dict | None) -> bool:
+    """Whether `make_optimizer` steps these kept casts' weights with CastAdam where its kernel can be built:
+    Adam or AdamW, bfloat16, CPU weights."""
+    cpu = bool(casts) and all(p.device.type == "cpu" for p in casts)
+    return cpu and settings.optimizer in ("adam", "adamw") and settings.precision == "bfloat16"
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
