@@ -7,7 +7,7 @@ For each config: two trainers as `fflab train` builds them in bfloat16, one step
 CastAdam (fflab.training.cast_adam), one as on a machine without a C compiler: autocast casts each weight for its
 products and torch's fused Adam steps it. They train the same --steps batches in turn for --rounds rounds, the order
 swapped each round, so that a slow spell of a shared machine falls on both. Prints the median samples/s of each
-and the median of the per-round ratios with their range; with --results, writes cast-adam-<config>-<date>.json.
+and the median of the per-round ratios with their range; with --results, writes cast-adam-<config>-<date>-<time>.json.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from records import cpu_model, git_commit
+from records import cpu_model, dated_name, git_commit
 
 from fflab.config import load_config
 from fflab.data import load_dataset
@@ -96,7 +96,7 @@ def main() -> None:
                 "cpu": cpu_model(),
                 "date": time.strftime("%Y-%m-%d"),
             }
-            write_json_atomic(args.results / f"cast-adam-{Path(config).stem}-{record['date']}.json", record)
+            write_json_atomic(args.results / dated_name(f"cast-adam-{Path(config).stem}"), record)
 
 
 if __name__ == "__main__":

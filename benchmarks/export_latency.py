@@ -11,7 +11,7 @@ of --repeats:
   batch    - all images in one call (throughput: what scoring a folder costs),
   single   - one call per image, 1,000 calls (what a service answering one request at a time pays),
 and whether the ONNX graph predicted the same class as fflab for every image. The record goes to
-benchmarks/results/export-latency-<date>.json. Default configs: mnist-ff, mnist-conv, mnist-backprop.
+benchmarks/results/export-latency-<date>-<time>.json. Default configs: mnist-ff, mnist-conv, mnist-backprop.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import REPO, RESULTS, cpu_model, git_commit  # noqa: E402
+from records import REPO, RESULTS, cpu_model, dated_name, git_commit  # noqa: E402
 
 import fflab  # noqa: E402
 from fflab.checkpoint import save_checkpoint  # noqa: E402
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "seconds per 1,000 images, median of repeats; the machine may be shared (indicative figures)",
         "results": rows,
     }
-    out = args.results / f"export-latency-{started.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.results / dated_name("export-latency")
     write_json_atomic(out, record)
     print(f"record written to {out}")
     return 0

@@ -10,7 +10,7 @@ training outlasts every case), it measures:
   launcher: rank 1 exits while rank 0 sleeps; seconds from `run_local_workers` starting both to it raising,
             having stopped rank 0 (this one includes starting the two processes)
 When written, the tests held die under 10 s and stall under 15 s (5 s timeout), launcher under 30 s.
-Results go to benchmarks/results/lost-worker-<config>.json (or under --results).
+Results go to benchmarks/results/lost-worker-<config>-<date>-<time>.json (or under --results).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from records import dated_name
 
 from fflab.config import Config, load_config
 from fflab.data import load_dataset
@@ -119,7 +120,7 @@ def main() -> None:
         rows.append({"case": name, "seconds": seconds, "median": statistics.median(seconds)})
         print(f"{name}: {' / '.join(f'{s:.2f}' for s in seconds)} s", flush=True)
     write_json_atomic(
-        args.results / f"lost-worker-{Path(args.config).stem}.json",
+        args.results / dated_name(f"lost-worker-{Path(args.config).stem}"),
         {
             "config": args.config,
             "timeout": args.timeout,

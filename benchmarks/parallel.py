@@ -10,7 +10,7 @@ it reports the busy share of wall time (not waiting on others) and its CPU secon
 machine with fewer cores than workers the wall-clock figures are capped by the cores, while CPU seconds
 per step show the work each worker has, and so the speed-up the same split would give with a device per
 worker (one step takes as long as the slowest worker's share). Results go to
-benchmarks/results/parallel-<config>.json (or under --results).
+benchmarks/results/parallel-<config>-<date>-<time>.json (or under --results).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from records import dated_name
 
 from fflab.config import Config, load_config
 from fflab.data import load_dataset
@@ -125,7 +126,7 @@ def main() -> None:
         if row["threads_per_worker"] == 1:
             row["modelled_speedup_one_device_per_worker"] = round(single_cpu / max(row["cpu_seconds_per_step"]), 2)
     write_json_atomic(
-        args.results / f"parallel-{Path(args.config).stem}.json",
+        args.results / dated_name(f"parallel-{Path(args.config).stem}"),
         {"config": args.config, "steps": args.steps, "cores": cores, "date": time.strftime("%Y-%m-%d"), "rows": rows},
     )
     print("\n| setting | samples/s | vs 1 worker | busy share per worker | CPU s/step per worker | modelled |")

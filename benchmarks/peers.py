@@ -31,10 +31,10 @@ report gives samples/s, GFLOP/s of matrix products (fflib's counted here: per la
 gradient for positive and negative rows plus its second forward pass, 12 * in * out), test accuracy per epoch and
 the training seconds to --target, each as a ratio to fflib's. Where fflib never reaches the target, the ratio is a
 lower bound (fflib's total training time over fflab's time to target). The record goes to
-benchmarks/results/peers-<sizes>-b<batch>-e<epochs>-n<train images>.json (or under --results). The default, one epoch
-of 10,000 images per side, took 6 minutes on two cores shared with other work (more than half of it scoring the test
-set, untimed); the time to 98% needs the whole set and more epochs: --train-subset 0 --epochs 30 (fflib's example
-trains 60). On a shared machine, compare the best-epoch ratio too: each side's fastest epoch.
+benchmarks/results/peers-<sizes>-b<batch>-e<epochs>-n<train images>-<date>-<time>.json (or under --results). The
+default, one epoch of 10,000 images per side, took 6 minutes on two cores shared with other work (more than half of it
+scoring the test set, untimed); the time to 98% needs the whole set and more epochs: --train-subset 0 --epochs 30
+(fflib's example trains 60). On a shared machine, compare the best-epoch ratio too: each side's fastest epoch.
 
 fflib 0.3.0 declares torch>=2.6,<3 and torchvision>=0.21,<0.22; that torchvision pins torch 2.6.0, so a plain
 `pip install fflib` (or `pip install '.[peers]'`) would replace the installed torch with 2.6.0 and its CUDA 12.4
@@ -44,7 +44,6 @@ libraries. Its FFNet code needs only torch and tqdm: install it with --no-deps.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -53,10 +52,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import cpu_model, git_commit  # noqa: E402
+from records import cpu_model, dated_name, git_commit  # noqa: E402
 from time_to_accuracy import RESULTS, measure_peaks, run_to_target  # noqa: E402
 
 from fflab.data import load_dataset  # noqa: E402
+from fflab.io import write_json_atomic  # noqa: E402
 from fflab.perf import set_threads  # noqa: E402
 
 SIDES = ("fflib", "fflab-same", "fflab-recipe")
@@ -355,9 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     sizes = "x".join(map(str, hidden))
     n_train = min(args.train_subset or len(ds.train_x), len(ds.train_x))
-    out = args.results / f"peers-{sizes}-b{args.batch_size}-e{args.epochs}-n{n_train}.json"
+    out = args.results / dated_name(f"peers-{sizes}-b{args.batch_size}-e{args.epochs}-n{n_train}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_json_atomic(out, record)
     peak_text = (
         f", matmul peaks float32 {peaks['float32']:,.0f} / bfloat16 {peaks['bfloat16']:,.0f} GFLOP/s" if peaks else ""
     )

@@ -144,6 +144,12 @@ def record_name(record: dict) -> str:
     return f"{record['config']}{tag}-{when}.json"
 
 
+def dated_name(stem: str) -> str:
+    """`<stem>-<UTC date and time>.json`: a benchmark's output file, named so that a later run never overwrites an
+    earlier one's figures."""
+    return f"{stem}-{datetime.datetime.now(datetime.UTC).strftime('%Y%m%d-%H%M%S')}.json"
+
+
 def check_record(record: dict, where: str = "record") -> None:
     """Raise ValueError naming what a record lacks or gets wrong."""
     if record.get("format") != FORMAT:

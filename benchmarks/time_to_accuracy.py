@@ -18,9 +18,9 @@ ratios (baseline / config, and seconds against the peaks) hold on any machine. T
 training are changed by default, to save wall time: train.checkpoint_every=0 (no resume state written per epoch)
 and eval.train_accuracy=false (no final pass over the training set); --set can set them back.
 
-The record goes to benchmarks/results/tta-<config>[-overrides].json (or under --results): config, overrides, seed,
-per-epoch seconds and accuracy, time to target, peaks, torch version, CPU model, threads, git commit and date.
-A Markdown row per config is printed.
+The record goes to benchmarks/results/tta-<config>[-overrides]-<date>-<time>.json (or under --results): config,
+overrides, seed, per-epoch seconds and accuracy, time to target, peaks, torch version, CPU model, threads, git commit
+and date. A Markdown row per config is printed.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ import time
 from pathlib import Path
 
 import torch
-from records import cpu_model, git_commit
+from records import cpu_model, dated_name, git_commit
 
 from fflab.config import load_config
 from fflab.devices import resolve_device
+from fflab.io import write_json_atomic
 from fflab.perf import matmul_peak_gflops, set_threads, settle_precision
 from fflab.training.run import train_run
 
@@ -249,9 +250,8 @@ def main() -> None:
     }
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
-    out = args.results / f"tta-{Path(args.config).stem}{tag(args.set)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = args.results / dated_name(f"tta-{Path(args.config).stem}{tag(args.set)}")
+    write_json_atomic(out, record)
     print(
         f"peaks on {device} ({record.get('gpu', record['cpu'])}, {threads} threads): "
         f"float32 {best['float32']:,.0f}, bfloat16 {best['bfloat16']:,.0f} GFLOP/s; record: {out}"

@@ -9,8 +9,8 @@ thread count), two warm-up batches, then the best of --repeats timings of --step
 same machine. Prints a table row per config.
 
 With --results, also the matrix-multiply peak at the run's precision, measured in the same process, and a record
-per config in DIR (train-step-<config>[-overrides]-<date>.json): the share of that peak and the hours the config's
-whole schedule (its epochs over its training images) would take at this rate, with the commit and command.
+per config in DIR (train-step-<config>[-overrides]-<date>-<time>.json): the share of that peak and the hours the
+config's whole schedule (its epochs over its training images) would take at this rate, with the commit and command.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from records import cpu_model, git_commit
+from records import cpu_model, dated_name, git_commit
 
 from fflab.config import load_config, overrides_tag
 from fflab.data import load_dataset
@@ -132,11 +132,9 @@ def main() -> None:
                 "dirty": dirty,
                 "cpu": cpu_model(),
                 "torch": torch.__version__,
-                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", now := time.gmtime()),
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            stamp = time.strftime("%Y%m%d-%H%M%S", now)
-            name = f"train-step-{r['config']}{overrides_tag(args.set)}-{stamp}.json"
-            write_json_atomic(args.results / name, r)
+            write_json_atomic(args.results / dated_name(f"train-step-{r['config']}{overrides_tag(args.set)}"), r)
         print(row, flush=True)
 
 

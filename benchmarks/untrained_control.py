@@ -6,7 +6,7 @@ Builds the config's network with its seeded random weights, trains no FF layer a
 linear readout exactly as a training run fits it after FF training (`readout.*` settings, frozen
 features). The test accuracy of that readout is the floor an FF-trained readout must beat: for recurrent
 networks the random dynamics alone (a reservoir) may keep much of a sequence. Writes
-benchmarks/results/<config>-untrained.json (or under --results).
+benchmarks/results/<config>-untrained-<date>-<time>.json (or under --results).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from records import dated_name
 
 from fflab.config import load_config, overrides_tag
 from fflab.errors import FFLabError
@@ -69,7 +70,7 @@ def main() -> None:
         result = untrained_control(args.config, args.set, args.data_dir)
     except FFLabError as e:
         raise SystemExit(f"error: {e}") from None
-    write_json_atomic(args.results / f"{Path(args.config).stem}{overrides_tag(args.set)}-untrained.json", result)
+    write_json_atomic(args.results / dated_name(f"{Path(args.config).stem}{overrides_tag(args.set)}-untrained"), result)
     print(
         f"{Path(args.config).stem}, untrained + readout: test {result['readout_test_accuracy']:.2%} "
         f"(train {result['readout_train_accuracy']:.2%}), {result['seconds']:.0f} s"

@@ -1,5 +1,7 @@
 """Paths into the repository and its shipped configs, for tests that run them."""
 
+import json
+import re
 from pathlib import Path
 
 from fflab.config import Config, load_config
@@ -15,3 +17,11 @@ def config_path(name: str) -> str:
 def shipped_config(name: str, overrides=()) -> Config:
     """The shipped config `name` with `section.key=value` overrides applied."""
     return load_config(config_path(name), list(overrides))
+
+
+def dated_record(folder: Path, stem: str) -> dict:
+    """The one record `<stem>-<date>-<time>.json` a benchmark script wrote in `folder` (benchmarks/records.py's
+    `dated_name`)."""
+    name = re.compile(re.escape(stem) + r"-\d{8}-\d{6}\.json")  # not glob: "[64]" in a stem is no pattern
+    (path,) = [p for p in Path(folder).iterdir() if name.fullmatch(p.name)]
+    return json.loads(path.read_text())

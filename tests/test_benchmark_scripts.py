@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from repo import REPO, config_path, shipped_config
+from repo import REPO, config_path, dated_record, shipped_config
 
 from fflab.training.run import train_run
 
@@ -107,7 +107,7 @@ def test_train_benchmark_marks_a_validation_runs_accuracy(tmp_path):
 def test_speed_benchmark_scores_all_labels_in_one_batch_as_the_naive_loop_does(tmp_path):
     done = script("speed", config_path("digits-ff"), "--steps", "3", "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "speed-digits-ff.json").read_text())
+    result = dated_record(tmp_path, "speed-digits-ff")
     assert result["all_labels_matches_naive"] == 1.0  # the batched candidates predict what one pass per label does
     assert result["naive_over_all_labels_arithmetic"] > 1  # ... with fewer products: the first layer is shared
     assert result["train_steps"] == 3 and result["train_samples_per_second"] > 0
@@ -127,7 +127,7 @@ def test_speed_benchmark_runs_at_the_precision_it_is_given(tmp_path):
         str(tmp_path),
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "speed-digits-ff-train.precision_bfloat16.json").read_text())
+    result = dated_record(tmp_path, "speed-digits-ff-train.precision_bfloat16")
     assert result["precision"] == "bfloat16" and result["matmul_peak_gflop_per_second"] > 0
 
 
@@ -147,7 +147,7 @@ def test_parallel_benchmark_splits_the_layers_over_workers_and_reports_each_work
     done = script("parallel", config_path("digits-ff"), "--steps", "3", "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "pipeline, 4 workers: skipped, the network has 2 layers" in done.stdout
-    result = json.loads((tmp_path / "parallel-digits-ff.json").read_text())
+    result = dated_record(tmp_path, "parallel-digits-ff")
     rows = {row["setting"]: row for row in result["rows"]}
     assert set(rows) == {
         "single process, 1 thread",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from repo import REPO, config_path
+from repo import REPO, config_path, dated_record
 
 
 def script(path, *args, timeout=300):
@@ -38,7 +38,7 @@ def test_time_to_accuracy_counts_training_seconds_up_to_the_first_epoch_at_the_t
         str(tmp_path),
     )
     assert done.returncode == 0, done.stderr
-    record = json.loads((tmp_path / "tta-digits-ff-model.hidden_[64]-train.threads_1-train.epochs_3.json").read_text())
+    record = dated_record(tmp_path, "tta-digits-ff-model.hidden_[64]-train.threads_1-train.epochs_3")
     assert record["held_out_samples"] == 360  # the whole digits test set is scored, every epoch
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
     assert all(0 <= e["test_accuracy"] <= 1 and e["train_seconds"] > 0 for e in record["epochs"])
@@ -106,7 +106,7 @@ def test_peers_fflab_sides_run_the_same_network_batch_and_data(tmp_path):
     sides = ["--sides", "fflab-same,fflab-recipe", "--target", "0.2", "--quiet"]
     done = script("benchmarks/peers.py", *TINY_PEERS, *sides, "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    record = json.loads((tmp_path / "peers-32x32-b128-e2-n300.json").read_text())
+    record = dated_record(tmp_path, "peers-32x32-b128-e2-n300")
     same, recipe = record["sides"]
     assert [same["side"], recipe["side"]] == ["fflab-same", "fflab-recipe"]
     for side in (same, recipe):
@@ -142,8 +142,7 @@ def test_train_step_records_the_share_of_the_peak_and_the_schedules_hours(tmp_pa
         "benchmarks/train_step.py", config_path("digits-ff"), "--steps", "2", *overrides, "--results", str(tmp_path)
     )
     assert done.returncode == 0, done.stderr
-    (path,) = tmp_path.glob("train-step-digits-ff-train.threads_1-data.validation_200-*-*.json")
-    r = json.loads(path.read_text())
+    r = dated_record(tmp_path, "train-step-digits-ff-train.threads_1-data.validation_200")
     assert r["threads"] == 1 and r["precision"] == "float32" and r["overrides"] == overrides[1::2]
     assert r["share_of_peak"] == pytest.approx(r["gflop_per_second"] / r["matmul_peak_gflop_per_second"], abs=1e-3)
     assert r["train_images"] == 1437 - 200 and r["epochs"] == 40
@@ -164,8 +163,7 @@ def test_cast_adam_pairs_both_ways_of_training_in_bfloat16(tmp_path):
         "benchmarks/cast_adam.py", config_path("digits-ff"), "--steps", "3", "--rounds", "2", "--results", tmp_path
     )
     assert done.returncode == 0, done.stderr
-    (path,) = tmp_path.glob("cast-adam-digits-ff-*.json")
-    r = json.loads(path.read_text())
+    r = dated_record(tmp_path, "cast-adam-digits-ff")
     rates = r["samples_per_second"]
     assert len(rates["cast_adam"]) == len(rates["autocast_adam"]) == 2 and min(rates["cast_adam"]) > 0
     ratios = [a / b for a, b in zip(rates["cast_adam"], rates["autocast_adam"], strict=True)]
