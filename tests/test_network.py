@@ -120,3 +120,23 @@ def test_per_layer_settings_repeat_one_value_and_refuse_a_wrong_count():
     assert per_layer(3, 2) == [3, 3] and per_layer([5], 3) == [5, 5, 5] and per_layer([1, 2], 2) == [1, 2]
     with pytest.raises(ValueError, match=r"one per layer \(3\), got \[1, 2\]"):
         per_layer([1, 2], 3)
+
+
+def test_an_epoch_logging_to_a_file_says_now_and_then_how_far_it_is(capsys):
+    """Away from a terminal (pytest's captured stderr) the bar is off; a long epoch prints progress lines instead."""
+    net = build_model(Config(model=ModelSettings(hidden=[8])), input_dim=30, num_classes=5)
+    x, y = torch.rand(100, 30), torch.randint(0, 5, (100,))
+    trainer = FFTrainer(net, TrainSettings(batch_size=25), progress=True)
+    trainer.train_epoch(x, y, 1)  # an epoch shorter than the 5 minutes between lines prints none
+    assert capsys.readouterr().err == ""
+    trainer.heartbeat_seconds = 0.0  # every batch "takes long": a line after each but the last
+    trainer.train_epoch(x, y, 2)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" after ")[0] for line in lines] == [
+        f"epoch 2/{trainer.settings.epochs}: {k}/4 batches" for k in (1, 2, 3)
+    ]
+    assert all(line.endswith(" min left") for line in lines)
+    quiet = FFTrainer(net, TrainSettings(batch_size=25), progress=False)
+    quiet.heartbeat_seconds = 0.0
+    quiet.train_epoch(x, y, 1)  # progress off: silent
+    assert capsys.readouterr().err == ""

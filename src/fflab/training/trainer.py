@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from fflab.batching import in_batches
 from fflab.config import ReadoutSettings, TrainSettings
@@ -27,6 +26,7 @@ from fflab.supervision import make_pair_source, wrong_labels
 from fflab.training import cast_adam
 from fflab.training.augment import augment_images
 from fflab.training.health import CHECK_EVERY, check_statistics, check_weights
+from fflab.training.progress import HEARTBEAT_SECONDS, EpochProgress
 from fflab.training.readout import OnlineReadout
 
 
@@ -133,6 +133,7 @@ class Trainer(abc.ABC):
     n_slots = 1  # entries per stats list (layers for FF, 1 for backprop)
     check_every = CHECK_EVERY  # steps between health checks within an epoch (0: at its end only)
     online_readout: OnlineReadout | None = None  # set where a readout learning alongside ranks hard negatives
+    heartbeat_seconds = HEARTBEAT_SECONDS  # away from a terminal, seconds between an epoch's progress lines
 
     def __init__(self, model, settings: TrainSettings, *, progress: bool = True) -> None:
         self.model = model
@@ -218,12 +219,11 @@ class Trainer(abc.ABC):
         order = torch.randperm(n, generator=self.generator) if self.settings.shuffle else torch.arange(n)
         sums = torch.zeros(3, self.n_slots, dtype=torch.float64)
         trained = [False] * self.n_slots
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch}/{total_epochs or self.settings.epochs}",
-            disable=None if self.progress else True,  # None: only on a terminal
-            leave=False,
-            unit="batch",
+        bar = EpochProgress(
+            steps_per_epoch,
+            f"epoch {epoch}/{total_epochs or self.settings.epochs}",
+            enabled=self.progress,
+            every=self.heartbeat_seconds,
         )
         start = time.perf_counter()
         lr = self.settings.lr
@@ -245,7 +245,7 @@ class Trainer(abc.ABC):
                     sums[2, j] += r.goodness[half:].mean().item() * k
             if i % 50 == 0 and any(trained):
                 done = sums[0, torch.tensor(trained)].mean().item() / stop
-                bar.set_postfix(loss=f"{done:.4f}")
+                bar.show_loss(done)
             if self.check_every and (i + 1) % self.check_every == 0 and i + 1 < steps_per_epoch:
                 self.check_health(sums / stop, epoch, f" (checked after step {i + 1} of {steps_per_epoch})")
         sums, done_slots = self.combine_epoch_sums(sums, torch.tensor(trained))  # waits for all workers' steps
