@@ -203,3 +203,32 @@ def test_layer_epochs_count_the_flops_of_each_epoch():
 def test_layer_epochs_config_errors_name_the_problem(model, train, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"model": model, "train": train})
+
+
+@pytest.mark.parametrize(
+    ("train", "model", "readout"),
+    [
+        ({"negatives": "random"}, {}, False),
+        ({"negatives": "hard", "hard_scores": "first_layer"}, {}, False),  # the first layer's product shared
+        ({"negatives": "hard", "hard_scores": "first_layer"}, {"label": "concat"}, False),
+        ({"negatives": "hard", "hard_scores": "prediction"}, {"hidden": [16, 12, 8], "predict_layers": [1, 2]}, False),
+        ({"negatives": "hard", "hard_scores": "readout"}, {}, True),
+        ({"negatives": "random", "layer_order": "in_turn"}, {"hidden": [16, 12, 8]}, False),
+    ],
+)
+def test_flops_per_sample_counts_the_products_a_training_step_runs(train, model, readout):
+    """The count behind samples/s' GFLOP/s and the share of the matmul peak, against torch's own count of one step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = toy_data(40, 20, 4)
+    cfg = config_from_dict(
+        {
+            "model": {"hidden": [16, 12], **model},
+            "train": {"batch_size": 40, **train},
+            "readout": {"enabled": readout},
+        }
+    )
+    trainer = make_trainer(build_model(cfg, 20, 4), cfg, progress=False)
+    with FlopCounterMode(display=False) as counted:
+        trainer.step(x, y, torch.arange(len(x)))  # a training step: the readout, if it scores, learns too
+    assert trainer.flops_per_sample() * len(x) == counted.get_total_flops()

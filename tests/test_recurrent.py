@@ -443,3 +443,34 @@ def test_bad_local_recurrent_configs_are_named():
         build_model(cfg, 3072, 10, input_shape=(3, 32, 32))
     with pytest.raises(ConfigError, match="needs images"):
         build_model(config_from_dict({"model": base, "recurrent": rec}), 784, 10, input_shape=None)
+
+
+@pytest.mark.parametrize(
+    "recurrent",
+    [
+        {"update": "window"},
+        {"update": "window", "learn_window": [2, 5]},
+        {"update": "step", "learn_window": [2, 6]},  # per-step learning past the counted window (and-rewsmith)
+        {"update": "step", "updates_per_step": 3, "recompute_after_update": True},
+    ],
+)
+@pytest.mark.parametrize("readout", [False, True])
+def test_flops_per_sample_counts_the_products_a_training_step_runs(recurrent, readout):
+    """The count behind samples/s' GFLOP/s and the share of the matmul peak, against torch's own count of one step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = toy_data(40, 20, 4)
+    train = {"batch_size": 40, "negatives": "hard" if readout else "random"}
+    cfg = config_from_dict(
+        {
+            "model": {"kind": "recurrent", "hidden": [16, 12]},
+            "recurrent": {"hidden_steps": 1, "steps": 6, "window": [3, 4], **recurrent},
+            "train": {**train, "hard_scores": "readout"} if readout else train,
+            "readout": {"enabled": readout},
+        }
+    )
+    net = build_model(cfg, 20, 4)
+    trainer = make_trainer(net, cfg, progress=False)
+    with FlopCounterMode(display=False) as counted:
+        trainer.step(x, y)
+    assert trainer.flops_per_sample() * len(x) == counted.get_total_flops()

@@ -460,8 +460,9 @@ class FFTrainer(Trainer):
             sum(2 * rows * dense[k] if k in trained else rows * dense[k] for k in range(max(trained) + 1))
             for trained in phases
         ) / len(phases)
-        if self.settings.layer_order == "in_turn":  # each trained layer's output is recomputed after its step
-            flops += sum(sum(rows * dense[k] for k in trained) for trained in phases) / len(phases)
+        if self.settings.layer_order == "in_turn":  # a trained layer's output is recomputed after its step for the
+            # layer above (the top trained layer feeds none)
+            flops += sum(sum(rows * dense[k] for k in trained if k < max(trained)) for trained in phases) / len(phases)
         if self.online_readout is not None:  # a neutral-label pass, and the readout's forward and gradient
             readout = self.model.readout
             flops += sum(dense[: max(readout.layers) + 1]) + 2 * 2 * readout.linear.in_features * self.model.num_classes
@@ -544,21 +545,28 @@ class RecurrentTrainer(Trainer):
 
     def flops_per_sample(self) -> int:
         """Matrix-multiply FLOPs per training sample: forward and weight-gradient products of its positive
-        and negative runs, plus the neutral run and the readout step.
+        and negative runs up to the end of the learning window (`learn_window`), plus the neutral run and the
+        readout step.
 
         A static input's first-layer bottom-up product is the same at every step: it is computed (and
         its weight gradient taken) once for the pair of runs in window-update mode and once for the
-        neutral run, so it is counted once there.
+        neutral run, so it is counted once there. With one update per step, each learning step runs
+        `updates_per_step` forward and gradient products (and one more forward with
+        `recompute_after_update`).
         """
         m = self.model
         per_step = sum(layer.flops() for layer in m.layers)
-        first, last = m.window
-        counted = last - first + 1
+        first, last = m.learn_window
+        learning = last - first + 1
         up = m.layers[0].up_flops() if self.static_input else 0
-        shared = up if self.update_mode == "window" else 0
-        flops = (2 * last * (per_step - shared) + shared) + (2 * counted * (per_step - shared) + shared)
-        if m.readout is not None:
-            flops += last * (per_step - up) + up + 3 * 2 * m.readout.linear.in_features * m.num_classes
+        if self.update_mode == "window":
+            flops = 2 * last * (per_step - up) + up + 2 * learning * (per_step - up) + up
+        else:
+            updates = learning * m.updates_per_step
+            forwards = first - 1 + updates + (learning if m.recompute_after_update else 0)
+            flops = 2 * forwards * per_step + 2 * updates * per_step
+        if m.readout is not None:  # the neutral run goes to the end of the prediction window
+            flops += m.window[1] * (per_step - up) + up + 2 * 2 * m.readout.linear.in_features * m.num_classes
         return int(flops)
 
 
