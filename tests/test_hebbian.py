@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from product_count import ProductFlops
 from repo import config_path
 
 from fflab.config import Config, ConfigError, ModelSettings, SpikingSettings, config_from_dict, load_config
@@ -194,3 +195,25 @@ def test_hard_negatives_for_hebbian_networks_are_wrong_labels_ranked_by_the_mode
     scores = net.label_scores(x).sum(2)
     scores[torch.arange(30), y] = -float("inf")
     assert torch.equal(wrong, scores.argmax(1))  # the wrong label with the highest P
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides"),
+    [
+        ("mnist-hebbian", ["model.hidden=[30,20]"]),  # spiking, plasticity over the presentation, leaky traces
+        ("mnist-hebbian", ["model.hidden=[30]", "train.negatives=hard"]),  # a run per candidate label
+        ("reference/hebbian-ffa-online", ["model.hidden=[30]"]),  # online plasticity at the late steps, rest steps
+        ("reference/hebbian-ffa-analog", ["model.hidden=[30]"]),
+    ],
+)
+def test_flops_per_sample_counts_the_products_a_training_step_runs(config, overrides):
+    """The count behind samples/s' GFLOP/s, against the products one training step really runs."""
+    from fflab.training.trainer import make_trainer
+
+    cfg = load_config(config_path(config), ["train.batch_size=4", *overrides])
+    net = build_model(cfg, 784, 10, input_shape=(1, 28, 28))
+    trainer = make_trainer(net, cfg, progress=False, image_shape=(1, 28, 28))
+    x, y = torch.rand(4, 784), torch.tensor([0, 1, 2, 3])
+    with ProductFlops() as counted:
+        trainer.step(x, y, torch.arange(4))
+    assert trainer.flops_per_sample() * len(x) == counted.flops

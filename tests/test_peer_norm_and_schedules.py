@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from product_count import ProductFlops
 from toydata import toy_data
 
 from fflab.config import Config, ConfigError, ModelSettings, TrainSettings, config_from_dict
@@ -218,8 +219,6 @@ def test_layer_epochs_config_errors_name_the_problem(model, train, message):
 )
 def test_flops_per_sample_counts_the_products_a_training_step_runs(train, model, readout):
     """The count behind samples/s' GFLOP/s and the share of the matmul peak, against torch's own count of one step."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     x, y = toy_data(40, 20, 4)
     cfg = config_from_dict(
         {
@@ -229,6 +228,6 @@ def test_flops_per_sample_counts_the_products_a_training_step_runs(train, model,
         }
     )
     trainer = make_trainer(build_model(cfg, 20, 4), cfg, progress=False)
-    with FlopCounterMode(display=False) as counted:
+    with ProductFlops() as counted:
         trainer.step(x, y, torch.arange(len(x)))  # a training step: the readout, if it scores, learns too
-    assert trainer.flops_per_sample() * len(x) == counted.get_total_flops()
+    assert trainer.flops_per_sample() * len(x) == counted.flops

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from product_count import ProductFlops
 from toydata import toy_data
 
 from fflab.config import config_from_dict
@@ -457,8 +458,6 @@ def test_bad_local_recurrent_configs_are_named():
 @pytest.mark.parametrize("readout", [False, True])
 def test_flops_per_sample_counts_the_products_a_training_step_runs(recurrent, readout):
     """The count behind samples/s' GFLOP/s and the share of the matmul peak, against torch's own count of one step."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     x, y = toy_data(40, 20, 4)
     train = {"batch_size": 40, "negatives": "hard" if readout else "random"}
     cfg = config_from_dict(
@@ -471,6 +470,6 @@ def test_flops_per_sample_counts_the_products_a_training_step_runs(recurrent, re
     )
     net = build_model(cfg, 20, 4)
     trainer = make_trainer(net, cfg, progress=False)
-    with FlopCounterMode(display=False) as counted:
+    with ProductFlops() as counted:
         trainer.step(x, y)
-    assert trainer.flops_per_sample() * len(x) == counted.get_total_flops()
+    assert trainer.flops_per_sample() * len(x) == counted.flops

@@ -36,6 +36,12 @@ def trace(spikes: torch.Tensor, kind: str = "leaky", decay: float = 0.9) -> torc
     return torch.stack(out)
 
 
+def trace_flops(steps: int, width: int, kind: str = "leaky") -> int:
+    """Matrix-multiply FLOPs of `trace` over `steps` steps of `width` values for one sample: the leaky (and average)
+    trace's product with its [T, T] kernel; the others take none."""
+    return 2 * steps * steps * width if kind in ("leaky", "average") else 0
+
+
 def trace_step(tr: torch.Tensor | None, spikes: torch.Tensor, kind: str = "leaky", decay: float = 0.9) -> torch.Tensor:
     """One step of `trace`: the trace after `spikes` [N, H] given the trace before (None: from zero)."""
     if kind not in TRACES:

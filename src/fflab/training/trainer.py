@@ -22,6 +22,7 @@ from fflab.batching import in_batches
 from fflab.config import ReadoutSettings, TrainSettings
 from fflab.layers.kept_cast import mark_parameters_changed
 from fflab.models import FFNetwork, HebbianFFNetwork, LocalResult, RecurrentFFNetwork
+from fflab.spiking.traces import trace_flops
 from fflab.supervision import make_pair_source, wrong_labels
 from fflab.training import cast_adam
 from fflab.training.augment import augment_images
@@ -633,10 +634,34 @@ class HebbianTrainer(Trainer):
         return [LocalResult(r.loss, None) for r in results]
 
     def flops_per_sample(self) -> int:
-        """Input products of the positive and negative runs (one of them, presenting either), plus the update's
-        outer products (as large), plus one run per label when hard negatives are scored."""
-        scoring = self.model.num_classes if self.settings.negatives != "random" else 0
-        return ((4 if self.present == "both" else 2) + scoring) * self.model.forward_flops()
+        """Matrix-multiply FLOPs per training sample, as a step runs them, for the positive and negative runs (one
+        of them, presenting either): with plasticity over the presentation, the input products of every step, the
+        update's outer product over as many and, for spiking units, the traces' products over time; with online
+        plasticity, the input products step by step and an outer product at each plastic step. Hard negatives add
+        one run per candidate label (without the presynaptic trace)."""
+        m = self.model
+        rows = 2 if self.present == "both" else 1
+        steps = m.steps + m.rest_steps
+        scored_steps = steps if m.goodness_at == "mean" else m.steps  # label_scores leaves out unscored rest steps
+        rest_products = (
+            m.rest_steps
+            if any(layer.carry_membrane for layer in m.layers) and not all(layer.rests_silently for layer in m.layers)
+            else 0
+        )
+        flops, scoring = 0, 0
+        for layer in m.layers:
+            product = layer.forward_flops(1)
+            spiking = layer.lif is not None
+            if m.plasticity == "online":
+                flops += rows * (m.steps + rest_products + m.steps - m.learn_from) * product
+            else:
+                traces = trace_flops(steps, layer.in_features + layer.out_features, layer.trace_kind) if spiking else 0
+                flops += rows * (2 * steps * product + traces)
+            spike_trace = trace_flops(scored_steps, layer.out_features, layer.trace_kind) if spiking else 0
+            scoring += scored_steps * product + spike_trace
+        if self.settings.negatives != "random":
+            flops += m.num_classes * scoring
+        return int(flops)
 
 
 def make_trainer(model, cfg, *, progress: bool = True, image_shape: Sequence[int] | None = None) -> Trainer:
