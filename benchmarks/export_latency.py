@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "seconds per 1,000 images, median of repeats; the machine may be shared (indicative figures)",
         "results": rows,
     }
-    out = args.results / dated_name("export-latency")
+    out = args.results / dated_name("export-latency", started)
     write_json_atomic(out, record)
     print(f"record written to {out}")
     return 0

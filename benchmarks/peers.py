@@ -356,7 +356,6 @@ def main(argv: list[str] | None = None) -> None:
     sizes = "x".join(map(str, hidden))
     n_train = min(args.train_subset or len(ds.train_x), len(ds.train_x))
     out = args.results / dated_name(f"peers-{sizes}-b{args.batch_size}-e{args.epochs}-n{n_train}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, record)
     peak_text = (
         f", matmul peaks float32 {peaks['float32']:,.0f} / bfloat16 {peaks['bfloat16']:,.0f} GFLOP/s" if peaks else ""

@@ -140,14 +140,14 @@ def make_record(
 def record_name(record: dict) -> str:
     """A file name for `record`, unique per run: config, overrides and the time it started."""
     tag = "".join("-" + item.replace("=", "_").replace(" ", "") for item in record["overrides"])
-    when = re.sub(r"[-:]", "", record["date"]).replace("T", "-").rstrip("Z")
-    return f"{record['config']}{tag}-{when}.json"
+    return dated_name(f"{record['config']}{tag}", datetime.datetime.fromisoformat(record["date"]))
 
 
-def dated_name(stem: str) -> str:
-    """`<stem>-<UTC date and time>.json`: a benchmark's output file, named so that a later run never overwrites an
-    earlier one's figures."""
-    return f"{stem}-{datetime.datetime.now(datetime.UTC).strftime('%Y%m%d-%H%M%S')}.json"
+def dated_name(stem: str, when: datetime.datetime | None = None) -> str:
+    """`<stem>-<date>-<time>.json` (UTC; `when`, default now): a benchmark's output file, named so that a later run
+    does not overwrite an earlier one's figures."""
+    when = (when or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC)
+    return f"{stem}-{when.strftime('%Y%m%d-%H%M%S')}.json"
 
 
 def check_record(record: dict, where: str = "record") -> None:

@@ -16,6 +16,7 @@ config's whole schedule (its epochs over its training images) would take at this
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import time
 from pathlib import Path
@@ -132,9 +133,9 @@ def main() -> None:
                 "dirty": dirty,
                 "cpu": cpu_model(),
                 "torch": torch.__version__,
-                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "date": (now := datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
-            write_json_atomic(args.results / dated_name(f"train-step-{r['config']}{overrides_tag(args.set)}"), r)
+            write_json_atomic(args.results / dated_name(f"train-step-{r['config']}{overrides_tag(args.set)}", now), r)
         print(row, flush=True)
 
 

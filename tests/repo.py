@@ -1,6 +1,7 @@
 """Paths into the repository and its shipped configs, for tests that run them."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -23,5 +24,7 @@ def dated_record(folder: Path, stem: str) -> dict:
     """The one record `<stem>-<date>-<time>.json` a benchmark script wrote in `folder` (benchmarks/records.py's
     `dated_name`)."""
     name = re.compile(re.escape(stem) + r"-\d{8}-\d{6}\.json")  # not glob: "[64]" in a stem is no pattern
-    (path,) = [p for p in Path(folder).iterdir() if name.fullmatch(p.name)]
+    found = [p for p in Path(folder).iterdir() if name.fullmatch(p.name)]
+    assert len(found) == 1, f"one {stem}-<date>-<time>.json expected in {folder}, found {sorted(os.listdir(folder))}"
+    (path,) = found
     return json.loads(path.read_text())

@@ -135,8 +135,7 @@ def test_untrained_control_fits_the_readout_on_random_layers(tmp_path):
     overrides = ["--set", "readout.enabled=true", "--set", "readout.epochs=5"]
     done = script("untrained_control", config_path("digits-ff"), *overrides, "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    (written,) = tmp_path.iterdir()
-    result = json.loads(written.read_text())
+    result = dated_record(tmp_path, "digits-ff-readout.enabled_true-readout.epochs_5-untrained")
     assert result["ff_epochs"] == 0 and 0.5 < result["readout_test_accuracy"] <= 1  # random features carry digits
     assert f"untrained + readout: test {result['readout_test_accuracy']:.2%}" in done.stdout
     no_readout = script("untrained_control", config_path("digits-ff"), "--results", str(tmp_path))

@@ -220,7 +220,7 @@ class Trainer(abc.ABC):
         order = torch.randperm(n, generator=self.generator) if self.settings.shuffle else torch.arange(n)
         sums = torch.zeros(3, self.n_slots, dtype=torch.float64)
         trained = [False] * self.n_slots
-        bar = EpochProgress(
+        progress = EpochProgress(
             steps_per_epoch,
             f"epoch {epoch}/{total_epochs or self.settings.epochs}",
             enabled=self.progress,
@@ -228,7 +228,7 @@ class Trainer(abc.ABC):
         )
         start = time.perf_counter()
         lr = self.settings.lr
-        for i in bar:
+        for i in progress:
             lr = self._set_lr(self.phase_steps / phase_total)
             first, stop = bounds[i]
             idx = order[first:stop]
@@ -246,7 +246,7 @@ class Trainer(abc.ABC):
                     sums[2, j] += r.goodness[half:].mean().item() * k
             if i % 50 == 0 and any(trained):
                 done = sums[0, torch.tensor(trained)].mean().item() / stop
-                bar.show_loss(done)
+                progress.show_loss(done)
             if self.check_every and (i + 1) % self.check_every == 0 and i + 1 < steps_per_epoch:
                 self.check_health(sums / stop, epoch, f" (checked after step {i + 1} of {steps_per_epoch})")
         sums, done_slots = self.combine_epoch_sums(sums, torch.tensor(trained))  # waits for all workers' steps
