@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from records import cpu_model, dated_name, git_commit
+from records import cpu_model, dated_path, git_commit
 
 from fflab.config import load_config
 from fflab.data import load_dataset
@@ -96,7 +96,7 @@ def main() -> None:
                 "cpu": cpu_model(),
                 "date": time.strftime("%Y-%m-%d"),
             }
-            write_json_atomic(args.results / dated_name(f"cast-adam-{Path(config).stem}"), record)
+            write_json_atomic(dated_path(args.results, f"cast-adam-{Path(config).stem}"), record)
 
 
 if __name__ == "__main__":

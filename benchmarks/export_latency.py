@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import REPO, RESULTS, cpu_model, dated_name, git_commit  # noqa: E402
+from records import REPO, RESULTS, cpu_model, dated_path, git_commit  # noqa: E402
 
 import fflab  # noqa: E402
 from fflab.checkpoint import save_checkpoint  # noqa: E402
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "seconds per 1,000 images, median of repeats; the machine may be shared (indicative figures)",
         "results": rows,
     }
-    out = args.results / dated_name("export-latency", started)
+    out = dated_path(args.results, "export-latency", started)
     write_json_atomic(out, record)
     print(f"record written to {out}")
     return 0

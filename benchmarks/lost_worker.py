@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from records import dated_name
+from records import dated_path
 
 from fflab.config import Config, load_config
 from fflab.data import load_dataset
@@ -120,7 +120,7 @@ def main() -> None:
         rows.append({"case": name, "seconds": seconds, "median": statistics.median(seconds)})
         print(f"{name}: {' / '.join(f'{s:.2f}' for s in seconds)} s", flush=True)
     write_json_atomic(
-        args.results / dated_name(f"lost-worker-{Path(args.config).stem}"),
+        dated_path(args.results, f"lost-worker-{Path(args.config).stem}"),
         {
             "config": args.config,
             "timeout": args.timeout,

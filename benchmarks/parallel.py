@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from records import dated_name
+from records import dated_path
 
 from fflab.config import Config, load_config
 from fflab.data import load_dataset
@@ -126,7 +126,7 @@ def main() -> None:
         if row["threads_per_worker"] == 1:
             row["modelled_speedup_one_device_per_worker"] = round(single_cpu / max(row["cpu_seconds_per_step"]), 2)
     write_json_atomic(
-        args.results / dated_name(f"parallel-{Path(args.config).stem}"),
+        dated_path(args.results, f"parallel-{Path(args.config).stem}"),
         {"config": args.config, "steps": args.steps, "cores": cores, "date": time.strftime("%Y-%m-%d"), "rows": rows},
     )
     print("\n| setting | samples/s | vs 1 worker | busy share per worker | CPU s/step per worker | modelled |")

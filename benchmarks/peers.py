@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import cpu_model, dated_name, git_commit  # noqa: E402
+from records import cpu_model, dated_path, git_commit  # noqa: E402
 from time_to_accuracy import RESULTS, measure_peaks, run_to_target  # noqa: E402
 
 from fflab.data import load_dataset  # noqa: E402
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     sizes = "x".join(map(str, hidden))
     n_train = min(args.train_subset or len(ds.train_x), len(ds.train_x))
-    out = args.results / dated_name(f"peers-{sizes}-b{args.batch_size}-e{args.epochs}-n{n_train}")
+    out = dated_path(args.results, f"peers-{sizes}-b{args.batch_size}-e{args.epochs}-n{n_train}")
     write_json_atomic(out, record)
     peak_text = (
         f", matmul peaks float32 {peaks['float32']:,.0f} / bfloat16 {peaks['bfloat16']:,.0f} GFLOP/s" if peaks else ""

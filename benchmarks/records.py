@@ -137,17 +137,37 @@ def make_record(
     }
 
 
-def record_name(record: dict) -> str:
-    """A file name for `record`, unique per run: config, overrides and the time it started."""
+def _record_stem(record: dict) -> tuple[str, datetime.datetime]:
+    """The config and overrides of `record` as a file-name stem, and the time it started."""
     tag = "".join("-" + item.replace("=", "_").replace(" ", "") for item in record["overrides"])
-    return dated_name(f"{record['config']}{tag}", datetime.datetime.fromisoformat(record["date"]))
+    return f"{record['config']}{tag}", datetime.datetime.fromisoformat(record["date"])
+
+
+def record_name(record: dict) -> str:
+    """A file name for `record`: config, overrides and the time it started."""
+    return dated_name(*_record_stem(record))
+
+
+def record_path(folder: Path, record: dict) -> Path:
+    """Where `record` goes in `folder`: its `record_name`, made free as `dated_path` does."""
+    return dated_path(folder, *_record_stem(record))
 
 
 def dated_name(stem: str, when: datetime.datetime | None = None) -> str:
-    """`<stem>-<date>-<time>.json` (UTC; `when`, default now): a benchmark's output file, named so that a later run
-    does not overwrite an earlier one's figures."""
+    """`<stem>-<date>-<time>.json` (UTC; `when`, default now): a benchmark's output file name."""
     when = (when or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC)
     return f"{stem}-{when.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def dated_path(folder: Path, stem: str, when: datetime.datetime | None = None) -> Path:
+    """Where a benchmark writes its output in `folder`: `dated_name`, or with -2, -3, ... before .json where a file of
+    that name is there already (a second run in the same second), so that no run overwrites another's figures."""
+    name = dated_name(stem, when)
+    path, k = folder / name, 1
+    while path.exists():
+        k += 1
+        path = folder / f"{name.removesuffix('.json')}-{k}.json"
+    return path
 
 
 def check_record(record: dict, where: str = "record") -> None:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from records import dated_name, git_commit
+from records import dated_path, git_commit
 
 from fflab.config import load_config, overrides_tag
 from fflab.data import load_dataset
@@ -150,7 +150,7 @@ def main() -> None:
         r = bench(config, args.steps, args.data_dir, args.set)
         commit, dirty = git_commit()
         r.update(command=" ".join(["python", *sys.argv]), commit=commit, dirty=dirty)
-        write_json_atomic(args.results / dated_name(f"speed-{Path(config).stem}{overrides_tag(args.set)}"), r)
+        write_json_atomic(dated_path(args.results, f"speed-{Path(config).stem}{overrides_tag(args.set)}"), r)
         t = r["seconds_per_10k"]
         print(
             f"| {Path(config).stem} | {r['train_samples_per_second']:,.0f} | {r['train_gflop_per_second']:.0f} / "

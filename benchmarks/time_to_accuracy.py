@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from records import cpu_model, dated_name, git_commit
+from records import cpu_model, dated_path, git_commit
 
 from fflab.config import load_config
 from fflab.devices import resolve_device
@@ -250,7 +250,7 @@ def main() -> None:
     }
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
-    out = args.results / dated_name(f"tta-{Path(args.config).stem}{tag(args.set)}")
+    out = dated_path(args.results, f"tta-{Path(args.config).stem}{tag(args.set)}")
     write_json_atomic(out, record)
     print(
         f"peaks on {device} ({record.get('gpu', record['cpu'])}, {threads} threads): "

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from records import RESULTS, make_record, record_name
+from records import RESULTS, make_record, record_path
 
 from fflab.config import load_config
 from fflab.devices import resolve_device
@@ -128,7 +128,7 @@ def main() -> None:
             record = record_from_run(config, args.set, args.from_run)
         else:
             record = bench(config, args.set, args.data_dir, args.keep)
-        path = args.results / record_name(record)
+        path = record_path(args.results, record)
         write_json_atomic(path, record)
         print(f"record: {path}")
         rows.append(markdown_row(record))

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from records import cpu_model, dated_name, git_commit
+from records import cpu_model, dated_path, git_commit
 
 from fflab.config import load_config, overrides_tag
 from fflab.data import load_dataset
@@ -135,7 +135,7 @@ def main() -> None:
                 "torch": torch.__version__,
                 "date": (now := datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
-            write_json_atomic(args.results / dated_name(f"train-step-{r['config']}{overrides_tag(args.set)}", now), r)
+            write_json_atomic(dated_path(args.results, f"train-step-{r['config']}{overrides_tag(args.set)}", now), r)
         print(row, flush=True)
 
 

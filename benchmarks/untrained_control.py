@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from records import dated_name
+from records import dated_path
 
 from fflab.config import load_config, overrides_tag
 from fflab.errors import FFLabError
@@ -70,7 +70,7 @@ def main() -> None:
         result = untrained_control(args.config, args.set, args.data_dir)
     except FFLabError as e:
         raise SystemExit(f"error: {e}") from None
-    write_json_atomic(args.results / dated_name(f"{Path(args.config).stem}{overrides_tag(args.set)}-untrained"), result)
+    write_json_atomic(dated_path(args.results, f"{Path(args.config).stem}{overrides_tag(args.set)}-untrained"), result)
     print(
         f"{Path(args.config).stem}, untrained + readout: test {result['readout_test_accuracy']:.2%} "
         f"(train {result['readout_train_accuracy']:.2%}), {result['seconds']:.0f} s"

@@ -140,6 +140,12 @@ def test_record_helpers(tmp_path):
     assert metrics == {"test_accuracy": 0.9, "test_accuracy_by_method": {"goodness": 0.9}} and run == {"epochs": 2}
     named = {"config": "mnist-ff", "overrides": ["model.hidden=[500, 500]"], "date": "2026-12-07T10:01:02Z"}
     assert records.record_name(named) == "mnist-ff-model.hidden_[500,500]-20261207-100102.json"
+    first = records.record_path(tmp_path, named)
+    first.write_text("{}")  # a second run of the same config in the same second gets a name of its own
+    assert [first.name, records.record_path(tmp_path, named).name] == [
+        "mnist-ff-model.hidden_[500,500]-20261207-100102.json",
+        "mnist-ff-model.hidden_[500,500]-20261207-100102-2.json",
+    ]
     commit, dirty = records.git_commit()
     assert commit is None or (len(commit) == 40 and isinstance(dirty, bool))
 
