@@ -153,6 +153,15 @@ class HebbianFFNetwork(nn.Module):
                 apply(i, layer.update_direction(pre, post, target, gate, None if scored is post else scored))
         return results
 
+    @property
+    def online_rest(self) -> str:
+        """What an online presentation does with its rest steps: "none" where no layer carries its membrane to the
+        next sample (nothing after them reads it), "silent" where every layer rests silently (its membrane only
+        decays), else "run" (the input products of every rest step)."""
+        if not self.rest_steps or not any(layer.carry_membrane for layer in self.layers):
+            return "none"
+        return "silent" if all(layer.rests_silently for layer in self.layers) else "run"
+
     def _learn_online(self, train: torch.Tensor, target: torch.Tensor, lr: float) -> list[LocalResult]:
         """Step every layer through the input train; at presentation steps learn_from..steps-1 each layer applies
         its update from that step's input and its output trace so far. The rest steps only run the neurons
@@ -181,15 +190,15 @@ class HebbianFFNetwork(nn.Module):
                 layer.learn_step(pre, post, target, lr)
                 pre = out
                 last[j] = post.unsqueeze(0)
-        if self.rest_steps and any(layer.carry_membrane for layer in self.layers):
-            if all(layer.rests_silently for layer in self.layers):
+        rest = self.online_rest
+        if rest == "silent":
+            for layer in self.layers:
+                layer.rest_online(self.rest_steps)
+        elif rest == "run":
+            for t in range(self.steps, self.steps + self.rest_steps):
+                pre = train[t]
                 for layer in self.layers:
-                    layer.rest_online(self.rest_steps)
-            else:
-                for t in range(self.steps, self.steps + self.rest_steps):
-                    pre = train[t]
-                    for layer in self.layers:
-                        pre = layer.online_step(pre)[0]
+                    pre = layer.online_step(pre)[0]
         for layer in self.layers:
             layer.end_online()
         return [

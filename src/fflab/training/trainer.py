@@ -643,11 +643,7 @@ class HebbianTrainer(Trainer):
         rows = 2 if self.present == "both" else 1
         steps = m.steps + m.rest_steps
         scored_steps = steps if m.goodness_at == "mean" else m.steps  # label_scores leaves out unscored rest steps
-        rest_products = (
-            m.rest_steps
-            if any(layer.carry_membrane for layer in m.layers) and not all(layer.rests_silently for layer in m.layers)
-            else 0
-        )
+        rest_products = m.rest_steps if m.online_rest == "run" else 0
         flops, scoring = 0, 0
         for layer in m.layers:
             product = layer.forward_flops(1)
