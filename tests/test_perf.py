@@ -51,6 +51,23 @@ def test_matmul_peak_is_measured_at_the_precision_asked_for(monkeypatch):
     assert dtypes == {torch.bfloat16}
 
 
+def test_matmul_peak_stops_at_a_size_too_slow_to_time_at_length(monkeypatch):
+    # A CPU that emulates bfloat16 multiplies at about 1 GFLOP/s: the full rounds of a 2048 product would take minutes.
+    sizes = []
+    mm = torch.mm
+
+    def recording_mm(a, b, **kwargs):
+        sizes.append(a.shape[0])
+        return mm(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, "mm", recording_mm)
+    assert matmul_peak_gflops(sizes=(64, 128), repeats=3, rounds=2, budget_seconds=0) > 0
+    assert sizes == [64]  # the first product's rate stands; no rounds, no larger size
+    sizes.clear()
+    matmul_peak_gflops(sizes=(64, 128), repeats=3, rounds=2, budget_seconds=60)
+    assert sizes == [64] * (2 + 2 * 3) + [128] * (2 + 2 * 3)  # two warm-up products, then the rounds
+
+
 def test_bfloat16_precision_runs_products_in_bfloat16_but_keeps_weights_and_goodness_float32():
     torch.manual_seed(0)
     layer = torch.nn.Linear(8, 4)
