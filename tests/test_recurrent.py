@@ -473,3 +473,37 @@ def test_flops_per_sample_counts_the_products_a_training_step_runs(recurrent, re
     with ProductFlops() as counted:
         trainer.step(x, y)
     assert trainer.flops_per_sample() * len(x) == counted.flops
+
+
+@pytest.mark.parametrize(
+    "recurrent",
+    [
+        {"update": "window", "raw_input": True},
+        {"update": "step", "learn_window": [4, 6]},  # and-rewsmith's: steps past the hidden ones before it learns
+    ],
+)
+def test_label_hidden_steps_run_once_for_both_halves_and_train_as_two_runs_would(recurrent, monkeypatch):
+    """Before the label shows, a positive and a negative row see the same input: the step runs them once. The
+    weights after a training step equal those of running both halves from the first step (the method before)."""
+    x, y = toy_data(24, 20, 4)
+    cfg = config_from_dict(
+        {
+            "model": {"kind": "recurrent", "hidden": [16, 12]},
+            "recurrent": {"hidden_steps": 2, "steps": 6, "window": [3, 5], **recurrent},
+            "train": {"batch_size": 24, "negatives": "random"},
+        }
+    )
+    weights = []
+    for shared in (True, False):
+        torch.manual_seed(0)
+        net = build_model(cfg, 20, 4)
+        assert net.shared_hidden_steps() == 2
+        if not shared:
+            monkeypatch.setattr(net, "shared_hidden_steps", lambda: 0)
+        trainer = make_trainer(net, cfg, progress=False)
+        before = [p.detach().clone() for p in net.parameters()]
+        trainer.step(x, y)
+        weights.append([p.detach().clone() for p in net.parameters()])
+        assert not all(torch.equal(a, b) for a, b in zip(before, weights[-1], strict=True))  # the step learned
+    for a, b in zip(*weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

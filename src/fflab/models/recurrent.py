@@ -257,7 +257,7 @@ class RecurrentFFNetwork(nn.Module):
         rows = torch.cat([x, x])
         labels = torch.cat([pos_labels, neg_labels])
         if update is not None:
-            return self._learn_by_steps(rows, labels, n, update)
+            return self._learn_by_steps(x, labels, update)
         up = self.static_up(x)
         first, last = self.learn_window
         losses: list[list[torch.Tensor]] = [[] for _ in self.layers]
@@ -276,8 +276,10 @@ class RecurrentFFNetwork(nn.Module):
                 losses[i].append(r.loss)
                 goods[i].append(r.goodness.detach())
 
+        shared = self.shared_hidden_steps()
+        state = self.hidden_state_of_pairs(x, shared, static_up=up) if shared else None
         up = None if up is None else torch.cat([up, up])
-        self.run(rows, labels, until=last, on_step=on_step, static_up=up)
+        self.run(rows, labels, until=last, on_step=on_step, static_up=up, state=state, start=shared + 1)
         if self.score == "window_mean":
             count = last - first + 1
             return [LocalResult(*layer.local_loss(h / count, n)) for layer, h in zip(self.layers, sums, strict=True)]
@@ -285,8 +287,21 @@ class RecurrentFFNetwork(nn.Module):
             LocalResult(torch.stack(ls).mean(), torch.stack(gs).mean(0)) for ls, gs in zip(losses, goods, strict=True)
         ]
 
+    def shared_hidden_steps(self) -> int:
+        """How many first steps of a training run its positive and negative rows share: the label-hidden steps
+        before the learning window, which see the same input and no label, so both halves are equal there."""
+        return min(self.hidden_steps, self.learn_window[0] - 1)
+
+    @torch.no_grad()
+    def hidden_state_of_pairs(
+        self, x: torch.Tensor, until: int, static_up: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """The state after steps 1..until (label hidden, no loss taken) of the rows [x, x], run once on x: what
+        the positive and negative halves would each compute. No gradient is kept: the next step detaches it."""
+        return [torch.cat([h, h]) for h in self.run(x, None, until=until, static_up=static_up)]
+
     def _learn_by_steps(
-        self, rows: torch.Tensor, labels: torch.Tensor, n: int, update: Callable[[list[LocalResult]], None]
+        self, x: torch.Tensor, labels: torch.Tensor, update: Callable[[list[LocalResult]], None]
     ) -> list[LocalResult]:
         """One update per step of the learning window: at each, every layer computes its new activity from the
         previous step's, takes its loss, and `update(results)` steps the optimisers; `updates_per_step` times on
@@ -294,10 +309,12 @@ class RecurrentFFNetwork(nn.Module):
         passes on the activity of its last iteration, or with `recompute_after_update` that activity computed
         again with the updated weights. Returns each layer's loss and goodness averaged over its updates."""
         first, last = self.learn_window
+        n, rows = x.shape[0], torch.cat([x, x])
         losses: list[list[torch.Tensor]] = [[] for _ in self.layers]
         goods: list[list[torch.Tensor]] = [[] for _ in self.layers]
-        state = self.initial_state(rows.shape[0], rows.device)
-        for t in range(1, last + 1):
+        shared = self.shared_hidden_steps()
+        state = self.hidden_state_of_pairs(x, shared) if shared else self.initial_state(rows.shape[0], rows.device)
+        for t in range(shared + 1, last + 1):
             if t < first:
                 state = self.advance(state, rows, labels, t)
                 continue

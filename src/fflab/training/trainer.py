@@ -546,8 +546,8 @@ class RecurrentTrainer(Trainer):
 
     def flops_per_sample(self) -> int:
         """Matrix-multiply FLOPs per training sample: forward and weight-gradient products of its positive
-        and negative runs up to the end of the learning window (`learn_window`), plus the neutral run and the
-        readout step.
+        and negative runs up to the end of the learning window (`learn_window`; the label-hidden steps before it
+        run once for both), plus the neutral run and the readout step.
 
         A static input's first-layer bottom-up product is the same at every step: it is computed (and
         its weight gradient taken) once for the pair of runs in window-update mode and once for the
@@ -560,12 +560,13 @@ class RecurrentTrainer(Trainer):
         first, last = m.learn_window
         learning = last - first + 1
         up = m.layers[0].up_flops() if self.static_input else 0
+        shared = m.shared_hidden_steps()  # run once for both halves
         if self.update_mode == "window":
-            flops = 2 * last * (per_step - up) + up + 2 * learning * (per_step - up) + up
+            flops = (2 * last - shared) * (per_step - up) + up + 2 * learning * (per_step - up) + up
         else:
             updates = learning * m.updates_per_step
             forwards = first - 1 + updates + (learning if m.recompute_after_update else 0)
-            flops = 2 * forwards * per_step + 2 * updates * per_step
+            flops = (2 * forwards - shared) * per_step + 2 * updates * per_step
         if m.readout is not None:  # the neutral run goes to the end of the prediction window
             flops += m.window[1] * (per_step - up) + up + 2 * 2 * m.readout.linear.in_features * m.num_classes
         return int(flops)
