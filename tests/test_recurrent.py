@@ -479,7 +479,7 @@ def test_flops_per_sample_counts_the_products_a_training_step_runs(recurrent, re
     "recurrent",
     [
         {"update": "window", "raw_input": True},
-        {"update": "step", "learn_window": [4, 6]},  # and-rewsmith's: steps past the hidden ones before it learns
+        {"update": "step", "learn_window": [4, 6]},  # one update per step (and-rewsmith), step 3 shows the label
     ],
 )
 def test_label_hidden_steps_run_once_for_both_halves_and_train_as_two_runs_would(recurrent, monkeypatch):
